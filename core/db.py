@@ -1,0 +1,301 @@
+"""Database infrastructure: the declarative base, tenant scoping and session factories.
+
+Tenancy is enforced twice (see docs/decisions/0002-tenancy.md):
+
+1. the ORM: every query on a :class:`TenantScoped` model run through a tenant session gets
+   ``WHERE tenant_id = :current`` added (``with_loader_criteria``), and every object flushed
+   by it is stamped with, and checked against, the session's tenant;
+2. PostgreSQL row-level security: every transaction of a tenant session starts with
+   ``set_config('app.tenant_id', <tenant>, true)`` and the policies created by the migrations
+   compare each row's ``tenant_id`` with it, so raw SQL that forgets the filter sees nothing
+   of another tenant.
+
+Cross-tenant work goes through :func:`platform_session` only (the owner's connection,
+which the migrations leave outside RLS) and is audited by its callers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import uuid6
+from sqlalchemy import DateTime, Engine, MetaData, String, Uuid, create_engine, event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    ORMExecuteState,
+    Session,
+    mapped_column,
+    sessionmaker,
+    with_loader_criteria,
+)
+from sqlalchemy.pool import StaticPool
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> uuid.UUID:
+    """A time-ordered UUIDv7, so new rows land at the end of primary-key indexes."""
+    return uuid6.uuid7()
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC (storage is always UTC)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(DateTime):
+    """A ``DateTime(timezone=True)``; naive values read back from SQLite are marked UTC."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        parent = super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> Any:
+            if parent is not None:
+                value = parent(value)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            return value
+
+        return process
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every model, with the constraint naming convention Alembic needs."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), uuid.UUID: Uuid()}
+
+
+class Timestamped:
+    """``created_at`` / ``updated_at`` columns, maintained by the ORM."""
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TenantScoped:
+    """Mixin for tenant-owned tables: ``tenant_id`` leads the primary key ``(tenant_id, id)``.
+
+    Every foreign key from a tenant-owned table to another one must include ``tenant_id``
+    (use :func:`core.db.tenant_fk`); the isolation suite checks this for every table.
+    """
+
+    __tenant_scoped__ = True
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, primary_key=True, sort_order=-10
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id, sort_order=-9)
+
+
+def tenant_owned_tables() -> list[str]:
+    """Names of every tenant-owned table (mapped by a :class:`TenantScoped` model)."""
+    return sorted(
+        {
+            m.local_table.name
+            for m in Base.registry.mappers
+            if getattr(m.class_, "__tenant_scoped__", False)
+        }
+    )
+
+
+class TenantRequiredError(RuntimeError):
+    """A tenant-scoped query or write was attempted without a tenant."""
+
+
+class CrossTenantWriteError(RuntimeError):
+    """An object of another tenant was about to be written through a tenant session."""
+
+
+# --- engines ------------------------------------------------------------------------------
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets foreign keys on and a busy timeout for concurrent use."""
+    if url.startswith("sqlite"):
+        connect_args = {"check_same_thread": False, "timeout": 30}
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            kwargs.setdefault("poolclass", StaticPool)
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return create_engine(url, **kwargs)
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+TENANT_KEY = "tenant_id"
+PLATFORM_KEY = "platform"
+
+
+class Database:
+    """The two connections of the platform and the sessions made from them.
+
+    ``engine`` is the application's (subject to RLS on PostgreSQL); ``admin_engine`` is the
+    owner's, used by migrations and :meth:`platform_session`.
+    """
+
+    def __init__(self, url: str, admin_url: str | None = None) -> None:
+        self.engine = make_engine(url)
+        self.admin_engine = (
+            self.engine if not admin_url or admin_url == url else make_engine(admin_url)
+        )
+        self._factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._admin_factory = sessionmaker(bind=self.admin_engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the application database is PostgreSQL."""
+        return self.engine.dialect.name == "postgresql"
+
+    def tenant_session(self, tenant_id: uuid.UUID) -> Session:
+        """A session that sees and writes only ``tenant_id``'s rows."""
+        session = self._factory()
+        session.info[TENANT_KEY] = tenant_id
+        return session
+
+    def platform_session(self) -> Session:
+        """The one explicit cross-tenant path: no tenant filter, the owner's connection.
+
+        Callers must be platform operations (provisioning, manifests, sweeps) and record
+        what they did in the platform audit log.
+        """
+        session = self._admin_factory()
+        session.info[PLATFORM_KEY] = True
+        return session
+
+    @contextmanager
+    def tenant_transaction(self, tenant_id: uuid.UUID) -> Iterator[Session]:
+        """A tenant session in one transaction: committed on success, rolled back on error."""
+        with self.tenant_session(tenant_id) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def platform_transaction(self) -> Iterator[Session]:
+        """A platform session in one transaction: committed on success, rolled back on error."""
+        with self.platform_session() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+        if self.admin_engine is not self.engine:
+            self.admin_engine.dispose()
+
+
+def _is_tenant_scoped(cls: type) -> bool:
+    return bool(getattr(cls, "__tenant_scoped__", False))
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _add_tenant_criteria(state: ORMExecuteState) -> None:
+    session = state.session
+    if session.info.get(PLATFORM_KEY):
+        return
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    tenant_id = session.info.get(TENANT_KEY)
+    mappers = state.all_mappers
+    if not any(_is_tenant_scoped(m.class_) for m in mappers):
+        return
+    if tenant_id is None:
+        raise TenantRequiredError("a tenant-owned table was queried without a tenant")
+    state.statement = state.statement.options(
+        with_loader_criteria(
+            TenantScoped,
+            lambda cls: cls.tenant_id == tenant_id,
+            include_aliases=True,
+            track_closure_variables=False,
+        )
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_tenant(session: Session, _ctx: Any, _instances: Any) -> None:
+    if session.info.get(PLATFORM_KEY):
+        return
+    tenant_id = session.info.get(TENANT_KEY)
+    for obj in list(session.new) + list(session.dirty):
+        if not _is_tenant_scoped(type(obj)):
+            continue
+        if tenant_id is None:
+            raise TenantRequiredError(f"{type(obj).__name__} written without a tenant")
+        current = getattr(obj, "tenant_id", None)
+        if current is None:
+            obj.tenant_id = tenant_id
+        elif current != tenant_id:
+            raise CrossTenantWriteError(
+                f"{type(obj).__name__} of another tenant written through a tenant session"
+            )
+
+
+@event.listens_for(Session, "after_begin")
+def _set_rls_tenant(session: Session, _tx: Any, connection: Connection) -> None:
+    if connection.dialect.name != "postgresql":
+        return
+    tenant_id = session.info.get(TENANT_KEY)
+    if tenant_id is not None and not session.info.get(PLATFORM_KEY):
+        connection.execute(
+            text("SELECT set_config('app.tenant_id', :tenant, true)"),
+            {"tenant": str(tenant_id)},
+        )
+
+
+__all__ = [
+    "Base",
+    "CrossTenantWriteError",
+    "Database",
+    "String",
+    "TenantRequiredError",
+    "TenantScoped",
+    "Timestamped",
+    "make_engine",
+    "new_id",
+    "tenant_owned_tables",
+    "utcnow",
+]
+
+
+def tenant_fk(
+    columns: str | list[str], target: str, *, name: str | None = None, **kwargs: Any
+) -> Any:
+    """A composite foreign key ``(tenant_id, <columns>) -> <target>(tenant_id, id)``.
+
+    ``target`` is a table name; ``columns`` the referring column(s) besides ``tenant_id``.
+    Composite keys make it impossible for a row to point at another tenant's row.
+    """
+    from sqlalchemy import ForeignKeyConstraint
+
+    cols = [columns] if isinstance(columns, str) else list(columns)
+    return ForeignKeyConstraint(
+        ["tenant_id", *cols], [f"{target}.tenant_id", f"{target}.id"], name=name, **kwargs
+    )

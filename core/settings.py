@@ -1,0 +1,110 @@
+"""Platform settings: one object, each field named after its environment variable.
+
+Settings are read when :func:`load_settings` is called (in the app factory or the CLI),
+never at import time, and are passed on as a dependency so tests can override them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_PREFIX = "INSURDESK_"
+
+
+def _default_var_dir() -> Path:
+    return Path.cwd() / "var"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All platform settings. Each field is read from ``INSURDESK_<FIELD NAME IN CAPITALS>``."""
+
+    environment: str = "development"
+    """``INSURDESK_ENVIRONMENT``: ``development`` (demo tenants allowed) or ``production``."""
+
+    var_dir: Path = field(default_factory=_default_var_dir)
+    """``INSURDESK_VAR_DIR``: where the embedded default keeps its SQLite file, keys and uploads."""
+
+    database_url: str = ""
+    """``INSURDESK_DATABASE_URL``: the application's connection (a role that does not own the
+    tables on PostgreSQL). Default: ``sqlite:///<var_dir>/insurdesk.db``."""
+
+    admin_database_url: str = ""
+    """``INSURDESK_ADMIN_DATABASE_URL``: the owner's connection, used by migrations and the
+    audited platform path (provisioning, cross-tenant sweeps). Default: ``database_url``."""
+
+    issuer: str = "http://127.0.0.1:8000"
+    """``INSURDESK_ISSUER``: the OAuth issuer URL (the public base URL of the platform)."""
+
+    access_token_ttl: int = 900
+    """``INSURDESK_ACCESS_TOKEN_TTL``: lifetime of access tokens, in seconds."""
+
+    signing_key_dir: Path | None = None
+    """``INSURDESK_SIGNING_KEY_DIR``: reserved; signing keys are kept in the database."""
+
+    host: str = "127.0.0.1"
+    """``INSURDESK_HOST``: the address ``insurdesk serve`` binds."""
+
+    port: int = 8000
+    """``INSURDESK_PORT``: the port ``insurdesk serve`` binds."""
+
+    max_body_bytes: int = 1_048_576
+    """``INSURDESK_MAX_BODY_BYTES``: the largest JSON request body accepted (attachments aside)."""
+
+    log_level: str = "INFO"
+    """``INSURDESK_LOG_LEVEL``: structlog level."""
+
+    load_demo_tenants: bool = False
+    """``INSURDESK_LOAD_DEMO_TENANTS``: apply the manifests in ``tenants/demo`` at ``serve``
+    start-up. Refused when ``environment`` is ``production``."""
+
+    @property
+    def is_production(self) -> bool:
+        """True when running with production settings (no demo data, strict checks)."""
+        return self.environment == "production"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The application database URL with the embedded default filled in."""
+        return self.database_url or f"sqlite:///{self.var_dir / 'insurdesk.db'}"
+
+    @property
+    def effective_admin_database_url(self) -> str:
+        """The owner's database URL (falls back to the application URL)."""
+        return self.admin_database_url or self.effective_database_url
+
+
+def _coerce(raw: str, annotation: Any) -> Any:
+    text = str(annotation)
+    if "bool" in text:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if "int" in text:
+        return int(raw)
+    if "Path" in text:
+        return Path(raw)
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default: ``os.environ``) and keyword overrides.
+
+    :raises ValueError: naming the variable when a value cannot be read.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = _PREFIX + f.name.upper()
+        if name in env and env[name] != "":
+            try:
+                values[f.name] = _coerce(env[name], f.type)
+            except ValueError as exc:
+                raise ValueError(f"{name}: cannot read {env[name]!r}: {exc}") from exc
+    values.update(overrides)
+    settings = Settings(**values)
+    if settings.is_production and settings.load_demo_tenants:
+        raise ValueError("INSURDESK_LOAD_DEMO_TENANTS is refused with production settings")
+    return settings
