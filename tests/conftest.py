@@ -133,3 +133,67 @@ def database(settings: Settings) -> Iterator[Database]:
     db = Database(settings.effective_database_url, settings.effective_admin_database_url)
     yield db
     db.dispose()
+
+
+class LiveServer:
+    """The real app served by uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        """Start serving and wait until the port answers."""
+        import time
+
+        import httpx
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/healthz", timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("live server did not start")
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit and wait for the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, database: Database) -> Iterator[LiveServer]:
+    """The platform served over real HTTP on this backend (issuer set to its URL)."""
+    from dataclasses import replace
+
+    from core.app import create_app
+
+    server = LiveServer(None)
+    app = create_app(replace(settings, issuer=server.url), database)
+    server.server.config.app = app
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_settings(settings: Settings, live_server: LiveServer) -> Settings:
+    """The settings the live server runs with (issuer = its URL)."""
+    from dataclasses import replace
+
+    return replace(settings, issuer=live_server.url)
