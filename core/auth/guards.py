@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.api.problems import Problem
@@ -85,15 +85,10 @@ class Access:
         prefixes = self.prefixes(permission)
         if not prefixes:
             return false()
-        if any(p.count("/") == 2 for p in prefixes) and self._covers_all_roots(prefixes):
-            return true()
         visible = select(OrgUnit.id).where(
             or_(*(OrgUnit.path.startswith(p, autoescape=True) for p in prefixes))
         )
         return unit_id_column.in_(visible)  # type: ignore[no-any-return]
-
-    def _covers_all_roots(self, prefixes: list[str]) -> bool:
-        return bool(self.principal.kind == "client" and not self.principal.client_unit_ids)
 
 
 def load_access(session: Session, principal: Principal) -> Access:
