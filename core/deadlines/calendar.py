@@ -91,6 +91,8 @@ class TenantCalendar:
         "tz",
     )
 
+    _key: tuple[Any, ...]
+    _years: dict[int, _Year]
     loaded: Mapping[int, YearSchedule]
     tz: ZoneInfo
     extra_closed: frozenset[dt.date]
@@ -181,7 +183,7 @@ class TenantCalendar:
         return schedule if schedule is not None else provisional_schedule(year)
 
     def source_of(self, year: int) -> ScheduleSource:
-        """Where the schedule of ``year`` comes from: ``official``, ``loaded`` or ``provisional``."""
+        """Where the schedule of ``year`` comes from (``official``, ``loaded``, ``provisional``)."""
         return self._year(year).schedule.source
 
     def is_provisional_year(self, year: int) -> bool:
@@ -195,7 +197,7 @@ class TenantCalendar:
     # -- day predicates --------------------------------------------------------------------
 
     def is_working_day(self, day: dt.date) -> bool:
-        """Whether ``day`` is a working day for this tenant (holidays, 调休 and overrides applied)."""
+        """Whether ``day`` is a working day for this tenant (holidays, 调休, overrides applied)."""
         data = self._year(day.year)
         return bool(data.working[day.toordinal() - data.first])
 

@@ -1,9 +1,10 @@
 """Counting periods the way Chinese law counts them (民法典 第二百零一条至第二百零四条).
 
-* 第二百零一条: "按照年、月、日、小时计算期间的，开始的当日不计入，自下一日开始计算。按照小时计算期间的，
-  自法律规定或者当事人约定的时间开始计算。" A period of N days started on day D runs D+1 .. D+N.
-* 第二百零三条: "期间的最后一日是法定休假日的，以法定休假日结束的次日为期间的最后一日。期间的最后一日的截止
-  时间为二十四时；有业务时间的，停止业务活动的时间为截止时间。"
+* 第二百零一条: "按照年、月、日、小时计算期间的，开始的当日不计入，自下一日开始计算。
+  按照小时计算期间的，自法律规定或者当事人约定的时间开始计算。"
+  A period of N days started on day D runs D+1 .. D+N.
+* 第二百零三条: "期间的最后一日是法定休假日的，以法定休假日结束的次日为期间的最后一日。
+  期间的最后一日的截止时间为二十四时；有业务时间的，停止业务活动的时间为截止时间。"
 * 2020-complaints 第四十三条: "日" are natural days unless the text says working days.
 
 Representation of "24:00": a due is an *exclusive* instant. A period whose last day is D ends at

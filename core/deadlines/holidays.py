@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from types import MappingProxyType
 from typing import Literal
 
@@ -63,7 +63,7 @@ class YearSchedule:
             raise ValueError(f"schedule for {self.year}: {both[0]} is both a holiday and a workday")
 
 
-@lru_cache(maxsize=None)
+@cache
 def library_years() -> frozenset[int]:
     """Years for which the installed ``chinese_calendar`` has the State Council notice."""
     return frozenset(d.year for d in chinese_calendar.holidays)

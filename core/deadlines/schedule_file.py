@@ -16,7 +16,6 @@ Every problem raises :class:`ScheduleFileError` naming the file, the path in the
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -158,18 +157,19 @@ def schedule_from_dict(document: Any, *, filename: str = "<schedule>") -> YearSc
     workdays: dict[dt.date, str] = {}
     for i, item in enumerate(document.get("workdays", [])):
         path = f"workdays[{i}].date"
-        day = parse(item["date"], path)
-        if day is None:
+        workday = parse(item["date"], path)
+        if workday is None:
             continue
-        if day.weekday() < 5:
-            problems.append((path, f"{day} is a {day:%A}; an adjusted workday is a Saturday/Sunday"))
-        elif day in workdays:
-            problems.append((path, f"{day} is listed twice"))
-        elif day in holidays:
-            where = next(p for b, e, p in ranges if b <= day <= e)
-            problems.append((path, f"{day} lies inside the holiday range {where}"))
+        if workday.weekday() < 5:
+            reason = f"{workday} is a {workday:%A}; a 调休 workday is a Saturday or Sunday"
+            problems.append((path, reason))
+        elif workday in workdays:
+            problems.append((path, f"{workday} is listed twice"))
+        elif workday in holidays:
+            where = next(p for b, e, p in ranges if b <= workday <= e)
+            problems.append((path, f"{workday} lies inside the holiday range {where}"))
         else:
-            workdays[day] = item["name"]
+            workdays[workday] = item["name"]
     if problems:
         raise ScheduleFileError(filename, problems)
     return YearSchedule(
@@ -185,7 +185,7 @@ def schedule_from_dict(document: Any, *, filename: str = "<schedule>") -> YearSc
 def parse_schedule(text: str, *, filename: str = "<schedule>") -> YearSchedule:
     """Parse YAML (or JSON) ``text`` into a loaded schedule; see :func:`schedule_from_dict`."""
     try:
-        document = yaml.load(text, Loader=_NoDatesLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_NoDatesLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -202,9 +202,6 @@ def load_schedule(path: str | Path) -> YearSchedule:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScheduleFileError(str(path), [("", f"cannot read the file: {exc}")]) from exc
     return parse_schedule(text, filename=str(path))
-
-
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def dump_schedule(schedule: YearSchedule) -> dict[str, Any]:
