@@ -47,7 +47,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     import_all_models()
-    db = database or Database(settings.effective_database_url, settings.effective_admin_database_url)
+    db = database or Database(
+        settings.effective_database_url, settings.effective_admin_database_url
+    )
 
     from core.auth.middleware import auth_middleware
 

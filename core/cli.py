@@ -45,8 +45,12 @@ def _serve(
         for line in apply_demo_tenants(settings):
             typer.echo(line)
     uvicorn.run(
-        "core.app:app_from_env", factory=True, host=host or settings.host,
-        port=port or settings.port, reload=reload, log_level=settings.log_level.lower(),
+        "core.app:app_from_env",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        reload=reload,
+        log_level=settings.log_level.lower(),
     )
 
 
@@ -73,7 +77,9 @@ def _migrate(
 def build_cli() -> typer.Typer:
     """The root Typer app with every available domain group."""
     app = typer.Typer(
-        name="insurdesk", no_args_is_help=True, add_completion=False,
+        name="insurdesk",
+        no_args_is_help=True,
+        add_completion=False,
         help="insurdesk: customer-service management for insurers.",
     )
     app.command("serve")(_serve)

@@ -99,9 +99,7 @@ class TenantScoped:
 
     __tenant_scoped__ = True
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, primary_key=True, sort_order=-10
-    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, sort_order=-10)
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id, sort_order=-9)
 
 
@@ -125,6 +123,7 @@ class CrossTenantWriteError(RuntimeError):
 
 
 # --- engines ------------------------------------------------------------------------------
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets foreign keys on and a busy timeout for concurrent use."""

@@ -68,7 +68,9 @@ def grant_app_role(admin_url: str, app_url: str) -> str | None:
         with engine.begin() as conn:
             tables = inspect(conn).get_table_names()
             tenant_tables = {
-                t for t in tables if "tenant_id" in {c["name"] for c in inspect(conn).get_columns(t)}
+                t
+                for t in tables
+                if "tenant_id" in {c["name"] for c in inspect(conn).get_columns(t)}
             }
             conn.execute(text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
             for table in tables:

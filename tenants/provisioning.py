@@ -51,6 +51,7 @@ def provision_tenant(
         session.add(tenant)
         session.flush()
         seed_builtin_roles(session, tenant.id)
-        record_platform_action(session, actor=actor, action="tenant.provision",
-                               tenant_id=tenant.id, slug=slug)
+        record_platform_action(
+            session, actor=actor, action="tenant.provision", tenant_id=tenant.id, slug=slug
+        )
     return tenant

@@ -149,8 +149,9 @@ class LiveServer:
         self.port = sock.getsockname()[1]
         sock.close()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on")  # type: ignore[arg-type]
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -197,3 +198,19 @@ def app_settings(settings: Settings, live_server: LiveServer) -> Settings:
     from dataclasses import replace
 
     return replace(settings, issuer=live_server.url)
+
+
+@pytest.fixture(scope="session")
+def pg_database(
+    pg_databases: PostgresDatabases, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
+    """A migrated PostgreSQL database for PostgreSQL-only behaviour (RLS, roles, grants).
+
+    Not parametrized: tests that use it run once, on PostgreSQL, and are never skipped
+    with CI=true.
+    """
+    admin, app = pg_databases.create()
+    upgrade(admin, app)
+    db = Database(app, admin)
+    yield db
+    db.dispose()

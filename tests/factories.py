@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date
 
+from core.cases.models import Case, CaseType, Channel
 from core.customers.models import Customer, CustomerKind, LineOfBusiness, Policy
 from core.db import Database
 from core.orgs.models import OrgUnit, UnitKind
@@ -27,6 +28,7 @@ class TenantWorld:
     people: dict[str, Person] = field(default_factory=dict)
     customers: dict[str, Customer] = field(default_factory=dict)
     policies: dict[str, Policy] = field(default_factory=dict)
+    cases: dict[str, Case] = field(default_factory=dict)
 
     @property
     def id(self) -> uuid.UUID:
@@ -41,10 +43,15 @@ def make_tenant(db: Database, prefix: str = "t") -> TenantWorld:
     world = TenantWorld(tenant=tenant)
     with db.tenant_transaction(tenant.id) as s:
         group = create_unit(s, code="GRP", name="集团", kind=UnitKind.GROUP, parent_id=None)
-        company = create_unit(s, code="CO", name="财险公司", kind=UnitKind.COMPANY,
-                              parent_id=group.id)
-        bj = create_unit(s, code="BJ", name="北京分公司", kind=UnitKind.BRANCH, parent_id=company.id)
-        sh = create_unit(s, code="SH", name="上海分公司", kind=UnitKind.BRANCH, parent_id=company.id)
+        company = create_unit(
+            s, code="CO", name="财险公司", kind=UnitKind.COMPANY, parent_id=group.id
+        )
+        bj = create_unit(
+            s, code="BJ", name="北京分公司", kind=UnitKind.BRANCH, parent_id=company.id
+        )
+        sh = create_unit(
+            s, code="SH", name="上海分公司", kind=UnitKind.BRANCH, parent_id=company.id
+        )
         world.units = {"group": group, "company": company, "bj": bj, "sh": sh}
         for username, role, unit in [
             ("admin", "tenant_admin", group),
@@ -58,19 +65,41 @@ def make_tenant(db: Database, prefix: str = "t") -> TenantWorld:
             assign_role(s, person_id=person.id, role_id=role_obj.id, unit_id=unit.id)
             world.people[username] = person
         for key, unit in [("bj", bj), ("sh", sh)]:
-            customer = Customer(kind=CustomerKind.POLICYHOLDER, name=f"客户{key}",
-                                phone="13800138000", unit_id=unit.id)
+            customer = Customer(
+                kind=CustomerKind.POLICYHOLDER,
+                name=f"客户{key}",
+                phone="13800138000",
+                unit_id=unit.id,
+            )
             s.add(customer)
             s.flush()
             policy = Policy(
-                number=f"P-{key}-{uuid.uuid4().hex[:6]}", product_code="L01",
-                product_name="终身寿险", line_of_business=LineOfBusiness.LIFE, term_months=240,
-                start_date=date(2026, 1, 5), cooling_off_end=date(2026, 1, 20),
-                unit_id=unit.id, policyholder_id=customer.id,
+                number=f"P-{key}-{uuid.uuid4().hex[:6]}",
+                product_code="L01",
+                product_name="终身寿险",
+                line_of_business=LineOfBusiness.LIFE,
+                term_months=240,
+                start_date=date(2026, 1, 5),
+                cooling_off_end=date(2026, 1, 20),
+                unit_id=unit.id,
+                policyholder_id=customer.id,
                 agent_id=world.people[f"agent_{key}"].id,
             )
             s.add(policy)
             s.flush()
             world.customers[key] = customer
             world.policies[key] = policy
+            case = Case(
+                number=f"TS-2026-{key}-{uuid.uuid4().hex[:6]}",
+                type=CaseType.COMPLAINT,
+                channel=Channel.HOTLINE,
+                subject=f"投诉 {key}",
+                unit_id=unit.id,
+                customer_id=customer.id,
+                policy_id=policy.id,
+                assignee_id=world.people[f"agent_{key}"].id,
+            )
+            s.add(case)
+            s.flush()
+            world.cases[key] = case
     return world

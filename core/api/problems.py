@@ -91,7 +91,9 @@ def problem_response(request: Request[Any, Any, Any] | None, problem: Problem) -
         body["instance"] = request.url.path
     body.update(problem.extra)
     return Response(
-        content=body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE,
+        content=body,
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
         headers=problem.headers,
     )
 
@@ -138,7 +140,9 @@ def handle_integrity_error(request: Request[Any, Any, Any], exc: IntegrityError)
     )
 
 
-def handle_cross_tenant(request: Request[Any, Any, Any], exc: CrossTenantWriteError) -> Response[Any]:
+def handle_cross_tenant(
+    request: Request[Any, Any, Any], exc: CrossTenantWriteError
+) -> Response[Any]:
     """A write that would cross tenants is answered as if the target did not exist."""
     log.error("cross_tenant_write_refused", path=request.url.path, error=str(exc))
     return problem_response(request, Problem(404, "the referenced record was not found"))

@@ -61,8 +61,12 @@ class Access:
     def require_anywhere(self, permission: str) -> None:
         """Raise a 403 problem unless ``permission`` holds somewhere."""
         if not self.has_anywhere(permission):
-            raise Problem(403, f"this requires the {permission!r} permission",
-                          slug="forbidden", permission=permission)
+            raise Problem(
+                403,
+                f"this requires the {permission!r} permission",
+                slug="forbidden",
+                permission=permission,
+            )
 
     def require(self, permission: str, unit: OrgUnit, *, hide: bool = False) -> None:
         """Raise unless ``permission`` holds at ``unit``.
@@ -73,11 +77,17 @@ class Access:
         if not self.can(permission, unit.path):
             if hide:
                 raise Problem(404, "the record was not found", slug="not-found")
-            raise Problem(403, f"{permission!r} does not hold at unit {unit.code}",
-                          slug="forbidden", permission=permission, unit=unit.code)
+            raise Problem(
+                403,
+                f"{permission!r} does not hold at unit {unit.code}",
+                slug="forbidden",
+                permission=permission,
+                unit=unit.code,
+            )
 
-    def unit_clause(self, permission: str, unit_id_column: InstrumentedAttribute[object]
-                    ) -> ColumnElement[bool]:
+    def unit_clause(
+        self, permission: str, unit_id_column: InstrumentedAttribute[object]
+    ) -> ColumnElement[bool]:
         """A WHERE clause keeping rows whose unit lies under a unit where ``permission`` holds.
 
         ``unit_id_column`` is the row's unit id column (e.g. ``Customer.unit_id``).
@@ -85,8 +95,10 @@ class Access:
         prefixes = self.prefixes(permission)
         if not prefixes:
             return false()
-        visible = select(OrgUnit.id).where(
-            or_(*(OrgUnit.path.startswith(p, autoescape=True) for p in prefixes))
+        visible = (
+            select(OrgUnit.id)
+            .where(or_(*(OrgUnit.path.startswith(p, autoescape=True) for p in prefixes)))
+            .correlate(None)
         )
         return unit_id_column.in_(visible)  # type: ignore[no-any-return]
 

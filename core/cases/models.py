@@ -13,7 +13,9 @@ from core.db import Base, TenantScoped, Timestamped, tenant_fk, utcnow
 
 
 def _enum(cls: type[enum.Enum], length: int = 32) -> Enum:
-    return Enum(cls, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e])
+    return Enum(
+        cls, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 class CaseType(enum.StrEnum):

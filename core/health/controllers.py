@@ -11,15 +11,26 @@ from core.db import Database
 from core.migrate import current_revision, head_revision
 
 
-@get("/healthz", exclude_from_auth=True, tags=["health"], operation_id="healthz",
-     summary="Liveness: the process answers")
+@get(
+    "/healthz",
+    exclude_from_auth=True,
+    tags=["health"],
+    operation_id="healthz",
+    summary="Liveness: the process answers",
+)
 async def healthz() -> dict[str, str]:
     """Answers 200 while the process runs."""
     return {"status": "ok"}
 
 
-@get("/readyz", exclude_from_auth=True, tags=["health"], operation_id="readyz",
-     summary="Readiness: database reachable and migrations at head", sync_to_thread=True)
+@get(
+    "/readyz",
+    exclude_from_auth=True,
+    tags=["health"],
+    operation_id="readyz",
+    summary="Readiness: database reachable and migrations at head",
+    sync_to_thread=True,
+)
 def readyz(db: Database) -> Response[dict[str, Any]]:
     """200 when the database answers and its schema is at the newest migration, else 503."""
     checks: dict[str, Any] = {}

@@ -47,8 +47,14 @@ def create_unit(
             raise Problem(422, f"parent unit {parent.code} is deactivated", slug="inactive-parent")
         path, depth = f"{parent.path}{unit_id}/", parent.depth + 1
     unit = OrgUnit(
-        id=unit_id, code=code, name=name, name_en=name_en, kind=kind,
-        parent_id=parent_id, path=path, depth=depth,
+        id=unit_id,
+        code=code,
+        name=name,
+        name_en=name_en,
+        kind=kind,
+        parent_id=parent_id,
+        path=path,
+        depth=depth,
     )
     session.add(unit)
     session.flush()
@@ -76,8 +82,7 @@ def move_unit(session: Session, unit: OrgUnit, new_parent_id: uuid.UUID) -> OrgU
     """Move ``unit`` and its subtree under ``new_parent_id`` (one UPDATE of the paths)."""
     parent = get_unit(session, new_parent_id)
     if parent.path.startswith(unit.path):
-        raise Problem(422, "a unit cannot be moved under itself or its descendants",
-                      slug="cycle")
+        raise Problem(422, "a unit cannot be moved under itself or its descendants", slug="cycle")
     old_path, new_path = unit.path, f"{parent.path}{unit.id}/"
     depth_delta = parent.depth + 1 - unit.depth
     session.execute(
@@ -98,13 +103,16 @@ def move_unit(session: Session, unit: OrgUnit, new_parent_id: uuid.UUID) -> OrgU
 def deactivate_unit(session: Session, unit: OrgUnit) -> OrgUnit:
     """Deactivate a unit; refused while active units remain below it."""
     active_children = session.scalar(
-        select(func.count()).select_from(OrgUnit).where(
-            OrgUnit.parent_id == unit.id, OrgUnit.active.is_(True)
-        )
+        select(func.count())
+        .select_from(OrgUnit)
+        .where(OrgUnit.parent_id == unit.id, OrgUnit.active.is_(True))
     )
     if active_children:
-        raise Problem(409, f"unit {unit.code} still has {active_children} active sub-units",
-                      slug="unit-has-children")
+        raise Problem(
+            409,
+            f"unit {unit.code} still has {active_children} active sub-units",
+            slug="unit-has-children",
+        )
     unit.active = False
     session.flush()
     return unit

@@ -50,45 +50,88 @@ class BuiltinRole:
 
 BUILTIN_ROLES: tuple[BuiltinRole, ...] = (
     BuiltinRole(
-        "tenant_admin", "租户管理员", "Tenant administrator",
-        ALL_PERMISSIONS - {"cases:whistleblower"}, "platform",
+        "tenant_admin",
+        "租户管理员",
+        "Tenant administrator",
+        ALL_PERMISSIONS - {"cases:whistleblower"},
+        "platform",
     ),
     BuiltinRole(
-        "general_manager", "总经理", "General manager",
+        "general_manager",
+        "总经理",
+        "General manager",
         _READ | {"cases:write", "cases:assign", "cases:approve", "cases:whistleblower"},
         "客户服务管理规定 第三条",
     ),
     BuiltinRole(
-        "service_director", "运营管理部负责人", "Service director",
-        _READ | {"cases:write", "cases:assign", "cases:approve", "cases:whistleblower",
-                 "visits:write", "inspections:write"},
+        "service_director",
+        "运营管理部负责人",
+        "Service director",
+        _READ
+        | {
+            "cases:write",
+            "cases:assign",
+            "cases:approve",
+            "cases:whistleblower",
+            "visits:write",
+            "inspections:write",
+        },
         "客户服务管理规定 第四条",
     ),
     BuiltinRole(
-        "cs_division", "客服处", "Customer-service division",
+        "cs_division",
+        "客服处",
+        "Customer-service division",
         _READ | {"cases:write", "cases:assign", "visits:write", "customers:write"},
         "客户服务管理规定 第五条",
     ),
     BuiltinRole(
-        "agent", "客户服务岗", "Customer-service agent",
-        frozenset({"org:read", "customers:read", "customers:write", "policies:read",
-                   "cases:read", "cases:write", "visits:write"}),
+        "agent",
+        "客户服务岗",
+        "Customer-service agent",
+        frozenset(
+            {
+                "org:read",
+                "customers:read",
+                "customers:write",
+                "policies:read",
+                "cases:read",
+                "cases:write",
+                "visits:write",
+            }
+        ),
         "客户服务管理规定 第七条",
     ),
     BuiltinRole(
-        "quality_inspector", "客服质检岗", "Quality inspector",
-        frozenset({"org:read", "people:read", "customers:read", "policies:read",
-                   "cases:read", "inspections:write", "stats:read"}),
+        "quality_inspector",
+        "客服质检岗",
+        "Quality inspector",
+        frozenset(
+            {
+                "org:read",
+                "people:read",
+                "customers:read",
+                "policies:read",
+                "cases:read",
+                "inspections:write",
+                "stats:read",
+            }
+        ),
         "客户服务管理规定 第七条; 客服中心服务质量检查管理办法",
     ),
     BuiltinRole(
-        "branch_manager", "分支机构负责人", "Branch manager",
+        "branch_manager",
+        "分支机构负责人",
+        "Branch manager",
         _READ - {"audit:read"} | {"cases:write", "cases:assign", "cases:approve"},
         "客户服务管理规定 第五条(六)",
     ),
     BuiltinRole(
-        "auditor", "只读审计员", "Read-only auditor",
-        _READ, "保险行业客户信息管理制度",
+        "auditor",
+        "只读审计员",
+        "Read-only auditor",
+        _READ,
+        "保险行业客户信息管理制度",
     ),
 )
 

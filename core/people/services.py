@@ -25,8 +25,12 @@ def seed_builtin_roles(session: Session, tenant_id: uuid.UUID) -> list[Role]:
         if spec.key in existing:
             continue
         role = Role(
-            tenant_id=tenant_id, key=spec.key, name_zh=spec.name_zh, name_en=spec.name_en,
-            permissions=sorted(spec.permissions), builtin=True,
+            tenant_id=tenant_id,
+            key=spec.key,
+            name_zh=spec.name_zh,
+            name_en=spec.name_en,
+            permissions=sorted(spec.permissions),
+            builtin=True,
         )
         session.add(role)
         created.append(role)
@@ -61,8 +65,12 @@ def create_person(
     if get_person_by_username(session, username) is not None:
         raise Problem(409, f"username {username!r} is taken", slug="duplicate")
     person = Person(
-        username=username, display_name=display_name, email=email, phone=phone,
-        locale=locale, password_hash=hash_password(password) if password else None,
+        username=username,
+        display_name=display_name,
+        email=email,
+        phone=phone,
+        locale=locale,
+        password_hash=hash_password(password) if password else None,
     )
     session.add(person)
     session.flush()

@@ -23,9 +23,7 @@ class Tenant(Timestamped, Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     locale: Mapped[str] = mapped_column(String(16), default="zh-CN")
     status: Mapped[str] = mapped_column(String(16), default="active")
-    case_number_format: Mapped[str] = mapped_column(
-        String(64), default="{prefix}-{year}-{seq:06d}"
-    )
+    case_number_format: Mapped[str] = mapped_column(String(64), default="{prefix}-{year}-{seq:06d}")
     manifest_digest: Mapped[str | None] = mapped_column(String(64), default=None)
 
 

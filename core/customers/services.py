@@ -1,0 +1,49 @@
+"""Customers and policies: data access for one aggregate each."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.api.problems import Problem, not_found
+from core.customers.models import Customer, LineOfBusiness, Policy
+
+COOLING_OFF_DAYS = 15
+"""Default cooling-off (犹豫期) for life and health policies over one year, in days
+(健康保险管理办法 2019 第十五条: at least 15 days; the policy contract may give more)."""
+
+
+def get_customer(session: Session, customer_id: uuid.UUID) -> Customer:
+    """The customer ``customer_id`` of the session's tenant, or a 404 problem."""
+    customer = session.get(Customer, (session.info["tenant_id"], customer_id))
+    if customer is None:
+        raise not_found("customer", customer_id)
+    return customer
+
+
+def get_policy(session: Session, policy_id: uuid.UUID) -> Policy:
+    """The policy ``policy_id`` of the session's tenant, or a 404 problem."""
+    policy = session.get(Policy, (session.info["tenant_id"], policy_id))
+    if policy is None:
+        raise not_found("policy", policy_id)
+    return policy
+
+
+def default_cooling_off_end(
+    line: LineOfBusiness, start: date, term_months: int | None
+) -> date | None:
+    """The cooling-off end for a long-term life or health policy, None where none applies."""
+    if line in (LineOfBusiness.LIFE, LineOfBusiness.HEALTH, LineOfBusiness.ANNUITY) and (
+        term_months is None or term_months > 12
+    ):
+        return start + timedelta(days=COOLING_OFF_DAYS)
+    return None
+
+
+def ensure_policy_number_free(session: Session, number: str) -> None:
+    """A 409 problem when ``number`` is taken in the tenant."""
+    if session.scalars(select(Policy.id).where(Policy.number == number)).first() is not None:
+        raise Problem(409, f"policy number {number!r} already exists", slug="duplicate")
