@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         version="1.0.0",
         description=(
             "Customer-service management for insurers. Every `/api/v1` operation needs a bearer "
-            "access token from this platform's OAuth 2.0 server; errors are RFC 9457 problem details."
+            "access token from this platform's OAuth 2.0 server; errors are RFC 9457 "
+            "problem details."
         ),
         path="/schema",
         render_plugins=[ScalarRenderPlugin()],

@@ -73,7 +73,7 @@ def paginate(
     limit: int,
     to_item: Callable[[Any], T],
 ) -> Page[T]:
-    """Run ``stmt`` ordered by ``id_column`` from ``cursor``; one row more tells if a page follows."""
+    """Run ``stmt`` by ``id_column`` from ``cursor``; one row more tells if a page follows."""
     limit = check_limit(limit)
     if cursor:
         stmt = stmt.where(id_column > decode_cursor(cursor))
