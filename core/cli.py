@@ -17,7 +17,7 @@ from core.settings import load_settings
 CLI_GROUPS: tuple[tuple[str, str], ...] = (
     ("tenants", "tenants.cli"),
     ("deadlines", "core.deadlines.cli"),
-    ("calendar", "core.calendar_cli"),
+    ("calendar", "core.calendars.cli"),
     ("plugins", "core.plugins.cli"),
     ("clients", "core.auth.cli"),
 )
