@@ -1,4 +1,4 @@
-"""``insurdesk deadlines due`` and ``insurdesk calendar load``: the operator's view of the engine."""
+"""``insurdesk deadlines due`` and ``insurdesk calendar load``: the operator's view."""
 
 from __future__ import annotations
 
