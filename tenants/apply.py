@@ -29,17 +29,21 @@ from core.customers.models import Customer, Policy
 from core.db import Database, new_id
 from core.orgs.models import OrgUnit
 from core.people.models import Person, Role, RoleAssignment
-from core.people.services import seed_builtin_roles
 from core.tenancy.models import Tenant
-from tenants.integrations import apply_clients, apply_plugin_settings
+from tenants.integrations import SectionError, apply_clients, apply_plugin_settings
+from tenants.integrations import plugin_registry as build_plugin_registry
 from tenants.manifests import Manifest
-from tenants.provisioning import get_tenant_by_slug, record_platform_action
+from tenants.provisioning import get_tenant_by_slug, record_platform_action, seed_tenant
+from tenants.schema import ManifestError
 
 __all__ = ["ApplyError", "ApplyReport", "Change", "apply_manifest", "apply_manifests",
            "customer_id"]
 
 CUSTOMER_NAMESPACE = uuid.UUID("6f1c3a52-4d0e-5b8e-9a57-1c2f3e4d5a6b")
 """Namespace of the UUIDv5 ids of customers created from manifests (see :func:`customer_id`)."""
+
+CASE_STATE = "state" if "state" in Case.__table__.c else "status"
+"""The case's lifecycle column (``status`` until the case lifecycle lands as ``state``)."""
 
 KEPT_LISTED = 10
 """How many rows not in the manifest are named one by one before the report just counts."""
@@ -103,6 +107,9 @@ class ApplyReport:
         out: list[str] = []
         if not self.changes:
             out.append("no changes")
+        elif not self.created and not self.digest_changed:
+            out += ["manifest unchanged since the last apply, but the database differed from it:",
+                    *(c.text for c in self.changes)]
         elif self.created and not verbose:
             counts = Counter(c.entity for c in self.changes if c.entity in _PLURAL)
             parts = [f"{n} {_PLURAL[e]}" for e, n in counts.items()]
@@ -113,19 +120,30 @@ class ApplyReport:
 
 
 def apply_manifest(
-    db: Database, manifest: Manifest, *, dry_run: bool = False, actor: str = "manifest"
+    db: Database,
+    manifest: Manifest,
+    *,
+    dry_run: bool = False,
+    actor: str = "manifest",
+    plugin_registry: Any | None = None,
 ) -> ApplyReport:
     """Make the database match ``manifest`` in one platform transaction.
 
     :param dry_run: compute and report the changes, then roll everything back.
     :param actor: who applies it, for the platform audit log.
-    :raises ApplyError: the database refused a write (the transaction is rolled back).
+    :param plugin_registry: the process's ``PluginRegistry`` (None: built when needed).
+    :raises ManifestError: a service refused an entry (e.g. plugin settings its schema
+        rejects); nothing was written.
+    :raises ApplyError: the database refused a write; nothing was written.
     """
     report = ApplyReport(slug=manifest.slug, source=manifest.source, dry_run=dry_run)
     with db.platform_session() as session:
         transaction = session.begin()
         try:
-            _Applier(session, manifest, report, actor).run()
+            _Applier(session, manifest, report, actor, plugin_registry).run()
+        except SectionError as exc:
+            transaction.rollback()
+            raise ManifestError([manifest.issue(exc.path, exc.reason)]) from exc
         except SQLAlchemyError as exc:
             transaction.rollback()
             raise ApplyError(f"{manifest.source}: {manifest.slug}: the database refused the "
@@ -143,10 +161,22 @@ def apply_manifest(
 
 def apply_manifests(
     db: Database, manifests: Sequence[Manifest], *, dry_run: bool = False,
-    actor: str = "manifest",
+    actor: str = "manifest", plugin_registry: Any | None = None,
 ) -> list[ApplyReport]:
-    """Apply several (already validated) manifests, one transaction per tenant."""
-    return [apply_manifest(db, m, dry_run=dry_run, actor=actor) for m in manifests]
+    """Apply several (already validated) manifests, one transaction per tenant.
+
+    The plugin registry, when not given and needed, is built once for all of them.
+    """
+    own = plugin_registry is None and any(m.plugins for m in manifests)
+    registry = build_plugin_registry()[0] if own else plugin_registry
+    try:
+        return [
+            apply_manifest(db, m, dry_run=dry_run, actor=actor, plugin_registry=registry)
+            for m in manifests
+        ]
+    finally:
+        if own and registry is not None:
+            registry.close()
 
 
 def _chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
@@ -168,12 +198,14 @@ class _Applier:
     """Applies one manifest in the given platform session (no commit here)."""
 
     def __init__(
-        self, session: Session, manifest: Manifest, report: ApplyReport, actor: str
+        self, session: Session, manifest: Manifest, report: ApplyReport, actor: str,
+        plugin_registry: Any | None,
     ) -> None:
         self.s = session
         self.m = manifest
         self.report = report
         self.actor = actor
+        self.plugin_registry = plugin_registry
         self.tenant: Tenant
         self.unit_ids: dict[str, uuid.UUID] = {}
         self.role_ids: dict[str, uuid.UUID] = {}
@@ -205,13 +237,18 @@ class _Applier:
         self._customers()
         self._policies()
         self._cases()
-        for changes, notes in (
-            apply_plugin_settings(self.s, tenant_id=self.tid, specs=self.m.plugins,
-                                  unit_ids=self.unit_ids, actor=self.actor),
-            apply_clients(self.s, tenant_id=self.tid, specs=self.m.clients,
-                          unit_ids=self.unit_ids),
+        for changes, kept, notes in (
+            apply_plugin_settings(
+                self.s, tenant_id=self.tid, specs=self.m.plugins, unit_ids=self.unit_ids,
+                actor=self.actor, source=self.m.source, registry=self.plugin_registry,
+            ),
+            apply_clients(
+                self.s, tenant_id=self.tid, slug=self.m.slug, specs=self.m.clients,
+                unit_ids=self.unit_ids, dry_run=self.report.dry_run,
+            ),
         ):
             self.report.changes += [Change(c.split()[0], "changed", c) for c in changes]
+            self.report.kept += kept
             self.report.notes += notes
         self._finish()
 
@@ -231,13 +268,13 @@ class _Applier:
             self.tenant = tenant
             self.report.created = True
             self.change("tenant", "added", f"tenant {spec.slug} created")
-            seed_builtin_roles(self.s, tenant.id)
+            seed_tenant(self.s, tenant.id)
         else:
             self.tenant = tenant
             for name in _diff(tenant, wanted):
                 self.change("tenant", "changed", f"tenant {name} set to {wanted[name]!r}")
-            for role in seed_builtin_roles(self.s, tenant.id):
-                self.change("role", "added", f"built-in role {role.key} added")
+            for what in seed_tenant(self.s, tenant.id):  # defaults added to the platform since
+                self.change("tenant", "added", f"built-in {what} added")
         self.report.tenant_id = tenant.id
 
     def _units(self) -> None:
@@ -444,7 +481,7 @@ class _Applier:
         existing = self._load(Case, Case.number, [c.number for c in self.m.cases])
         for spec in self.m.cases:
             wanted = {
-                "type": spec.type, "channel": spec.channel, "status": spec.status,
+                "type": spec.type, "channel": spec.channel, CASE_STATE: spec.state,
                 "subject": spec.subject, "description": spec.description,
                 "received_at": spec.received_at, "unit_id": self.unit_ids[spec.unit],
                 "customer_id": self.customer_ids[spec.customer] if spec.customer else None,

@@ -1,7 +1,8 @@
 """``insurdesk tenants``: apply declarative tenant manifests and list tenants.
 
-Exit codes: 0 done (changes or not), 2 a bad manifest or a refused demo manifest (nothing
-written), 1 the database refused a write or could not be reached.
+Exit codes: 0 done (changes or not); 2 a bad manifest, an entry a service refused (e.g. plugin
+settings) or a demo manifest with production settings — that manifest's tenant is unchanged;
+1 the database refused a write or could not be reached.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.db import Database
 from core.settings import load_settings
 from tenants.apply import ApplyError, apply_manifest
+from tenants.integrations import plugin_registry
 from tenants.manifests import load_manifests
 from tenants.overview import tenant_overview
 from tenants.schema import ManifestError
@@ -70,11 +72,16 @@ def apply_command(
                        err=True)
             raise typer.Exit(2)
     db = Database(settings.effective_database_url, settings.effective_admin_database_url)
+    registry = plugin_registry()[0] if any(m.plugins for m in manifests) else None
     try:
         for manifest in manifests:
-            report = apply_manifest(db, manifest, dry_run=dry_run, actor=_actor())
+            report = apply_manifest(db, manifest, dry_run=dry_run, actor=_actor(),
+                                    plugin_registry=registry)
             for line in report.lines(verbose=verbose):
                 typer.echo(line)
+    except ManifestError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
     except ApplyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
@@ -83,6 +90,8 @@ def apply_command(
         raise typer.Exit(1) from exc
     finally:
         db.dispose()
+        if registry is not None:
+            registry.close()
 
 
 def _width(text: str) -> int:

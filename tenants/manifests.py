@@ -84,6 +84,9 @@ def _read_yaml(text: str, source: str) -> tuple[Any, Node | None]:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
+        context_mark = getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark.line + 1 != line:
+            context = f"{context} that starts on line {context_mark.line + 1}"
         reason = f"bad YAML: {problem}" + (f" ({context})" if context else "")
         raise ManifestError([Issue(source, (), reason, line)]) from exc
     finally:
@@ -127,10 +130,12 @@ class TenantSpec:
 
     @property
     def case_number_format(self) -> str | None:
-        """The tenant's case-number format with the prefix filled in (None: keep default)."""
+        """The tenant's case-number format: the tenant prefix before the platform's default
+        ``{prefix}-{year}-{seq:06d}`` (``{prefix}`` is the case type's, e.g. ``TS`` for 投诉),
+        so ``HX`` numbers complaints ``HX-TS-2026-000001``. None: keep the default."""
         if self.case_number_prefix is None:
             return None
-        return f"{self.case_number_prefix}-{{year}}-{{seq:06d}}"
+        return f"{self.case_number_prefix}-{{prefix}}-{{year}}-{{seq:06d}}"
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,7 @@ class CaseSpec:
     number: str
     type: CaseType
     channel: Channel
-    status: str
+    state: str
     subject: str
     description: str | None
     unit: str
@@ -248,8 +253,8 @@ class PluginSpec:
 class ClientSpec:
     """An API client (OAuth client credentials); a secret only in demo manifests."""
 
+    key: str
     name: str
-    client_id: str | None
     scopes: tuple[str, ...]
     units: tuple[str, ...]
     secret: str | None
@@ -273,12 +278,16 @@ class Manifest:
     plugins: tuple[PluginSpec, ...] = ()
     clients: tuple[ClientSpec, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    slug_line: int | None = field(default=None, compare=False)
+    node: Node | None = field(default=None, repr=False, compare=False)
 
     @property
     def slug(self) -> str:
         """The tenant's slug."""
         return self.tenant.slug
+
+    def issue(self, path: Path, reason: str) -> Issue:
+        """An :class:`Issue` at ``path`` of this manifest, with its line."""
+        return Issue(self.source, path, reason, _line_of(self.node, path))
 
 
 def manifest_digest(data: dict[str, Any]) -> str:
@@ -348,7 +357,7 @@ class _Builder:
                 for i, p in enumerate(d.get("plugins", []))
             ),
             clients=tuple(
-                ClientSpec(c["name"], c.get("client_id"), tuple(c["scopes"]),
+                ClientSpec(c["key"], c["name"], tuple(c["scopes"]),
                            tuple(c.get("units", [])), c.get("secret"), ("clients", i))
                 for i, c in enumerate(d.get("clients", []))
             ),
@@ -425,7 +434,7 @@ class _Builder:
             received = received.replace(tzinfo=zone)
         return CaseSpec(
             number=c["number"], type=CaseType(c["type"]), channel=Channel(c["channel"]),
-            status=c.get("status", "registered"), subject=c["subject"],
+            state=c.get("state", "registered"), subject=c["subject"],
             description=c.get("description"), unit=c["unit"], customer=c.get("customer"),
             policy=c.get("policy"), assignee=c.get("assignee"),
             received_at=received.astimezone(UTC), at=at,
@@ -462,7 +471,7 @@ def parse_manifest(text: str, source: str) -> Manifest:
     if shape:
         raise ManifestError(issues(shape))
     builder = _Builder(data)
-    manifest = replace(builder.build(source), slug_line=_line_of(node, ("tenant", "slug")))
+    manifest = replace(builder.build(source), node=node)
     errors = builder.errors + semantic_errors(manifest)
     if errors:
         raise ManifestError(issues(errors))
@@ -513,7 +522,7 @@ def load_manifests(paths: Sequence[FsPath | str]) -> list[Manifest]:
         if m.slug in first:
             issues.append(Issue(m.source, ("tenant", "slug"),
                                 f"duplicate slug {m.slug!r} (also in {first[m.slug].source})",
-                                m.slug_line))
+                                _line_of(m.node, ("tenant", "slug"))))
         else:
             first[m.slug] = m
     if issues:

@@ -30,6 +30,23 @@ def get_tenant_by_slug(session: Session, slug: str) -> Tenant | None:
     return session.scalars(select(Tenant).where(Tenant.slug == slug)).one_or_none()
 
 
+def seed_tenant(session: Session, tenant_id: uuid.UUID) -> list[str]:
+    """Create what every tenant starts with and lacks: the built-in roles and, when the case
+    module is installed, the default case categories. Idempotent; platform or tenant session.
+
+    Returns what was created (``"role agent"``, ``"case category claims"`` ...).
+    """
+    created = [f"role {role.key}" for role in seed_builtin_roles(session, tenant_id)]
+    try:
+        from core.cases.services import seed_case_categories
+    except ModuleNotFoundError as exc:
+        if exc.name != "core.cases.services":
+            raise
+    else:
+        created += [f"case category {c.code}" for c in seed_case_categories(session, tenant_id)]
+    return created
+
+
 def provision_tenant(
     db: Database,
     *,
@@ -50,7 +67,7 @@ def provision_tenant(
         tenant = Tenant(slug=slug, name=name, time_zone=time_zone, locale=locale)
         session.add(tenant)
         session.flush()
-        seed_builtin_roles(session, tenant.id)
+        seed_tenant(session, tenant.id)
         record_platform_action(
             session, actor=actor, action="tenant.provision", tenant_id=tenant.id, slug=slug
         )
