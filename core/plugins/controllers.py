@@ -17,7 +17,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
@@ -212,7 +212,7 @@ def _rule_out(rule: Any) -> RuleOut:
 
 
 UnitPath = "/{plugin:str}/{unit_id:uuid}"
-IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False)]
 
 
 class PluginSettingsController(Controller):
