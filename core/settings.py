@@ -62,6 +62,11 @@ class Settings:
     """``INSURDESK_LOAD_DEMO_TENANTS``: apply the manifests in ``tenants/demo`` at ``serve``
     start-up. Refused when ``environment`` is ``production``."""
 
+    broker_url: str = ""
+    """``INSURDESK_BROKER_URL``: the Dramatiq broker: ``amqp://...`` (RabbitMQ, production) or
+    ``redis://...``. Empty or ``stub``: the embedded default, where ``serve`` runs the outbox
+    relay, an in-process worker and the scheduler itself (docs/background.md)."""
+
     @property
     def is_production(self) -> bool:
         """True when running with production settings (no demo data, strict checks)."""

@@ -15,6 +15,7 @@ from core.people.models import Person
 from core.people.services import assign_role, create_person, get_role_by_key
 from core.tenancy.models import Tenant
 from tenants.provisioning import provision_tenant
+from tests.notifications.rows import add_background_rows
 
 PASSWORD = "correct horse battery staple"
 
@@ -102,4 +103,5 @@ def make_tenant(db: Database, prefix: str = "t") -> TenantWorld:
             s.add(case)
             s.flush()
             world.cases[key] = case
+        add_background_rows(s, case_id=world.cases["bj"].id)
     return world

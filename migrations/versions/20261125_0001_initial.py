@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 15:06:00.770496
+Create Date: 2026-11-25 15:19:18.521318
 """
 
 from collections.abc import Sequence
@@ -18,13 +18,23 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TENANT_TABLES = [
+    "case_attachments",
+    "case_categories",
+    "case_clocks",
+    "case_counters",
+    "case_events",
+    "case_views",
     "cases",
+    "clock_reminders",
     "customers",
+    "deliveries",
+    "notification_templates",
     "oauth_authorization_codes",
     "oauth_clients",
     "oauth_refresh_tokens",
     "oauth_revoked_tokens",
     "org_units",
+    "outbox",
     "people",
     "plugin_config_revisions",
     "plugin_setting_versions",
@@ -46,6 +56,59 @@ def upgrade() -> None:
         sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("loaded_by", sa.String(length=200), nullable=False),
         sa.PrimaryKeyConstraint("year", name=op.f("pk_calendar_years")),
+    )
+    op.create_table(
+        "case_categories",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("code", sa.String(length=64), nullable=False),
+        sa.Column("name_zh", sa.String(length=100), nullable=False),
+        sa.Column("name_en", sa.String(length=100), nullable=False),
+        sa.Column("parent_id", sa.Uuid(), nullable=True),
+        sa.Column("case_types", sa.JSON(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("sort_order", sa.Integer(), nullable=False),
+        sa.Column("builtin", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "parent_id"],
+            ["case_categories.tenant_id", "case_categories.id"],
+            name=op.f("fk_case_categories_tenant_id_parent_id_case_categories"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_case_categories")),
+        sa.UniqueConstraint("tenant_id", "code", name=op.f("uq_case_categories_tenant_id_code")),
+    )
+    op.create_table(
+        "case_counters",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("key", sa.String(length=120), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_case_counters")),
+        sa.UniqueConstraint("tenant_id", "key", name=op.f("uq_case_counters_tenant_id_key")),
+    )
+    op.create_table(
+        "notification_templates",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("language", sa.String(length=16), nullable=False),
+        sa.Column("channel", sa.String(length=64), nullable=False),
+        sa.Column("subject", sa.String(length=300), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("updated_by", sa.String(length=200), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_notification_templates")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "event_type",
+            "language",
+            "channel",
+            name=op.f("uq_notification_templates_tenant_id_event_type_language_channel"),
+        ),
     )
     op.create_table(
         "oauth_clients",
@@ -118,6 +181,33 @@ def upgrade() -> None:
         batch_op.create_index("ix_org_units_tenant_path", ["tenant_id", "path"], unique=False)
 
     op.create_table(
+        "outbox",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("available_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("dedupe_key", sa.String(length=200), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("tenant_id", "dedupe_key", name=op.f("uq_outbox_tenant_id_dedupe_key")),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_outbox_status_available", ["status", "available_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_outbox_tenant_status_available",
+            ["tenant_id", "status", "available_at"],
+            unique=False,
+        )
+
+    op.create_table(
         "people",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -146,6 +236,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_platform_audit")),
     )
     op.create_table(
+        "plugin_config_revisions",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_plugin_config_revisions")),
+        sa.UniqueConstraint("tenant_id", name=op.f("uq_plugin_config_revisions_tenant_id")),
+    )
+    op.create_table(
         "roles",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -158,6 +257,21 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_roles")),
         sa.UniqueConstraint("tenant_id", "key", name=op.f("uq_roles_tenant_id_key")),
+    )
+    op.create_table(
+        "scheduler_runs",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("job", sa.String(length=100), nullable=False),
+        sa.Column("slot", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("owner", sa.String(length=200), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_scheduler_runs")),
+        sa.UniqueConstraint("job", "slot", name=op.f("uq_scheduler_runs_job_slot")),
     )
     op.create_table(
         "signing_keys",
@@ -187,6 +301,25 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
         sa.UniqueConstraint("slug", name=op.f("uq_tenants_slug")),
+    )
+    op.create_table(
+        "case_views",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("person_id", sa.Uuid(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("filters", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "person_id"],
+            ["people.tenant_id", "people.id"],
+            name=op.f("fk_case_views_tenant_id_person_id_people"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_case_views")),
+        sa.UniqueConstraint(
+            "tenant_id", "person_id", "name", name=op.f("uq_case_views_tenant_id_person_id_name")
+        ),
     )
     op.create_table(
         "customers",
@@ -236,6 +369,47 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_customers")),
     )
+    op.create_table(
+        "deliveries",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("outbox_id", sa.Uuid(), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("channel", sa.String(length=64), nullable=False),
+        sa.Column("recipient_key", sa.String(length=64), nullable=False),
+        sa.Column("recipient_masked", sa.String(length=300), nullable=False),
+        sa.Column("recipient_ref", sa.String(length=100), nullable=False),
+        sa.Column("audience", sa.String(length=32), nullable=False),
+        sa.Column("language", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("first_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "outbox_id"],
+            ["outbox.tenant_id", "outbox.id"],
+            name=op.f("fk_deliveries_tenant_id_outbox_id_outbox"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_deliveries")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "outbox_id",
+            "channel",
+            "recipient_key",
+            name=op.f("uq_deliveries_tenant_id_outbox_id_channel_recipient_key"),
+        ),
+    )
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.create_index("ix_deliveries_status", ["status"], unique=False)
+        batch_op.create_index(
+            "ix_deliveries_tenant_status", ["tenant_id", "status", "id"], unique=False
+        )
+
     op.create_table(
         "oauth_authorization_codes",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
@@ -300,6 +474,76 @@ def upgrade() -> None:
             "ix_oauth_refresh_tokens_family", ["tenant_id", "family_id"], unique=False
         )
 
+    op.create_table(
+        "plugin_setting_versions",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("plugin", sa.String(length=100), nullable=False),
+        sa.Column("unit_id", sa.Uuid(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("action", sa.String(length=20), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=True),
+        sa.Column("settings", sa.JSON(), nullable=False),
+        sa.Column("changes", sa.JSON(), nullable=False),
+        sa.Column("changed_by_id", sa.Uuid(), nullable=True),
+        sa.Column("changed_by", sa.String(length=200), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("restored_version", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "changed_by_id"],
+            ["people.tenant_id", "people.id"],
+            name=op.f("fk_plugin_setting_versions_tenant_id_changed_by_id_people"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "unit_id"],
+            ["org_units.tenant_id", "org_units.id"],
+            name=op.f("fk_plugin_setting_versions_tenant_id_unit_id_org_units"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_plugin_setting_versions")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "plugin",
+            "unit_id",
+            "version",
+            name=op.f("uq_plugin_setting_versions_tenant_id_plugin_unit_id_version"),
+        ),
+    )
+    with op.batch_alter_table("plugin_setting_versions", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_plugin_setting_versions_changed", ["tenant_id", "changed_at"], unique=False
+        )
+
+    op.create_table(
+        "plugin_settings",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("plugin", sa.String(length=100), nullable=False),
+        sa.Column("unit_id", sa.Uuid(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=True),
+        sa.Column("settings", sa.JSON(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("updated_by_id", sa.Uuid(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "unit_id"],
+            ["org_units.tenant_id", "org_units.id"],
+            name=op.f("fk_plugin_settings_tenant_id_unit_id_org_units"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "updated_by_id"],
+            ["people.tenant_id", "people.id"],
+            name=op.f("fk_plugin_settings_tenant_id_updated_by_id_people"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_plugin_settings")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "plugin",
+            "unit_id",
+            name=op.f("uq_plugin_settings_tenant_id_plugin_unit_id"),
+        ),
+    )
     op.create_table(
         "role_assignments",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
@@ -393,7 +637,7 @@ def upgrade() -> None:
         "cases",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("number", sa.String(length=32), nullable=False),
+        sa.Column("number", sa.String(length=64), nullable=False),
         sa.Column(
             "type",
             sa.Enum(
@@ -426,15 +670,47 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("state", sa.String(length=32), nullable=False),
         sa.Column("subject", sa.String(length=300), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("unit_id", sa.Uuid(), nullable=False),
+        sa.Column("category_id", sa.Uuid(), nullable=True),
         sa.Column("customer_id", sa.Uuid(), nullable=True),
         sa.Column("policy_id", sa.Uuid(), nullable=True),
         sa.Column("assignee_id", sa.Uuid(), nullable=True),
+        sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_by_id", sa.Uuid(), nullable=True),
+        sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("service_kind", sa.String(length=32), nullable=True),
+        sa.Column("complexity", sa.JSON(), nullable=False),
+        sa.Column("parent_case_id", sa.Uuid(), nullable=True),
+        sa.Column("regulator_reference", sa.String(length=100), nullable=True),
+        sa.Column("regulator_due_date", sa.Date(), nullable=True),
+        sa.Column("regulator_report", sa.Text(), nullable=True),
+        sa.Column("regulator_reported_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("reporter_anonymous", sa.Boolean(), nullable=False),
+        sa.Column("reporter_name", sa.String(length=200), nullable=True),
+        sa.Column("reporter_contact", sa.String(length=200), nullable=True),
+        sa.Column("reporter_id_number", sa.String(length=64), nullable=True),
+        sa.Column("missing_materials", sa.JSON(), nullable=False),
+        sa.Column("not_accepted_reason", sa.Text(), nullable=True),
+        sa.Column("refer_to", sa.String(length=300), nullable=True),
+        sa.Column("decision", sa.Text(), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("answer", sa.Text(), nullable=True),
+        sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("answer_channel", sa.String(length=32), nullable=True),
+        sa.Column("review_reason", sa.Text(), nullable=True),
+        sa.Column("review_requested_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("review_decision", sa.Text(), nullable=True),
+        sa.Column("review_decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("plan", sa.Text(), nullable=True),
+        sa.Column("withdrawn_reason", sa.Text(), nullable=True),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("next_due_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("last_event_seq", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -443,9 +719,24 @@ def upgrade() -> None:
             name=op.f("fk_cases_tenant_id_assignee_id_people"),
         ),
         sa.ForeignKeyConstraint(
+            ["tenant_id", "category_id"],
+            ["case_categories.tenant_id", "case_categories.id"],
+            name=op.f("fk_cases_tenant_id_category_id_case_categories"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "created_by_id"],
+            ["people.tenant_id", "people.id"],
+            name=op.f("fk_cases_tenant_id_created_by_id_people"),
+        ),
+        sa.ForeignKeyConstraint(
             ["tenant_id", "customer_id"],
             ["customers.tenant_id", "customers.id"],
             name=op.f("fk_cases_tenant_id_customer_id_customers"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "parent_case_id"],
+            ["cases.tenant_id", "cases.id"],
+            name=op.f("fk_cases_tenant_id_parent_case_id_cases"),
         ),
         sa.ForeignKeyConstraint(
             ["tenant_id", "policy_id"],
@@ -461,122 +752,269 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "number", name=op.f("uq_cases_tenant_id_number")),
     )
     with op.batch_alter_table("cases", schema=None) as batch_op:
-        batch_op.create_index("ix_cases_tenant_status", ["tenant_id", "status"], unique=False)
+        batch_op.create_index(
+            "ix_cases_tenant_assignee", ["tenant_id", "assignee_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_cases_tenant_customer", ["tenant_id", "customer_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_cases_tenant_next_due", ["tenant_id", "next_due_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_cases_tenant_parent", ["tenant_id", "parent_case_id"], unique=False
+        )
+        batch_op.create_index("ix_cases_tenant_state", ["tenant_id", "state"], unique=False)
         batch_op.create_index("ix_cases_tenant_unit", ["tenant_id", "unit_id"], unique=False)
 
-    # ### end Alembic commands ###
     op.create_table(
-        "plugin_config_revisions",
+        "case_attachments",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("revision", sa.Integer(), nullable=False),
-        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_plugin_config_revisions")),
-        sa.UniqueConstraint("tenant_id", name=op.f("uq_plugin_config_revisions_tenant_id")),
-    )
-    op.create_table(
-        "plugin_setting_versions",
-        sa.Column("tenant_id", sa.Uuid(), nullable=False),
-        sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("plugin", sa.String(length=100), nullable=False),
-        sa.Column("unit_id", sa.Uuid(), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("action", sa.String(length=20), nullable=False),
-        sa.Column("enabled", sa.Boolean(), nullable=True),
-        sa.Column("settings", sa.JSON(), nullable=False),
-        sa.Column("changes", sa.JSON(), nullable=False),
-        sa.Column("changed_by_id", sa.Uuid(), nullable=True),
-        sa.Column("changed_by", sa.String(length=200), nullable=False),
-        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column("restored_version", sa.Integer(), nullable=True),
+        sa.Column("case_id", sa.Uuid(), nullable=False),
+        sa.Column("filename", sa.String(length=255), nullable=False),
+        sa.Column("media_type", sa.String(length=100), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("storage_key", sa.String(length=300), nullable=False),
+        sa.Column("purpose", sa.String(length=32), nullable=False),
+        sa.Column("uploaded_by_id", sa.Uuid(), nullable=True),
+        sa.Column("uploaded_by", sa.String(length=200), nullable=False),
+        sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["tenant_id", "changed_by_id"],
+            ["tenant_id", "case_id"],
+            ["cases.tenant_id", "cases.id"],
+            name=op.f("fk_case_attachments_tenant_id_case_id_cases"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "uploaded_by_id"],
             ["people.tenant_id", "people.id"],
-            name=op.f("fk_plugin_setting_versions_tenant_id_changed_by_id_people"),
+            name=op.f("fk_case_attachments_tenant_id_uploaded_by_id_people"),
         ),
-        sa.ForeignKeyConstraint(
-            ["tenant_id", "unit_id"],
-            ["org_units.tenant_id", "org_units.id"],
-            name=op.f("fk_plugin_setting_versions_tenant_id_unit_id_org_units"),
-        ),
-        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_plugin_setting_versions")),
-        sa.UniqueConstraint(
-            "tenant_id",
-            "plugin",
-            "unit_id",
-            "version",
-            name=op.f("uq_plugin_setting_versions_tenant_id_plugin_unit_id_version"),
-        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_case_attachments")),
     )
-    with op.batch_alter_table("plugin_setting_versions", schema=None) as batch_op:
+    with op.batch_alter_table("case_attachments", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_plugin_setting_versions_changed", ["tenant_id", "changed_at"], unique=False
+            "ix_case_attachments_tenant_case", ["tenant_id", "case_id"], unique=False
         )
+
     op.create_table(
-        "plugin_settings",
+        "case_clocks",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("plugin", sa.String(length=100), nullable=False),
-        sa.Column("unit_id", sa.Uuid(), nullable=False),
-        sa.Column("enabled", sa.Boolean(), nullable=True),
-        sa.Column("settings", sa.JSON(), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("updated_by_id", sa.Uuid(), nullable=True),
+        sa.Column("case_id", sa.Uuid(), nullable=False),
+        sa.Column("clock", sa.String(length=64), nullable=False),
+        sa.Column("citation", sa.String(length=100), nullable=False),
+        sa.Column("source", sa.String(length=100), nullable=False),
+        sa.Column("statutory", sa.Boolean(), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("unit", sa.String(length=16), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_day", sa.Date(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("paused_seconds", sa.BigInteger(), nullable=False),
+        sa.Column("extensions", sa.Integer(), nullable=False),
+        sa.Column("provisional", sa.Boolean(), nullable=False),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("breach_notified_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("history", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["tenant_id", "unit_id"],
-            ["org_units.tenant_id", "org_units.id"],
-            name=op.f("fk_plugin_settings_tenant_id_unit_id_org_units"),
+            ["tenant_id", "case_id"],
+            ["cases.tenant_id", "cases.id"],
+            name=op.f("fk_case_clocks_tenant_id_case_id_cases"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_case_clocks")),
+    )
+    with op.batch_alter_table("case_clocks", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_case_clocks_open_due",
+            ["due_at"],
+            unique=False,
+            postgresql_where=sa.text("status = 'running'"),
+            sqlite_where=sa.text("status = 'running'"),
+        )
+        batch_op.create_index(
+            "ix_case_clocks_provisional",
+            ["tenant_id"],
+            unique=False,
+            postgresql_where=sa.text("provisional AND status IN ('running', 'paused')"),
+            sqlite_where=sa.text("provisional AND status IN ('running', 'paused')"),
+        )
+        batch_op.create_index("ix_case_clocks_tenant_case", ["tenant_id", "case_id"], unique=False)
+        batch_op.create_index(
+            "ix_case_clocks_tenant_open_due",
+            ["tenant_id", "due_at"],
+            unique=False,
+            postgresql_where=sa.text("status = 'running'"),
+            sqlite_where=sa.text("status = 'running'"),
+        )
+
+    op.create_table(
+        "case_events",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("case_id", sa.Uuid(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("action", sa.String(length=40), nullable=True),
+        sa.Column("actor_id", sa.Uuid(), nullable=True),
+        sa.Column("actor", sa.String(length=200), nullable=False),
+        sa.Column("from_state", sa.String(length=32), nullable=True),
+        sa.Column("to_state", sa.String(length=32), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("before", sa.JSON(), nullable=False),
+        sa.Column("after", sa.JSON(), nullable=False),
+        sa.Column("approver_id", sa.Uuid(), nullable=True),
+        sa.Column("approver", sa.String(length=200), nullable=True),
+        sa.Column("data", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "actor_id"],
+            ["people.tenant_id", "people.id"],
+            name=op.f("fk_case_events_tenant_id_actor_id_people"),
         ),
         sa.ForeignKeyConstraint(
-            ["tenant_id", "updated_by_id"],
+            ["tenant_id", "approver_id"],
             ["people.tenant_id", "people.id"],
-            name=op.f("fk_plugin_settings_tenant_id_updated_by_id_people"),
+            name=op.f("fk_case_events_tenant_id_approver_id_people"),
         ),
-        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_plugin_settings")),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "case_id"],
+            ["cases.tenant_id", "cases.id"],
+            name=op.f("fk_case_events_tenant_id_case_id_cases"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_case_events")),
         sa.UniqueConstraint(
-            "tenant_id",
-            "plugin",
-            "unit_id",
-            name=op.f("uq_plugin_settings_tenant_id_plugin_unit_id"),
+            "tenant_id", "case_id", "seq", name=op.f("uq_case_events_tenant_id_case_id_seq")
         ),
     )
+    op.create_table(
+        "clock_reminders",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("clock_id", sa.Uuid(), nullable=False),
+        sa.Column("case_id", sa.Uuid(), nullable=False),
+        sa.Column("remind_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("fraction", sa.Double(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "case_id"],
+            ["cases.tenant_id", "cases.id"],
+            name=op.f("fk_clock_reminders_tenant_id_case_id_cases"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "clock_id"],
+            ["case_clocks.tenant_id", "case_clocks.id"],
+            name=op.f("fk_clock_reminders_tenant_id_clock_id_case_clocks"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_clock_reminders")),
+        sa.UniqueConstraint(
+            "tenant_id", "clock_id", name=op.f("uq_clock_reminders_tenant_id_clock_id")
+        ),
+    )
+    with op.batch_alter_table("clock_reminders", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_clock_reminders_due",
+            ["remind_at"],
+            unique=False,
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        )
+
+    # ### end Alembic commands ###
     enable_tenant_rls(TENANT_TABLES)
 
 
 def downgrade() -> None:
     disable_tenant_rls(TENANT_TABLES)
-    op.drop_table("plugin_settings")
-    with op.batch_alter_table("plugin_setting_versions", schema=None) as batch_op:
-        batch_op.drop_index("ix_plugin_setting_versions_changed")
-    op.drop_table("plugin_setting_versions")
-    op.drop_table("plugin_config_revisions")
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("clock_reminders", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_clock_reminders_due",
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        )
+
+    op.drop_table("clock_reminders")
+    op.drop_table("case_events")
+    with op.batch_alter_table("case_clocks", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_case_clocks_tenant_open_due",
+            postgresql_where=sa.text("status = 'running'"),
+            sqlite_where=sa.text("status = 'running'"),
+        )
+        batch_op.drop_index("ix_case_clocks_tenant_case")
+        batch_op.drop_index(
+            "ix_case_clocks_provisional",
+            postgresql_where=sa.text("provisional AND status IN ('running', 'paused')"),
+            sqlite_where=sa.text("provisional AND status IN ('running', 'paused')"),
+        )
+        batch_op.drop_index(
+            "ix_case_clocks_open_due",
+            postgresql_where=sa.text("status = 'running'"),
+            sqlite_where=sa.text("status = 'running'"),
+        )
+
+    op.drop_table("case_clocks")
+    with op.batch_alter_table("case_attachments", schema=None) as batch_op:
+        batch_op.drop_index("ix_case_attachments_tenant_case")
+
+    op.drop_table("case_attachments")
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.drop_index("ix_cases_tenant_unit")
-        batch_op.drop_index("ix_cases_tenant_status")
+        batch_op.drop_index("ix_cases_tenant_state")
+        batch_op.drop_index("ix_cases_tenant_parent")
+        batch_op.drop_index("ix_cases_tenant_next_due")
+        batch_op.drop_index("ix_cases_tenant_customer")
+        batch_op.drop_index("ix_cases_tenant_assignee")
 
     op.drop_table("cases")
     op.drop_table("policies")
     op.drop_table("role_assignments")
+    op.drop_table("plugin_settings")
+    with op.batch_alter_table("plugin_setting_versions", schema=None) as batch_op:
+        batch_op.drop_index("ix_plugin_setting_versions_changed")
+
+    op.drop_table("plugin_setting_versions")
     with op.batch_alter_table("oauth_refresh_tokens", schema=None) as batch_op:
         batch_op.drop_index("ix_oauth_refresh_tokens_family")
 
     op.drop_table("oauth_refresh_tokens")
     op.drop_table("oauth_authorization_codes")
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_tenant_status")
+        batch_op.drop_index("ix_deliveries_status")
+
+    op.drop_table("deliveries")
     op.drop_table("customers")
+    op.drop_table("case_views")
     op.drop_table("tenants")
     op.drop_table("signing_keys")
+    op.drop_table("scheduler_runs")
     op.drop_table("roles")
+    op.drop_table("plugin_config_revisions")
     op.drop_table("platform_audit")
     op.drop_table("people")
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_tenant_status_available")
+        batch_op.drop_index("ix_outbox_status_available")
+
+    op.drop_table("outbox")
     with op.batch_alter_table("org_units", schema=None) as batch_op:
         batch_op.drop_index("ix_org_units_tenant_path")
 
     op.drop_table("org_units")
     op.drop_table("oauth_revoked_tokens")
     op.drop_table("oauth_clients")
+    op.drop_table("notification_templates")
+    op.drop_table("case_counters")
+    op.drop_table("case_categories")
     op.drop_table("calendar_years")
     # ### end Alembic commands ###

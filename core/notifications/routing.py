@@ -1,0 +1,56 @@
+"""Which audiences an event reaches. One table, so what the platform sends is easy to review.
+
+Payload conventions (the emitter's side, docs/background.md): ``case_id`` for case events,
+``unit_id`` when there is no case, ``from_state``/``to_state`` for transitions, ``clock``
+(``id``, ``name``, ``due_at``, ``citation``) for deadline events, ``materials`` for missing
+materials. A payload may name extra ``contacts`` (e-mail addresses a plugin's follow-up asked
+for, e.g. a branch's escalation contacts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+ROUTES: Mapping[str, tuple[str, ...]] = {
+    "case.created": ("handler", "customer", "endpoint"),
+    "case.assigned": ("handler", "endpoint"),
+    "case.transitioned": ("handler", "endpoint"),
+    "case.materials_missing": ("customer", "endpoint"),
+    "case.answered": ("customer", "endpoint"),
+    "deadline.reminder": ("handler",),
+    "deadline.breached": ("handler", "manager", "cs_division", "endpoint"),
+    "digest.daily": ("manager",),
+    "plugin.settings_changed": ("endpoint",),
+}
+"""Audiences per event type; any other event goes to the integrators' endpoints only."""
+
+DEFAULT_AUDIENCES: tuple[str, ...] = ("endpoint",)
+
+CUSTOMER_STATES = frozenset(
+    {
+        "awaiting_materials",
+        "accepted",
+        "not_accepted",
+        "transferred",
+        "decided",
+        "answered",
+        "review_decided",
+        "resolved",
+        "closed",
+    }
+)
+"""Transitions into these states are also told to the customer (客户服务管理规定 第十二条)."""
+
+INTERNAL_EVENTS = frozenset({"delivery.retry"})
+"""Events the worker handles itself; nobody is notified of them."""
+
+
+def audiences(event_type: str, payload: Mapping[str, object]) -> tuple[str, ...]:
+    """The audiences of an event, in priority order (a person in two gets it once, as the
+    first)."""
+    found = list(ROUTES.get(event_type, DEFAULT_AUDIENCES))
+    if event_type == "case.transitioned" and payload.get("to_state") in CUSTOMER_STATES:
+        found.insert(1, "customer")
+    if payload.get("contacts"):
+        found.append("contacts")
+    return tuple(dict.fromkeys(found))

@@ -1,0 +1,149 @@
+"""Writing to the outbox, and the queries the relay, the API and the metrics share."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, exists, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from core.db import TENANT_KEY, CrossTenantWriteError, TenantRequiredError, new_id, utcnow
+from core.outbox.models import OutboxEvent, OutboxStatus
+
+_TABLE = cast(Table, OutboxEvent.__table__)
+
+
+def to_json(value: Any) -> Any:
+    """A JSON-ready copy of ``value``: UUIDs, dates, decimals and enums become strings.
+
+    :raises TypeError: for anything else that JSON cannot hold (a payload is data, not objects).
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return to_json(value.value)
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(to_json(v) for v in value)
+    raise TypeError(f"an outbox payload cannot hold {type(value).__name__} values")
+
+
+def emit(
+    session: Session,
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    dedupe_key: str | None = None,
+    available_at: dt.datetime | None = None,
+    tenant_id: uuid.UUID | None = None,
+) -> uuid.UUID | None:
+    """Record a side effect in the caller's transaction; it happens only if that commits.
+
+    :param session: a tenant session (the row takes its tenant), or a platform session with
+        ``tenant_id`` given.
+    :param event_type: e.g. ``case.created``, ``deadline.breached`` (docs/background.md).
+    :param payload: JSON data for the handlers; ids rather than personal data.
+    :param dedupe_key: a second emit with the same key in the same tenant is ignored, even
+        from a concurrent transaction (unique constraint).
+    :param available_at: not before this time (UTC); default now.
+    :returns: the new row's id, or None when ``dedupe_key`` was already used.
+    """
+    session_tenant = session.info.get(TENANT_KEY)
+    tid = tenant_id or session_tenant
+    if tid is None:
+        raise TenantRequiredError("an outbox event needs a tenant")
+    if session_tenant is not None and tid != session_tenant:
+        raise CrossTenantWriteError("an outbox event of another tenant via a tenant session")
+    now = utcnow()
+    row_id = new_id()
+    values = {
+        "tenant_id": tid,
+        "id": row_id,
+        "event_type": event_type,
+        "payload": to_json(dict(payload)),
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "created_at": now,
+        "available_at": available_at or now,
+        "dedupe_key": dedupe_key,
+    }
+    if dedupe_key is None:
+        session.execute(insert(_TABLE).values(**values))
+        return row_id
+    dialect = session.get_bind().dialect.name
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        upsert(_TABLE)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "dedupe_key"])
+    )
+    result = session.execute(stmt)
+    return row_id if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """Counts by status and the age of the oldest due pending row (the relay's lag)."""
+
+    by_status: Mapping[str, int]
+    oldest_pending_age_seconds: float
+
+
+def outbox_stats(session: Session, *, now: dt.datetime | None = None) -> OutboxStats:
+    """Outbox figures for the session's scope (one tenant, or all on a platform session)."""
+    now = now or utcnow()
+    counts = dict(
+        session.execute(select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)).all()
+    )
+    oldest = session.scalar(
+        select(func.min(OutboxEvent.available_at)).where(
+            OutboxEvent.status == OutboxStatus.PENDING.value, OutboxEvent.available_at <= now
+        )
+    )
+    age = max(0.0, (now - _aware(oldest)).total_seconds()) if oldest is not None else 0.0
+    return OutboxStats(
+        by_status={s.value: int(counts.get(s.value, 0)) for s in OutboxStatus},
+        oldest_pending_age_seconds=age,
+    )
+
+
+def purge_done(session: Session, *, older_than: dt.datetime) -> int:
+    """Delete ``done`` rows processed before ``older_than`` (retention); returns the count.
+
+    Rows still referenced by the delivery log are kept (the log outlives them only when
+    the delivery log is purged first).
+    """
+    from core.notifications.models import Delivery
+
+    referenced = exists().where(
+        Delivery.tenant_id == OutboxEvent.tenant_id, Delivery.outbox_id == OutboxEvent.id
+    )
+    result = session.execute(
+        delete(OutboxEvent)
+        .where(
+            OutboxEvent.status == OutboxStatus.DONE.value,
+            OutboxEvent.processed_at < older_than,
+            ~referenced,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
