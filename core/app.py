@@ -51,7 +51,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         settings.effective_database_url, settings.effective_admin_database_url
     )
 
+    from core.auth.keys import ensure_signing_key
     from core.auth.middleware import auth_middleware
+
+    def on_startup(app: Litestar) -> None:
+        ensure_signing_key(db)
 
     def on_shutdown(app: Litestar) -> None:
         if database is None:
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         middleware=[auth_middleware(settings, db)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
+        on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         request_max_body_size=settings.max_body_bytes,
         on_app_init=[_no_op_init],

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 15:19:18.521318
+Create Date: 2026-11-25 15:20:58.479003
 """
 
 from collections.abc import Sequence

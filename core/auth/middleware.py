@@ -1,0 +1,138 @@
+"""Bearer-token authentication for every ``/api/`` path.
+
+Per request: the JWT is checked against the platform's public keys (cached in memory, a
+reload on an unknown ``kid``), then one small query, through the session of the token's
+tenant, reads whether the jti was revoked, whether the client (and, for a person, the
+person) is still active, and the client's units. So a revoked token, a disabled client and a
+deactivated person stop working at once. No password hashing happens here.
+
+The tenant of the request comes from the token's ``tenant`` claim and nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+    DefineMiddleware,
+)
+from litestar.middleware._utils import should_bypass_middleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+from sqlalchemy import exists, select
+
+from core.auth.models import OAuthClient, RevokedToken
+from core.auth.principal import Principal, current_principal
+from core.auth.server import AuthContext, auth_context
+from core.auth.tokens import TokenError
+from core.db import Database
+from core.people.models import Person
+from core.settings import Settings
+
+PROTECTED_PREFIX = "/api/"
+
+
+def principal_from_claims(ctx: AuthContext, claims: dict[str, Any]) -> Principal:
+    """Check the token's live state in its tenant and build the :class:`Principal`.
+
+    :raises TokenError: revoked token, disabled client, inactive person.
+    """
+    tenant_id = uuid.UUID(str(claims["tenant"]))
+    kind = claims["kind"]
+    person_id: uuid.UUID | None = None
+    if kind == "person":
+        try:
+            person_id = uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            raise TokenError("token claim 'sub' invalid") from None
+    revoked = exists().where(RevokedToken.tenant_id == tenant_id, RevokedToken.jti == claims["jti"])
+    columns: list[Any] = [OAuthClient.active, OAuthClient.unit_ids, revoked.label("revoked")]
+    if person_id is not None:
+        columns.append(
+            select(Person.active)
+            .where(Person.tenant_id == tenant_id, Person.id == person_id)
+            .scalar_subquery()
+            .label("person_active")
+        )
+    stmt = select(*columns).where(
+        OAuthClient.tenant_id == tenant_id, OAuthClient.client_id == claims["client_id"]
+    )
+    with ctx.db.tenant_session(tenant_id) as session:
+        row = session.execute(stmt).one_or_none()
+    if row is None or not row.active:
+        raise TokenError("client disabled")
+    if row.revoked:
+        raise TokenError("token revoked")
+    if person_id is not None and not row.person_active:
+        raise TokenError("person disabled")
+    unit_ids = tuple(uuid.UUID(u) for u in row.unit_ids or ()) if kind == "client" else ()
+    return Principal(
+        tenant_id=tenant_id,
+        subject=str(claims["sub"]),
+        kind=kind,
+        scopes=frozenset(str(claims.get("scope", "")).split()),
+        person_id=person_id,
+        client_id=str(claims["client_id"]),
+        token_id=str(claims["jti"]),
+        client_unit_ids=unit_ids,
+    )
+
+
+def authenticate_bearer(ctx: AuthContext, token: str) -> tuple[Principal, dict[str, Any]]:
+    """Verify ``token`` and return its principal and claims (blocking: run in a thread)."""
+    claims = ctx.verifier.verify(token)
+    return principal_from_claims(ctx, claims), claims
+
+
+class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
+    """Authenticates ``/api/`` requests; other paths (OAuth, health, schema) pass through."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, db: Database, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.ctx = auth_context(settings, db)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate, set ``scope['user']``/``scope['auth']`` and the context variable."""
+        path = scope.get("path", "")
+        if not path.startswith(PROTECTED_PREFIX) or should_bypass_middleware(
+            exclude_http_methods=self.exclude_http_methods,
+            exclude_opt_key=self.exclude_opt_key,
+            exclude_path_pattern=self.exclude,
+            scope=scope,
+            scopes=self.scopes,
+        ):
+            await self.app(scope, receive, send)
+            return
+        result = await self.authenticate_request(ASGIConnection(scope))
+        scope["user"] = result.user
+        scope["auth"] = result.auth
+        reset = current_principal.set(result.user)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_principal.reset(reset)
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        """The principal of the request's bearer token, or a 401."""
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise NotAuthorizedException("missing bearer token")
+        try:
+            principal, claims = await anyio.to_thread.run_sync(authenticate_bearer, self.ctx, token)
+        except TokenError as exc:
+            raise NotAuthorizedException(exc.detail) from None
+        return AuthenticationResult(user=principal, auth=claims)
+
+
+def auth_middleware(settings: Settings, db: Database) -> DefineMiddleware:
+    """The authentication middleware of the app (see :class:`BearerTokenMiddleware`)."""
+    return DefineMiddleware(BearerTokenMiddleware, settings=settings, db=db)

@@ -1,0 +1,156 @@
+"""JWT access tokens (RFC 9068 profile): signing and verification with joserfc.
+
+Claims of every access token:
+
+========== ===============================================================================
+``iss``    ``settings.issuer``
+``sub``    the person's id (``kind = person``) or the client's ``client_id`` (``client``)
+``aud``    ``insurdesk-api``
+``exp``    ``iat + settings.access_token_ttl``
+``iat``    issue time; ``nbf`` equals it
+``jti``    random id (revocation, introspection)
+``client_id`` the OAuth client the token was issued to
+``scope``  space-separated permission names (:data:`core.people.permissions.PERMISSIONS`)
+``tenant`` the tenant's UUID: the only source of the request's tenant
+``tenant_slug`` the tenant's slug
+``kind``   ``person`` or ``client``
+========== ===============================================================================
+
+The header carries ``typ: at+jwt``, ``alg`` and the ``kid`` of the signing key.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from joserfc import jws, jwt
+from joserfc.errors import (
+    BadSignatureError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    JoseError,
+    MissingClaimError,
+)
+
+from core.auth.hashing import generate_handle
+from core.auth.keys import KeyStore, LoadedKey
+
+AUDIENCE = "insurdesk-api"
+TOKEN_TYPE = "at+jwt"
+KINDS = ("person", "client")
+LEEWAY_SECONDS = 30
+"""Clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
+
+Kind = Literal["person", "client"]
+
+
+class TokenError(Exception):
+    """An access token was refused; ``detail`` says why, for the 401 answer."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def access_token_claims(
+    *,
+    issuer: str,
+    ttl: int,
+    tenant_id: uuid.UUID,
+    tenant_slug: str,
+    kind: Kind,
+    subject: str,
+    client_id: str,
+    scope: str,
+    now: int | None = None,
+) -> dict[str, Any]:
+    """The claims of a new access token (see the module docstring)."""
+    issued = int(time.time()) if now is None else now
+    return {
+        "iss": issuer,
+        "sub": subject,
+        "aud": AUDIENCE,
+        "exp": issued + ttl,
+        "iat": issued,
+        "nbf": issued,
+        "jti": generate_handle(18),
+        "client_id": client_id,
+        "scope": scope,
+        "tenant": str(tenant_id),
+        "tenant_slug": tenant_slug,
+        "kind": kind,
+    }
+
+
+def sign_access_token(claims: dict[str, Any], key: LoadedKey) -> str:
+    """Sign ``claims`` as a compact JWS with ``key`` (``typ: at+jwt``, ``kid`` set)."""
+    header = {"alg": key.algorithm, "typ": TOKEN_TYPE, "kid": key.kid}
+    return jwt.encode(header, claims, key.key, algorithms=[key.algorithm])
+
+
+class AccessTokenVerifier:
+    """Checks an access token: signature with a published key, then the standard claims.
+
+    Only the platform's own keys are trusted, each with its own algorithm (no ``alg``
+    confusion); ``typ`` must be ``at+jwt`` so no other JWT can pass for an access token.
+    """
+
+    def __init__(self, keys: KeyStore, issuer: str, *, leeway: int = LEEWAY_SECONDS) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.leeway = leeway
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The verified claims of ``token``.
+
+        :raises TokenError: with a detail such as ``token expired`` or
+            ``token signature invalid``.
+        """
+        try:
+            header = jws.extract_compact(token.encode("ascii")).headers()
+        except (JoseError, ValueError, UnicodeError):
+            raise TokenError("token malformed") from None
+        if header.get("typ") not in (TOKEN_TYPE, "application/" + TOKEN_TYPE):
+            raise TokenError("token is not an access token")
+        kid = header.get("kid")
+        key = self.keys.verification_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenError("token signature invalid")
+        try:
+            decoded = jwt.decode(token, key.key, algorithms=[key.algorithm])
+        except BadSignatureError:
+            raise TokenError("token signature invalid") from None
+        except (JoseError, ValueError):
+            raise TokenError("token malformed") from None
+        claims = dict(decoded.claims)
+        registry = jwt.JWTClaimsRegistry(
+            leeway=self.leeway,
+            iss={"essential": True, "value": self.issuer},
+            aud={"essential": True, "value": AUDIENCE},
+            exp={"essential": True},
+            iat={"essential": True},
+            sub={"essential": True},
+            jti={"essential": True},
+            client_id={"essential": True},
+            tenant={"essential": True},
+            kind={"essential": True, "values": list(KINDS)},
+        )
+        try:
+            registry.validate(claims)
+        except ExpiredTokenError:
+            raise TokenError("token expired") from None
+        except InvalidClaimError as exc:
+            if exc.claim in ("nbf", "iat"):
+                raise TokenError("token not yet valid") from None
+            raise TokenError(f"token claim {exc.claim!r} invalid") from None
+        except MissingClaimError as exc:
+            raise TokenError(f"token claim {exc.claim!r} missing") from None
+        try:
+            uuid.UUID(str(claims["tenant"]))
+        except ValueError:
+            raise TokenError("token claim 'tenant' invalid") from None
+        if not isinstance(claims.get("scope", ""), str):
+            raise TokenError("token claim 'scope' invalid")
+        return claims
