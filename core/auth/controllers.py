@@ -223,8 +223,12 @@ def jwks(db: Database) -> Response[dict[str, Any]]:
     )
 
 
+def _metadata_response(settings: Settings) -> Response[dict[str, Any]]:
+    return Response(server_metadata(settings), headers={"Cache-Control": "public, max-age=3600"})
+
+
 @get(
-    ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"],
+    "/.well-known/oauth-authorization-server",
     exclude_from_auth=True,
     tags=["oauth"],
     operation_id="oauthMetadata",
@@ -232,7 +236,13 @@ def jwks(db: Database) -> Response[dict[str, Any]]:
 )
 async def metadata(settings: Settings) -> Response[dict[str, Any]]:
     """Endpoints, grants, auth methods, scopes and PKCE methods of this server."""
-    return Response(server_metadata(settings), headers={"Cache-Control": "public, max-age=3600"})
+    return _metadata_response(settings)
+
+
+@get("/.well-known/openid-configuration", exclude_from_auth=True, include_in_schema=False)
+async def openid_configuration(settings: Settings) -> Response[dict[str, Any]]:
+    """The same metadata where OpenID-minded client libraries look for it (no ID tokens)."""
+    return _metadata_response(settings)
 
 
 class Me(msgspec.Struct, kw_only=True):
@@ -268,4 +278,4 @@ async def me(request: Request[Principal, dict[str, Any], Any]) -> Me:
     )
 
 
-ROUTES = [token, authorize, introspect, revoke, jwks, metadata, me]
+ROUTES = [token, authorize, introspect, revoke, jwks, metadata, openid_configuration, me]

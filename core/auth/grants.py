@@ -38,7 +38,6 @@ from core.auth.models import (
     AuthorizationCode,
     OAuthClient,
     RefreshToken,
-    RevokedToken,
     as_utc,
 )
 from core.auth.server import (
@@ -51,7 +50,7 @@ from core.auth.server import (
     revoke_family,
     revoke_jti,
 )
-from core.auth.tokens import TokenError
+from core.auth.tokens import TokenError, token_state
 from core.db import utcnow
 from core.people.models import Person
 
@@ -275,10 +274,11 @@ def _query_token(server: AuthorizationServer, token: str, hint: str | None) -> A
             return None
         if claims["tenant"] != str(unit.tenant.id):
             return None
-        revoked = unit.session.scalars(
-            select(RevokedToken.id).where(RevokedToken.jti == claims["jti"])
-        ).first()
-        return AccessTokenRecord(claims=claims, revoked=revoked is not None)
+        try:
+            token_state(unit.session, claims)
+        except TokenError:  # revoked, or its client or person disabled
+            return AccessTokenRecord(claims=claims, revoked=True)
+        return AccessTokenRecord(claims=claims, revoked=False)
     if hint == "access_token":
         return None
     return unit.session.scalars(

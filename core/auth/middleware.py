@@ -3,8 +3,9 @@
 Per request: the JWT is checked against the platform's public keys (cached in memory, a
 reload on an unknown ``kid``), then one small query, through the session of the token's
 tenant, reads whether the jti was revoked, whether the client (and, for a person, the
-person) is still active, and the client's units. So a revoked token, a disabled client and a
-deactivated person stop working at once. No password hashing happens here.
+person) is still active, and the client's units (:func:`core.auth.tokens.token_state`). So a
+revoked token, a disabled client and a deactivated person stop working at once. No password
+hashing happens here.
 
 The tenant of the request comes from the token's ``tenant`` claim and nothing else.
 """
@@ -24,14 +25,11 @@ from litestar.middleware import (
 )
 from litestar.middleware._utils import should_bypass_middleware
 from litestar.types import ASGIApp, Receive, Scope, Send
-from sqlalchemy import exists, select
 
-from core.auth.models import OAuthClient, RevokedToken
 from core.auth.principal import Principal, current_principal
 from core.auth.server import AuthContext, auth_context
-from core.auth.tokens import TokenError
+from core.auth.tokens import TokenError, token_state
 from core.db import Database
-from core.people.models import Person
 from core.settings import Settings
 
 PROTECTED_PREFIX = "/api/"
@@ -43,43 +41,18 @@ def principal_from_claims(ctx: AuthContext, claims: dict[str, Any]) -> Principal
     :raises TokenError: revoked token, disabled client, inactive person.
     """
     tenant_id = uuid.UUID(str(claims["tenant"]))
-    kind = claims["kind"]
-    person_id: uuid.UUID | None = None
-    if kind == "person":
-        try:
-            person_id = uuid.UUID(str(claims["sub"]))
-        except ValueError:
-            raise TokenError("token claim 'sub' invalid") from None
-    revoked = exists().where(RevokedToken.tenant_id == tenant_id, RevokedToken.jti == claims["jti"])
-    columns: list[Any] = [OAuthClient.active, OAuthClient.unit_ids, revoked.label("revoked")]
-    if person_id is not None:
-        columns.append(
-            select(Person.active)
-            .where(Person.tenant_id == tenant_id, Person.id == person_id)
-            .scalar_subquery()
-            .label("person_active")
-        )
-    stmt = select(*columns).where(
-        OAuthClient.tenant_id == tenant_id, OAuthClient.client_id == claims["client_id"]
-    )
     with ctx.db.tenant_session(tenant_id) as session:
-        row = session.execute(stmt).one_or_none()
-    if row is None or not row.active:
-        raise TokenError("client disabled")
-    if row.revoked:
-        raise TokenError("token revoked")
-    if person_id is not None and not row.person_active:
-        raise TokenError("person disabled")
-    unit_ids = tuple(uuid.UUID(u) for u in row.unit_ids or ()) if kind == "client" else ()
+        state = token_state(session, claims)
+    kind = claims["kind"]
     return Principal(
         tenant_id=tenant_id,
         subject=str(claims["sub"]),
         kind=kind,
         scopes=frozenset(str(claims.get("scope", "")).split()),
-        person_id=person_id,
+        person_id=state.person_id,
         client_id=str(claims["client_id"]),
         token_id=str(claims["jti"]),
-        client_unit_ids=unit_ids,
+        client_unit_ids=state.unit_ids if kind == "client" else (),
     )
 
 

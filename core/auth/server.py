@@ -348,7 +348,7 @@ class AuthorizationServer(_AuthorizationServer):
     ) -> Response[Any]:
         """An authlib ``(status, body, headers)`` triple as a Litestar response."""
         pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
-        media_type = "application/json"
+        media_type = "application/json" if body else "text/plain"
         out: dict[str, str] = {}
         for name, value in pairs:
             if name.lower() == "content-type":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from joserfc import jws, jwt
@@ -33,6 +34,8 @@ from joserfc.errors import (
     JoseError,
     MissingClaimError,
 )
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
 
 from core.auth.hashing import generate_handle
 from core.auth.keys import KeyStore, LoadedKey
@@ -44,6 +47,51 @@ LEEWAY_SECONDS = 30
 """Clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
 
 Kind = Literal["person", "client"]
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """What the database says about a verified token's client and person."""
+
+    person_id: uuid.UUID | None
+    unit_ids: tuple[uuid.UUID, ...]
+
+
+def token_state(session: Session, claims: dict[str, Any]) -> TokenState:
+    """One query, in ``session`` (the token's tenant): revoked jti, active client and person.
+
+    :raises TokenError: ``token revoked``, ``client disabled`` or ``person disabled``.
+    """
+    from core.auth.models import OAuthClient, RevokedToken
+    from core.people.models import Person
+
+    tenant_id = uuid.UUID(str(claims["tenant"]))
+    person_id: uuid.UUID | None = None
+    if claims["kind"] == "person":
+        try:
+            person_id = uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            raise TokenError("token claim 'sub' invalid") from None
+    revoked = exists().where(RevokedToken.tenant_id == tenant_id, RevokedToken.jti == claims["jti"])
+    columns: list[Any] = [OAuthClient.active, OAuthClient.unit_ids, revoked.label("revoked")]
+    if person_id is not None:
+        columns.append(
+            select(Person.active)
+            .where(Person.tenant_id == tenant_id, Person.id == person_id)
+            .scalar_subquery()
+            .label("person_active")
+        )
+    stmt = select(*columns).where(
+        OAuthClient.tenant_id == tenant_id, OAuthClient.client_id == claims["client_id"]
+    )
+    row = session.execute(stmt).one_or_none()
+    if row is None or not row.active:
+        raise TokenError("client disabled")
+    if row.revoked:
+        raise TokenError("token revoked")
+    if person_id is not None and not row.person_active:
+        raise TokenError("person disabled")
+    return TokenState(person_id, tuple(uuid.UUID(u) for u in row.unit_ids or ()))
 
 
 class TokenError(Exception):

@@ -141,6 +141,9 @@ def test_a_disabled_clients_tokens_stop_working_at_once(
     refused = http.get(urls.me, headers=bearer(access))
     assert refused.status_code == 401
     assert refused.json()["detail"] == "client disabled"
+    watcher_id, watcher_secret = register(database, world)
+    with OAuth2Client(watcher_id, watcher_secret) as watcher:
+        assert watcher.introspect_token(urls.introspect, token=access).json() == {"active": False}
     with OAuth2Client(client_id, secret) as oauth, pytest.raises(OAuthError) as err:
         oauth.fetch_token(urls.token, grant_type="client_credentials")
     assert err.value.error == "invalid_client"

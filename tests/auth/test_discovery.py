@@ -40,6 +40,13 @@ def test_metadata_is_valid_rfc8414(urls: Endpoints, http: httpx.Client, path: st
     assert "cases:read" in metadata["scopes_supported"]
 
 
+def test_openapi_document_lists_the_oauth_endpoints(urls: Endpoints, http: httpx.Client) -> None:
+    document = http.get(f"{urls.base}/schema/openapi.json")
+    assert document.status_code == 200
+    paths = document.json()["paths"]
+    assert {"/oauth/token", "/oauth/introspect", "/oauth/revoke", "/api/v1/me"} <= set(paths)
+
+
 def test_jwks_publishes_the_key_that_signs_tokens(
     database: Database, world: TenantWorld, urls: Endpoints, http: httpx.Client
 ) -> None:
