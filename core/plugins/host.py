@@ -93,6 +93,10 @@ class PluginHost:
 
     def start(self, wait: float = 5.0) -> PluginHost:
         """Start the PostgreSQL listener thread (no-op on SQLite); wait until it listens."""
+        log.info(
+            "plugins_installed",
+            plugins=[f"{p.name}=={p.version}" for p in self.registry.plugins.values()],
+        )
         if self._listen and self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(

@@ -301,5 +301,4 @@ def build_registry(
     if trace is None:
         trace = env.get(TRACE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
     undo = _trace(pm) if trace else None
-    log.info("plugins_installed", plugins=[f"{n}=={installed[n].version}" for n in order])
     return PluginRegistry(pm, installed, undo)
