@@ -12,10 +12,12 @@ missing broker fails the test instead of skipping it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -264,6 +266,8 @@ class WebhookSink:
     received: list[ReceivedHook] = field(default_factory=list)
     fail_with: int | None = None
     """Answer this status instead of 204 (to test retries)."""
+    delay: float = 0.0
+    """Seconds to take over each request (a slow receiver)."""
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -289,6 +293,8 @@ def webhooks() -> Iterator[WebhookSink]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            if sink.delay:
+                time.sleep(sink.delay)
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             headers = {k.lower(): v for k, v in self.headers.items()}
             ok = verify(sink.secret, headers, body)
@@ -326,11 +332,66 @@ def local_channels(smtp: SmtpSink | None, webhooks: WebhookSink | None) -> Stati
 
 def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
     """Poll ``condition()`` until it is truthy; fail the test after ``timeout`` seconds."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s: {condition}")
+
+
+class TcpProxy:
+    """A TCP forwarder to ``target``: ``down()`` makes its port refuse connections (a dead
+    broker as the relay sees it), ``up()`` forwards again on the same port."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        """Start accepting and forwarding."""
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(64)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def down(self) -> None:
+        """Stop listening and cut every open connection."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)

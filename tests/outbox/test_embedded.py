@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import select
 
 from core.db import Database
@@ -17,7 +15,10 @@ from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels, wait_un
 
 
 def test_a_case_event_is_delivered_once_per_recipient_and_channel(
-    bg_db: Database, bg_settings: Settings, world: TenantWorld, smtp: SmtpSink,
+    bg_db: Database,
+    bg_settings: Settings,
+    world: TenantWorld,
+    smtp: SmtpSink,
     webhooks: WebhookSink,
 ) -> None:
     case = world.cases["bj"]
@@ -36,11 +37,15 @@ def test_a_case_event_is_delivered_once_per_recipient_and_channel(
         ("handler", "email", "sent"),
     ]
     assert sorted(r for m in smtp.messages for r in m.rcpt) == sorted(
-        [f"agent_bj@{world.tenant.slug}.example.com", f"customer.bj@{world.tenant.slug}.example.com"]
+        [
+            f"agent_bj@{world.tenant.slug}.example.com",
+            f"customer.bj@{world.tenant.slug}.example.com",
+        ]
     )
     hook = webhooks.received[0]
     assert hook.verified
     assert hook.json["type"] == "case.created"
     assert {r.recipient_masked for r in rows if r.channel == "email"} == {
-        f"a***@{world.tenant.slug}.example.com", f"c***@{world.tenant.slug}.example.com"
+        f"a***@{world.tenant.slug}.example.com",
+        f"c***@{world.tenant.slug}.example.com",
     }
