@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     from core.auth.keys import ensure_signing_key
     from core.auth.middleware import auth_middleware
+    from core.outbox.embedded import embedded_lifespans
 
     def on_startup(app: Litestar) -> None:
         ensure_signing_key(db)
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         openapi_config=openapi,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
+        lifespan=embedded_lifespans(settings, db),
         request_max_body_size=settings.max_body_bytes,
         on_app_init=[_no_op_init],
         debug=False,

@@ -20,6 +20,8 @@ CLI_GROUPS: tuple[tuple[str, str], ...] = (
     ("calendar", "core.calendars.cli"),
     ("plugins", "core.plugins.cli"),
     ("clients", "core.auth.cli"),
+    ("worker", "core.outbox.cli"),
+    ("scheduler", "core.scheduler.cli"),
 )
 """(group name, module with a ``cli`` Typer app): missing modules are skipped."""
 
