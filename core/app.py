@@ -54,11 +54,17 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from core.auth.keys import ensure_signing_key
     from core.auth.middleware import auth_middleware
     from core.outbox.embedded import embedded_lifespans
+    from core.plugins.host import PluginHost
+    from core.plugins.registry import build_registry
+
+    plugins = PluginHost(build_registry(), db)  # installed plugins + per-tenant cache
 
     def on_startup(app: Litestar) -> None:
         ensure_signing_key(db)
+        plugins.start()
 
     def on_shutdown(app: Litestar) -> None:
+        plugins.close()
         if database is None:
             db.dispose()
 
@@ -86,10 +92,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     return Litestar(
         route_handlers=discover_routes(),
-        state=State({"settings": settings, "db": db}),
+        state=State({"settings": settings, "db": db, "plugins": plugins}),
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "db": Provide(lambda: db, use_cache=True, sync_to_thread=False),
+            "plugins": Provide(lambda: plugins, use_cache=True, sync_to_thread=False),
         },
         middleware=[auth_middleware(settings, db)],
         exception_handlers=EXCEPTION_HANDLERS,
