@@ -16,6 +16,7 @@ from core.people.services import assign_role, create_person, get_role_by_key
 from core.tenancy.models import Tenant
 from tenants.provisioning import provision_tenant
 from tests.auth.rows import add_auth_rows
+from tests.cases.rows import add_case_rows
 from tests.notifications.rows import add_background_rows
 
 PASSWORD = "correct horse battery staple"
@@ -104,6 +105,7 @@ def make_tenant(db: Database, prefix: str = "t") -> TenantWorld:
             s.add(case)
             s.flush()
             world.cases[key] = case
+            add_case_rows(s, case=case, person_id=world.people[f"agent_{key}"].id)
         add_auth_rows(s, person_id=world.people["agent_bj"].id, unit_id=bj.id)
         add_background_rows(s, case_id=world.cases["bj"].id)
     return world

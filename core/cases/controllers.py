@@ -1,70 +1,784 @@
-"""HTTP API of cases (list and read for now)."""
+"""HTTP API of cases: intake, work queues, one case with its clocks, the timeline, transitions,
+clock operations, assignment, notices, attachments, categories and saved views.
+
+Every change needs ``If-Match`` with the case's ETag (its version): none → 428, stale → 412.
+Reads of a case outside the caller's units, and another tenant's ids, are 404.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
-from typing import Annotated
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
 
-from litestar import Controller, get
-from litestar.params import Parameter
-from sqlalchemy import select
+from litestar import Controller, Response, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, Parameter
+from litestar.response import Stream
+from sqlalchemy import Select, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from core.api.deps import API_DEPENDENCIES
-from core.api.pagination import Page, paginate
-from core.api.problems import not_found
+from core.api.pagination import Page, check_limit
+from core.api.problems import Problem, not_found
 from core.auth.guards import Access
-from core.cases.models import Case, CaseType, Channel
-from core.cases.schemas import CaseOut
+from core.cases import flows, lifecycle, services
+from core.cases.deps import CASE_DEPENDENCIES
+from core.cases.flows import CaseContext
+from core.cases.models import Case, CaseCategory, CaseClock, CaseType, CaseView, Channel
+from core.cases.schemas import (
+    AssignIn,
+    AssignmentOut,
+    AttachmentOut,
+    AutoAssignIn,
+    AutoAssignOut,
+    CaseCreate,
+    CaseDetailOut,
+    CaseOut,
+    CategoryCreate,
+    CategoryOut,
+    ClockExtendIn,
+    ClockOut,
+    ClockPauseIn,
+    ClockResumeIn,
+    EventOut,
+    NoticeIn,
+    TimelineOut,
+    TransitionIn,
+    ViewCreate,
+    ViewOut,
+)
+from core.cases.storage import StorageError, iter_file
+from core.db import utcnow
+from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
+
+IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        required=False,
+        max_length=200,
+        description="Accepted and reserved: replay protection comes with the integrator API.",
+    ),
+]
+SORTS = ("due", "received", "-received")
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def _visible_case(session: Session, access: Access, case_id: uuid.UUID) -> tuple[Case, OrgUnit]:
+    case = services.get_case(session, case_id)
+    unit = get_unit(session, case.unit_id)
+    access.require("cases:read", unit, hide=True)
+    return case, unit
+
+
+def _detail(ctx: CaseContext, case: Case, unit: OrgUnit | None = None) -> CaseDetailOut:
+    session = ctx.session
+    unit = unit or get_unit(session, case.unit_id)
+    now = ctx.now()
+    clocks = [ClockOut.of(c, now) for c in services.clocks_of(session, case.id)]
+    open_ = [c for c in clocks if c.status in ("running", "paused", "breached", "window")]
+    out = CaseOut.of(
+        case,
+        show_reporter=ctx.access.can("cases:whistleblower", unit.path),
+        provisional=any(c.provisional for c in open_),
+        breached=any(c.status == "breached" for c in clocks),
+    )
+    return CaseDetailOut(
+        case=out,
+        clocks=clocks,
+        actions=lifecycle.actions_from(case.type, case.state),
+        attachments=[AttachmentOut.of(a) for a in services.attachments_of(session, case.id)],
+    )
+
+
+def _with_etag(body: Any, case: Case, status: int = 200, **headers: str) -> Response[Any]:
+    return Response(body, status_code=status, headers={"ETag": flows.etag(case), **headers})
+
+
+# -- cursors for the work queue -------------------------------------------------------------
+
+
+def _encode(sort: str, due: datetime | None, received: datetime, ident: uuid.UUID) -> str:
+    raw = json.dumps(
+        {
+            "s": sort,
+            "d": due.isoformat() if due else None,
+            "r": received.isoformat(),
+            "i": str(ident),
+        },
+        separators=(",", ":"),
+    ).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str, sort: str) -> dict[str, Any]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if data["s"] != sort:
+            raise ValueError("sort changed")
+        return {
+            "d": datetime.fromisoformat(data["d"]) if data["d"] else None,
+            "r": datetime.fromisoformat(data["r"]),
+            "i": uuid.UUID(data["i"]),
+        }
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise Problem(
+            400,
+            "the cursor is malformed or belongs to another sort; use next_cursor of the "
+            "previous page with the same sort",
+            slug="invalid-cursor",
+        ) from exc
+
+
+def _keyset(stmt: Select[Any], sort: str, cursor: str | None) -> Select[Any]:
+    order: tuple[Any, ...]
+    if sort == "due":
+        order = (Case.next_due_at.asc().nulls_last(), Case.id)
+    elif sort == "received":
+        order = (Case.received_at.asc(), Case.id)
+    else:
+        order = (Case.received_at.desc(), Case.id.desc())
+    if cursor:
+        c = _decode(cursor, sort)
+        if sort == "due":
+            if c["d"] is None:
+                stmt = stmt.where(Case.next_due_at.is_(None), Case.id > c["i"])
+            else:
+                stmt = stmt.where(
+                    or_(
+                        Case.next_due_at > c["d"],
+                        and_(Case.next_due_at == c["d"], Case.id > c["i"]),
+                        Case.next_due_at.is_(None),
+                    )
+                )
+        elif sort == "received":
+            stmt = stmt.where(
+                or_(
+                    Case.received_at > c["r"],
+                    and_(Case.received_at == c["r"], Case.id > c["i"]),
+                )
+            )
+        else:
+            stmt = stmt.where(
+                or_(
+                    Case.received_at < c["r"],
+                    and_(Case.received_at == c["r"], Case.id < c["i"]),
+                )
+            )
+    return stmt.order_by(*order)
+
+
+@dataclass
+class UploadForm:
+    """``multipart/form-data`` of an attachment upload."""
+
+    file: UploadFile
+    purpose: str = "material"
+    sha256: str | None = None
 
 
 class CaseController(Controller):
-    """Cases of the units the caller may read (``cases:read``)."""
+    """Cases: intake, queues, the case, its timeline, its transitions and clocks."""
 
     path = "/api/v1/cases"
     tags = ["cases"]
-    dependencies = API_DEPENDENCIES
+    dependencies = CASE_DEPENDENCIES
 
-    @get("/", operation_id="listCases", summary="List cases", sync_to_thread=True)
+    @post(
+        "/",
+        operation_id="registerCase",
+        summary="Register a case",
+        sync_to_thread=True,
+        status_code=201,
+    )
+    def register(
+        self, ctx: CaseContext, data: CaseCreate, idempotency_key: IdempotencyKey = None
+    ) -> Response[CaseDetailOut]:
+        """Register a complaint, appeal, consultation, claim report, whistle-blowing report or
+        service request: number, category, clocks from the enabled plugins (statutory bound),
+        first timeline event, outbox, one transaction. Needs ``cases:write`` at the unit."""
+        case = flows.register_case(ctx, data)
+        ctx.session.commit()
+        return _with_etag(_detail(ctx, case), case, 201, Location=f"/api/v1/cases/{case.id}")
+
+    @get("/", operation_id="listCases", summary="Work queue", sync_to_thread=True)
     def list_cases(
         self,
-        session: Session,
-        access: Access,
-        status: str | None = None,
+        ctx: CaseContext,
+        states: Annotated[list[str] | None, Parameter(query="state", max_items=20)] = None,
         type: CaseType | None = None,
         channel: Channel | None = None,
         unit_id: uuid.UUID | None = None,
+        descendants: bool = True,
         assignee_id: uuid.UUID | None = None,
+        unassigned: bool | None = None,
+        category_id: uuid.UUID | None = None,
         customer_id: uuid.UUID | None = None,
+        due_before: datetime | None = None,
+        due_after: datetime | None = None,
+        breached: bool | None = None,
+        provisional: bool | None = None,
+        open_only: Annotated[bool, Parameter(query="open")] = False,
+        sort: Annotated[str, Parameter(pattern=r"^(due|received|-received)$")] = "due",
+        view_id: uuid.UUID | None = None,
         cursor: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[CaseOut]:
-        """Cases owned by visible units, filtered."""
+        """Cases of the units the caller may read, filtered; by default the nearest deadline
+        first (cases without a running clock last). ``unit_id`` includes its sub-units unless
+        ``descendants=false``. ``view_id`` applies a saved view's filters first."""
+        session, access = ctx.session, ctx.access
         access.require_anywhere("cases:read")
+        limit = check_limit(limit)
+        filters: dict[str, Any] = {}
+        if view_id is not None:
+            filters = dict(_own_view(ctx, view_id).filters)
+        given = {
+            "state": states,
+            "type": type,
+            "channel": channel,
+            "unit_id": unit_id,
+            "assignee_id": assignee_id,
+            "unassigned": unassigned,
+            "category_id": category_id,
+            "customer_id": customer_id,
+            "due_before": due_before,
+            "due_after": due_after,
+            "breached": breached,
+            "provisional": provisional,
+        }
+        filters.update({k: v for k, v in given.items() if v is not None})
+        if open_only:
+            filters["open"] = True
+        now = utcnow()
         stmt = select(Case).where(access.unit_clause("cases:read", Case.unit_id))
-        if status:
-            stmt = stmt.where(Case.status == status)
-        if type is not None:
-            stmt = stmt.where(Case.type == type)
-        if channel is not None:
-            stmt = stmt.where(Case.channel == channel)
-        if unit_id is not None:
-            stmt = stmt.where(Case.unit_id == unit_id)
-        if assignee_id is not None:
-            stmt = stmt.where(Case.assignee_id == assignee_id)
-        if customer_id is not None:
-            stmt = stmt.where(Case.customer_id == customer_id)
-        return paginate(session, stmt, Case.id, cursor=cursor, limit=limit, to_item=CaseOut.of)
+        stmt = _apply_filters(session, stmt, filters, descendants=descendants, now=now)
+        stmt = _keyset(stmt, sort, cursor)
+        rows = list(session.scalars(stmt.limit(limit + 1)))
+        page = rows[:limit]
+        flags = _clock_flags(session, [c.id for c in page], now)
+        units = {
+            u.id: u
+            for u in session.scalars(
+                select(OrgUnit).where(OrgUnit.id.in_({c.unit_id for c in page}))
+            )
+        }
+        items = [
+            CaseOut.of(
+                c,
+                show_reporter=access.can("cases:whistleblower", units[c.unit_id].path),
+                provisional=flags.get(c.id, (False, False))[0],
+                breached=flags.get(c.id, (False, False))[1],
+            )
+            for c in page
+        ]
+        next_cursor = None
+        if len(rows) > limit:
+            last = page[-1]
+            next_cursor = _encode(sort, last.next_due_at, last.received_at, last.id)
+        return Page(items=items, next_cursor=next_cursor)
+
+    @post(
+        "/auto-assign",
+        operation_id="autoAssignCases",
+        summary="Round-robin the unit's unassigned cases",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def auto_assign(self, ctx: CaseContext, data: AutoAssignIn) -> AutoAssignOut:
+        """Assign the unit's unassigned open cases, oldest first, in turn among the people
+        holding ``cases:write`` at the unit itself. Needs ``cases:assign`` there."""
+        cases, handlers = flows.auto_assign(ctx, data.unit_id)
+        ctx.session.commit()
+        return AutoAssignOut(
+            assigned=[
+                AssignmentOut(case_id=c.id, number=c.number, assignee_id=c.assignee_id)  # type: ignore[arg-type]
+                for c in cases
+            ],
+            handlers=[p.id for p in handlers],
+        )
 
     @get("/{case_id:uuid}", operation_id="getCase", summary="One case", sync_to_thread=True)
-    def get_case(self, session: Session, access: Access, case_id: uuid.UUID) -> CaseOut:
-        """A case by id (404 outside the caller's units)."""
-        case = session.get(Case, (session.info["tenant_id"], case_id))
-        if case is None:
-            raise not_found("case", case_id)
-        access.require("cases:read", get_unit(session, case.unit_id), hide=True)
-        return CaseOut.of(case)
+    def get_case(self, ctx: CaseContext, case_id: uuid.UUID) -> Response[CaseDetailOut]:
+        """A case with its clocks (provisional ones flagged), the actions its state allows and
+        its attachments; the whistle-blower's identity only with ``cases:whistleblower``."""
+        case, unit = _visible_case(ctx.session, ctx.access, case_id)
+        return _with_etag(_detail(ctx, case, unit), case)
+
+    @get(
+        "/{case_id:uuid}/timeline",
+        operation_id="getCaseTimeline",
+        summary="The case's timeline",
+        sync_to_thread=True,
+    )
+    def timeline(self, ctx: CaseContext, case_id: uuid.UUID) -> TimelineOut:
+        """Every event of the case, oldest first: who, when, what, why, before/after."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        return TimelineOut(
+            case_id=case.id,
+            number=case.number,
+            events=[EventOut.of(e) for e in services.timeline(ctx.session, case.id)],
+        )
+
+    @post(
+        "/{case_id:uuid}/transitions",
+        operation_id="transitionCase",
+        summary="Take a lifecycle action",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def transition(
+        self, ctx: CaseContext, case_id: uuid.UUID, data: TransitionIn, if_match: IfMatch = None
+    ) -> Response[CaseDetailOut]:
+        """Take an action of the lifecycle (docs/cases.md); needs ``If-Match``."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        flows.transition(ctx, case, data, if_match=if_match)
+        ctx.session.commit()
+        return _with_etag(_detail(ctx, case), case)
+
+    @post(
+        "/{case_id:uuid}/clocks/{clock:str}/extend",
+        operation_id="extendClock",
+        summary="Extend a clock",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def extend(
+        self,
+        ctx: CaseContext,
+        case_id: uuid.UUID,
+        clock: str,
+        data: ClockExtendIn,
+        if_match: IfMatch = None,
+    ) -> Response[CaseDetailOut]:
+        """Extend a running clock as the rules allow (complaint decision: 15 → 30 days with a
+        reason; → 60 with ``approved_by_id``, a senior manager holding ``cases:approve`` at
+        the superior unit, and ``notice_channel``)."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        flows.extend_clock(
+            ctx,
+            case,
+            clock,
+            reason=data.reason,
+            to_amount=data.to_amount,
+            approved_by_id=data.approved_by_id,
+            notice_channel=data.notice_channel,
+            notice=data.notice,
+            occurred=data.occurred_at,
+            if_match=if_match,
+        )
+        ctx.session.commit()
+        return _with_etag(_detail(ctx, case), case)
+
+    @post(
+        "/{case_id:uuid}/clocks/{clock:str}/pause",
+        operation_id="pauseClock",
+        summary="Pause a clock (appraisal, mediation)",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def pause(
+        self,
+        ctx: CaseContext,
+        case_id: uuid.UUID,
+        clock: str,
+        data: ClockPauseIn,
+        if_match: IfMatch = None,
+    ) -> Response[CaseDetailOut]:
+        """Stop a clock while an external appraisal or a mediation runs (not counted)."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        flows.pause_clock(
+            ctx,
+            case,
+            clock,
+            kind=data.kind,
+            reason=data.reason,
+            occurred=data.occurred_at,
+            if_match=if_match,
+        )
+        ctx.session.commit()
+        return _with_etag(_detail(ctx, case), case)
+
+    @post(
+        "/{case_id:uuid}/clocks/{clock:str}/resume",
+        operation_id="resumeClock",
+        summary="Resume a paused clock",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def resume(
+        self,
+        ctx: CaseContext,
+        case_id: uuid.UUID,
+        clock: str,
+        data: ClockResumeIn,
+        if_match: IfMatch = None,
+    ) -> Response[CaseDetailOut]:
+        """Resume a paused clock with the remaining time."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        flows.resume_clock(
+            ctx, case, clock, reason=data.reason, occurred=data.occurred_at, if_match=if_match
+        )
+        ctx.session.commit()
+        return _with_etag(_detail(ctx, case), case)
+
+    @post(
+        "/{case_id:uuid}/assign",
+        operation_id="assignCase",
+        summary="Assign a handler",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def assign(
+        self, ctx: CaseContext, case_id: uuid.UUID, data: AssignIn, if_match: IfMatch = None
+    ) -> Response[CaseDetailOut]:
+        """Give the case to a person holding ``cases:write`` at its unit (``cases:assign``)."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        flows.assign(ctx, case, data.assignee_id, reason=data.reason, if_match=if_match)
+        ctx.session.commit()
+        return _with_etag(_detail(ctx, case), case)
+
+    @post(
+        "/{case_id:uuid}/notices",
+        operation_id="recordNotice",
+        summary="Record a notice to the customer",
+        sync_to_thread=True,
+        status_code=201,
+    )
+    def notice(
+        self, ctx: CaseContext, case_id: uuid.UUID, data: NoticeIn, if_match: IfMatch = None
+    ) -> Response[EventOut]:
+        """Record what the customer was told, by which channel and when (2020-complaints/21)."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        event = flows.record_notice(
+            ctx,
+            case,
+            channel=data.channel,
+            content=data.content,
+            purpose=data.purpose,
+            occurred=data.occurred_at,
+            if_match=if_match,
+        )
+        ctx.session.commit()
+        return _with_etag(EventOut.of(event), case, 201)
+
+    @post(
+        "/{case_id:uuid}/attachments",
+        operation_id="uploadAttachment",
+        summary="Attach a file",
+        sync_to_thread=True,
+        status_code=201,
+        request_max_body_size=flows.MAX_ATTACHMENT_BYTES + 64 * 1024,
+    )
+    def upload(
+        self,
+        ctx: CaseContext,
+        case_id: uuid.UUID,
+        data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> Response[AttachmentOut]:
+        """Upload a file (``multipart/form-data``: ``file``, optional ``purpose`` and
+        ``sha256``): at most 20 MiB, a listed media type whose content matches it; its SHA-256
+        is computed (and checked against ``sha256`` when given)."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        upload = data.file
+        content = upload.file.read(flows.MAX_ATTACHMENT_BYTES + 1)
+        if len(data.purpose) > 32 or not data.purpose.replace("_", "").isalnum():
+            raise Problem(422, "purpose must be a short word", slug="invalid-purpose")
+        attachment = flows.add_attachment(
+            ctx,
+            case,
+            filename=upload.filename or "attachment",
+            media_type=upload.content_type or "application/octet-stream",
+            data=content,
+            purpose=data.purpose,
+            expected_sha256=data.sha256,
+        )
+        ctx.session.commit()
+        return _with_etag(
+            AttachmentOut.of(attachment),
+            case,
+            201,
+            Location=f"/api/v1/cases/{case.id}/attachments/{attachment.id}",
+        )
+
+    @get(
+        "/{case_id:uuid}/attachments/{attachment_id:uuid}",
+        operation_id="downloadAttachment",
+        summary="Download an attachment",
+        sync_to_thread=True,
+    )
+    def download(self, ctx: CaseContext, case_id: uuid.UUID, attachment_id: uuid.UUID) -> Stream:
+        """The file's bytes, with its media type, SHA-256 (``Repr-Digest``) and file name."""
+        case, _ = _visible_case(ctx.session, ctx.access, case_id)
+        attachment = next(
+            (a for a in services.attachments_of(ctx.session, case.id) if a.id == attachment_id),
+            None,
+        )
+        if attachment is None or ctx.storage is None:
+            raise not_found("attachment", attachment_id)
+        try:
+            stream = ctx.storage.open(attachment.storage_key)
+        except StorageError as exc:
+            raise Problem(
+                410, "the attachment's file is gone from the store", slug="attachment-gone"
+            ) from exc
+        digest = base64.b64encode(bytes.fromhex(attachment.sha256)).decode()
+        return Stream(
+            iter_file(stream),
+            media_type=attachment.media_type,
+            headers={
+                "Content-Length": str(attachment.size),
+                "Repr-Digest": f"sha-256=:{digest}:",
+                "ETag": f'"{attachment.sha256}"',
+                "Content-Disposition": _disposition(attachment.filename),
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
 
 
-ROUTES = [CaseController]
+def _disposition(filename: str) -> str:
+    from urllib.parse import quote
+
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _apply_filters(
+    session: Session,
+    stmt: Select[Any],
+    f: dict[str, Any],
+    *,
+    descendants: bool,
+    now: datetime,
+) -> Select[Any]:
+    def as_uuid(key: str) -> uuid.UUID:
+        value = f[key]
+        try:
+            return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        except ValueError as exc:
+            raise Problem(400, f"filter {key} is not a UUID", slug="invalid-filter") from exc
+
+    def as_time(key: str) -> datetime:
+        value = f[key]
+        try:
+            return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise Problem(400, f"filter {key} is not a date-time", slug="invalid-filter") from exc
+
+    if f.get("state"):
+        states = f["state"] if isinstance(f["state"], list) else [f["state"]]
+        stmt = stmt.where(Case.state.in_([str(s) for s in states]))
+    if f.get("open"):
+        stmt = stmt.where(Case.state.not_in(["closed", "withdrawn"]))
+    if f.get("type"):
+        stmt = stmt.where(Case.type == CaseType(str(f["type"])))
+    if f.get("channel"):
+        stmt = stmt.where(Case.channel == Channel(str(f["channel"])))
+    if f.get("unit_id"):
+        unit = get_unit(session, as_uuid("unit_id"))
+        if descendants:
+            sub = select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path, autoescape=True))
+            stmt = stmt.where(Case.unit_id.in_(sub))
+        else:
+            stmt = stmt.where(Case.unit_id == unit.id)
+    if f.get("assignee_id"):
+        stmt = stmt.where(Case.assignee_id == as_uuid("assignee_id"))
+    if f.get("unassigned") is True:
+        stmt = stmt.where(Case.assignee_id.is_(None))
+    elif f.get("unassigned") is False:
+        stmt = stmt.where(Case.assignee_id.is_not(None))
+    if f.get("category_id"):
+        stmt = stmt.where(Case.category_id == as_uuid("category_id"))
+    if f.get("customer_id"):
+        stmt = stmt.where(Case.customer_id == as_uuid("customer_id"))
+    if f.get("due_before"):
+        stmt = stmt.where(Case.next_due_at < as_time("due_before"))
+    if f.get("due_after"):
+        stmt = stmt.where(Case.next_due_at >= as_time("due_after"))
+    if f.get("breached") is not None:
+        late = exists().where(
+            CaseClock.case_id == Case.id,
+            CaseClock.tenant_id == Case.tenant_id,
+            or_(
+                CaseClock.status == "breached",
+                and_(CaseClock.status == "running", CaseClock.due_at <= now),
+            ),
+        )
+        stmt = stmt.where(late if f["breached"] else ~late)
+    if f.get("provisional") is not None:
+        prov = exists().where(
+            CaseClock.case_id == Case.id,
+            CaseClock.tenant_id == Case.tenant_id,
+            CaseClock.provisional.is_(True),
+            CaseClock.status.in_(("running", "paused", "window")),
+        )
+        stmt = stmt.where(prov if f["provisional"] else ~prov)
+    return stmt
+
+
+def _clock_flags(
+    session: Session, case_ids: list[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, tuple[bool, bool]]:
+    """Per case: (has an open provisional clock, has a breached clock)."""
+    if not case_ids:
+        return {}
+    rows = session.execute(
+        select(CaseClock.case_id, CaseClock.status, CaseClock.due_at, CaseClock.provisional).where(
+            CaseClock.case_id.in_(case_ids)
+        )
+    ).all()
+    flags: dict[uuid.UUID, tuple[bool, bool]] = {}
+    for case_id, status, due_at, prov in rows:
+        provisional, breached = flags.get(case_id, (False, False))
+        is_open = status in ("running", "paused", "window")
+        provisional = provisional or (prov and is_open)
+        breached = breached or status == "breached" or (status == "running" and now >= due_at)
+        flags[case_id] = (provisional, breached)
+    return flags
+
+
+def _own_view(ctx: CaseContext, view_id: uuid.UUID) -> CaseView:
+    view = ctx.session.get(CaseView, (ctx.tenant.id, view_id))
+    if view is None or view.person_id != ctx.actor.person_id:
+        raise not_found("view", view_id)
+    return view
+
+
+VIEW_KEYS = frozenset(
+    {
+        "state",
+        "type",
+        "channel",
+        "unit_id",
+        "assignee_id",
+        "unassigned",
+        "category_id",
+        "customer_id",
+        "due_before",
+        "due_after",
+        "breached",
+        "provisional",
+        "open",
+    }
+)
+
+
+class CaseViewController(Controller):
+    """Saved work-queue views, per person."""
+
+    path = "/api/v1/case-views"
+    tags = ["cases"]
+    dependencies = CASE_DEPENDENCIES
+
+    @get("/", operation_id="listCaseViews", summary="My saved views", sync_to_thread=True)
+    def list_views(self, ctx: CaseContext) -> list[ViewOut]:
+        """The caller's saved views, by name."""
+        if ctx.actor.person_id is None:
+            return []
+        views = ctx.session.scalars(
+            select(CaseView)
+            .where(CaseView.person_id == ctx.actor.person_id)
+            .order_by(CaseView.name)
+        )
+        return [ViewOut.of(v) for v in views]
+
+    @post("/", operation_id="createCaseView", summary="Save a view", sync_to_thread=True)
+    def create_view(self, ctx: CaseContext, data: ViewCreate) -> ViewOut:
+        """Save a named set of list filters (the list endpoint's parameters)."""
+        ctx.access.require_anywhere("cases:read")
+        if ctx.actor.person_id is None:
+            raise Problem(422, "only people have saved views", slug="not-a-person")
+        unknown = sorted(set(data.filters) - VIEW_KEYS)
+        if unknown:
+            raise Problem(
+                422,
+                f"unknown filters: {', '.join(unknown)}",
+                slug="invalid-filter",
+                allowed=sorted(VIEW_KEYS),
+            )
+        exists_ = ctx.session.scalars(
+            select(CaseView).where(
+                CaseView.person_id == ctx.actor.person_id, CaseView.name == data.name
+            )
+        ).first()
+        if exists_ is not None:
+            raise Problem(409, f"a view named {data.name!r} exists", slug="duplicate")
+        view = CaseView(person_id=ctx.actor.person_id, name=data.name, filters=data.filters)
+        ctx.session.add(view)
+        ctx.session.commit()
+        return ViewOut.of(view)
+
+    @delete(
+        "/{view_id:uuid}",
+        operation_id="deleteCaseView",
+        summary="Delete a view",
+        sync_to_thread=True,
+    )
+    def delete_view(self, ctx: CaseContext, view_id: uuid.UUID) -> None:
+        """Delete one of the caller's views."""
+        view = _own_view(ctx, view_id)
+        ctx.session.delete(view)
+        ctx.session.commit()
+
+
+class CategoryController(Controller):
+    """The tenant's case classification."""
+
+    path = "/api/v1/case-categories"
+    tags = ["cases"]
+    dependencies = CASE_DEPENDENCIES
+
+    @get("/", operation_id="listCaseCategories", summary="Case categories", sync_to_thread=True)
+    def list_categories(
+        self, ctx: CaseContext, include_inactive: bool = False
+    ) -> list[CategoryOut]:
+        """The categories, in display order (``cases:read``)."""
+        ctx.access.require_anywhere("cases:read")
+        return [
+            CategoryOut.of(c)
+            for c in services.list_categories(ctx.session, include_inactive=include_inactive)
+        ]
+
+    @post(
+        "/",
+        operation_id="createCaseCategory",
+        summary="Add a case category",
+        sync_to_thread=True,
+        status_code=201,
+    )
+    def create_category(self, ctx: CaseContext, data: CategoryCreate) -> CategoryOut:
+        """Add a category: a tenant-wide setting, so ``org:write`` at a root unit."""
+        if not any(p.count("/") == 2 for p in ctx.access.prefixes("org:write")):
+            raise Problem(
+                403,
+                "changing the classification needs org:write at the top of the organization",
+                slug="forbidden",
+                permission="org:write",
+            )
+        if services.get_category_by_code(ctx.session, data.code) is not None:
+            raise Problem(409, f"category {data.code!r} exists", slug="duplicate")
+        if data.parent_id is not None:
+            services.get_category(ctx.session, data.parent_id)
+        category = CaseCategory(
+            code=data.code,
+            name_zh=data.name_zh,
+            name_en=data.name_en,
+            parent_id=data.parent_id,
+            case_types=[t.value for t in data.case_types],
+            sort_order=data.sort_order,
+        )
+        ctx.session.add(category)
+        ctx.session.commit()
+        return CategoryOut.of(category)
+
+
+ROUTES = [CaseController, CaseViewController, CategoryController]

@@ -1,48 +1,455 @@
-"""Case schemas at the HTTP edge (the minimal record; the cases issue grows it)."""
+"""Case schemas at the HTTP edge (msgspec): what a client sends and what it gets back."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
-from core.api.schemas import Output
-from core.cases.models import Case, CaseType, Channel
+import msgspec
+
+from core.api.schemas import Input, Output
+from core.cases.clocks import is_window
+from core.cases.models import (
+    Attachment,
+    Case,
+    CaseCategory,
+    CaseClock,
+    CaseEvent,
+    CaseType,
+    CaseView,
+    Channel,
+    ServiceKind,
+)
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+Short = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+NoticeChannel = Literal["phone", "sms", "email", "letter", "wechat", "walk_in", "online", "fax"]
+"""How a notice reached the customer (2020-complaints 第二十一条: in writing, by post,
+by SMS or e-mail, or by telephone)."""
+
+MASKED = "***"
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+class CaseCreate(Input):
+    """Register a case. ``received_at`` defaults to now (a letter received earlier: its date)."""
+
+    type: CaseType
+    channel: Channel
+    subject: Short
+    unit_id: uuid.UUID
+    description: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
+    received_at: datetime | None = None
+    customer_id: uuid.UUID | None = None
+    policy_id: uuid.UUID | None = None
+    category_id: uuid.UUID | None = None
+    category: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    """A category code, instead of ``category_id``."""
+    assignee_id: uuid.UUID | None = None
+    service_kind: ServiceKind | None = None
+    complexity: list[Annotated[str, msgspec.Meta(max_length=40)]] = []
+    parent_case_id: uuid.UUID | None = None
+    """An appeal: the complaint it is about."""
+    regulator_reference: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    regulator_due_date: date | None = None
+    reporter_anonymous: bool = False
+    reporter_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    reporter_contact: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    reporter_id_number: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class TransitionIn(Input):
+    """Take an action of the lifecycle (see docs/cases.md for what each one requires)."""
+
+    action: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+    occurred_at: datetime | None = None
+    """When it happened (default: now); never in the future nor before the last event."""
+    reason: Text | None = None
+    refer_to: Short | None = None
+    to_unit_id: uuid.UUID | None = None
+    decision: Text | None = None
+    answer: Text | None = None
+    notice_channel: NoticeChannel | None = None
+    missing_materials: list[Short] | None = None
+    report: Text | None = None
+    plan: Text | None = None
+    review_decision: Text | None = None
+
+
+class ClockExtendIn(Input):
+    """Extend a clock: 15 → 30 days with a reason; → 60 with a senior approver and a notice."""
+
+    reason: Text
+    to_amount: Annotated[int, msgspec.Meta(ge=1, le=366)] | None = None
+    approved_by_id: uuid.UUID | None = None
+    notice_channel: NoticeChannel | None = None
+    notice: Text | None = None
+    occurred_at: datetime | None = None
+
+
+class ClockPauseIn(Input):
+    """Pause a clock for an external appraisal or a mediation (not counted in the period)."""
+
+    kind: Literal["appraisal", "mediation"]
+    reason: Text
+    occurred_at: datetime | None = None
+
+
+class ClockResumeIn(Input):
+    """Resume a paused clock: the due moves by the days the pause excluded."""
+
+    reason: Text | None = None
+    occurred_at: datetime | None = None
+
+
+class AssignIn(Input):
+    """Give the case to a handler (None: unassign)."""
+
+    assignee_id: uuid.UUID | None
+    reason: Text | None = None
+
+
+class AutoAssignIn(Input):
+    """Assign the unit's unassigned open cases round-robin among its handlers."""
+
+    unit_id: uuid.UUID
+
+
+class NoticeIn(Input):
+    """Record a notice sent to the customer: what, by which channel, when."""
+
+    channel: NoticeChannel
+    content: Text
+    purpose: Annotated[str, msgspec.Meta(max_length=40)] = "information"
+    occurred_at: datetime | None = None
+
+
+class CategoryCreate(Input):
+    """A new category of the tenant's classification."""
+
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_.\-]+$")]
+    name_zh: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name_en: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    parent_id: uuid.UUID | None = None
+    case_types: list[CaseType] = []
+    sort_order: int = 0
+
+
+class ViewCreate(Input):
+    """A saved work-queue view: a name and the list filters (the list endpoint's parameters)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    filters: dict[str, Any]
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+
+class ClockOut(Output):
+    """A deadline clock: its rule, its source, its due, its state."""
+
+    clock: str
+    citation: str
+    source: str
+    statutory: bool
+    amount: int
+    unit: str
+    started_at: datetime
+    due_at: datetime
+    last_day: date
+    status: str
+    """``running``, ``paused``, ``met``, ``breached``, ``cancelled``, ``window`` or
+    ``expired`` (a customer's window that closed unused); ``running`` past the due reads
+    ``breached``."""
+    kind: Literal["deadline", "window"]
+    provisional: bool
+    """The due reaches into a year whose holiday schedule is not published yet."""
+    paused_at: datetime | None
+    paused_seconds: int
+    extensions: list[dict[str, Any]]
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, c: CaseClock, now: datetime) -> ClockOut:
+        """Render a clock as of ``now``."""
+        status = c.status
+        if status == "running" and now >= c.due_at:
+            status = "breached"
+        elif status == "window" and now >= c.due_at:
+            status = "expired"
+        return cls(
+            clock=c.clock,
+            citation=c.citation,
+            source=c.source,
+            statutory=c.statutory,
+            amount=c.amount,
+            unit=c.unit,
+            started_at=c.started_at,
+            due_at=c.due_at,
+            last_day=c.last_day,
+            status=status,
+            kind="window" if is_window(c.clock) else "deadline",
+            provisional=c.provisional,
+            paused_at=c.paused_at,
+            paused_seconds=c.paused_seconds,
+            extensions=list(c.history.get("extensions", [])),
+            completed_at=c.completed_at,
+        )
+
+
+class ReporterOut(Output):
+    """A whistle-blower's identity (masked without ``cases:whistleblower``)."""
+
+    anonymous: bool
+    name: str | None
+    contact: str | None
+    id_number: str | None
+    masked: bool
 
 
 class CaseOut(Output):
-    """A case."""
+    """A case (list form: no clocks)."""
 
     id: uuid.UUID
     number: str
     type: CaseType
     channel: Channel
-    status: str
+    state: str
     subject: str
+    description: str | None
     received_at: datetime
     unit_id: uuid.UUID
+    category_id: uuid.UUID | None
     customer_id: uuid.UUID | None
     policy_id: uuid.UUID | None
     assignee_id: uuid.UUID | None
+    service_kind: str | None
+    complexity: list[str]
+    parent_case_id: uuid.UUID | None
+    regulator_reference: str | None
+    regulator_due_date: date | None
+    regulator_reported_at: datetime | None
+    reporter: ReporterOut | None
+    missing_materials: list[str]
+    not_accepted_reason: str | None
+    refer_to: str | None
+    plan: str | None
+    decision: str | None
+    decided_at: datetime | None
+    answer: str | None
+    answered_at: datetime | None
+    review_decision: str | None
+    review_decided_at: datetime | None
+    closed_at: datetime | None
+    next_due_at: datetime | None
     version: int
     created_at: datetime
     updated_at: datetime
+    provisional: bool = False
+    breached: bool = False
 
     @classmethod
-    def of(cls, c: Case) -> CaseOut:
-        """Render a case."""
+    def of(cls, c: Case, *, show_reporter: bool, **extra: Any) -> CaseOut:
+        """Render a case; the reporter's identity only when ``show_reporter``."""
+        reporter = None
+        if c.type == CaseType.WHISTLEBLOWING:
+            if show_reporter:
+                reporter = ReporterOut(
+                    anonymous=c.reporter_anonymous,
+                    name=c.reporter_name,
+                    contact=c.reporter_contact,
+                    id_number=c.reporter_id_number,
+                    masked=False,
+                )
+            else:
+                hidden = None if c.reporter_anonymous else MASKED
+                reporter = ReporterOut(
+                    anonymous=c.reporter_anonymous,
+                    name=hidden,
+                    contact=hidden,
+                    id_number=hidden,
+                    masked=True,
+                )
         return cls(
             id=c.id,
             number=c.number,
             type=c.type,
             channel=c.channel,
-            status=c.status,
+            state=c.state,
             subject=c.subject,
+            description=c.description,
             received_at=c.received_at,
             unit_id=c.unit_id,
+            category_id=c.category_id,
             customer_id=c.customer_id,
             policy_id=c.policy_id,
             assignee_id=c.assignee_id,
+            service_kind=c.service_kind,
+            complexity=list(c.complexity or []),
+            parent_case_id=c.parent_case_id,
+            regulator_reference=c.regulator_reference,
+            regulator_due_date=c.regulator_due_date,
+            regulator_reported_at=c.regulator_reported_at,
+            reporter=reporter,
+            missing_materials=list(c.missing_materials or []),
+            not_accepted_reason=c.not_accepted_reason,
+            refer_to=c.refer_to,
+            plan=c.plan,
+            decision=c.decision,
+            decided_at=c.decided_at,
+            answer=c.answer,
+            answered_at=c.answered_at,
+            review_decision=c.review_decision,
+            review_decided_at=c.review_decided_at,
+            closed_at=c.closed_at,
+            next_due_at=c.next_due_at,
             version=c.version,
             created_at=c.created_at,
             updated_at=c.updated_at,
+            **extra,
         )
+
+
+class CaseDetailOut(Output):
+    """A case with its clocks, the actions its state allows, and its attachments."""
+
+    case: CaseOut
+    clocks: list[ClockOut]
+    actions: list[str]
+    attachments: list[AttachmentOut]
+
+
+class EventOut(Output):
+    """One timeline entry."""
+
+    seq: int
+    at: datetime
+    recorded_at: datetime
+    kind: str
+    action: str | None
+    actor: str
+    actor_id: uuid.UUID | None
+    from_state: str | None
+    to_state: str | None
+    reason: str | None
+    before: dict[str, Any]
+    after: dict[str, Any]
+    approver: str | None
+    approver_id: uuid.UUID | None
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: CaseEvent) -> EventOut:
+        """Render an event."""
+        return cls(
+            seq=e.seq,
+            at=e.at,
+            recorded_at=e.recorded_at,
+            kind=e.kind,
+            action=e.action,
+            actor=e.actor,
+            actor_id=e.actor_id,
+            from_state=e.from_state,
+            to_state=e.to_state,
+            reason=e.reason,
+            before=e.before or {},
+            after=e.after or {},
+            approver=e.approver,
+            approver_id=e.approver_id,
+            data=e.data or {},
+        )
+
+
+class TimelineOut(Output):
+    """A case's whole timeline, oldest first."""
+
+    case_id: uuid.UUID
+    number: str
+    events: list[EventOut]
+
+
+class AttachmentOut(Output):
+    """An attachment's record (download it from ``.../attachments/{id}``)."""
+
+    id: uuid.UUID
+    filename: str
+    media_type: str
+    size: int
+    sha256: str
+    purpose: str
+    uploaded_by: str
+    uploaded_at: datetime
+
+    @classmethod
+    def of(cls, a: Attachment) -> AttachmentOut:
+        """Render an attachment."""
+        return cls(
+            id=a.id,
+            filename=a.filename,
+            media_type=a.media_type,
+            size=a.size,
+            sha256=a.sha256,
+            purpose=a.purpose,
+            uploaded_by=a.uploaded_by,
+            uploaded_at=a.uploaded_at,
+        )
+
+
+class CategoryOut(Output):
+    """A category of the tenant's classification."""
+
+    id: uuid.UUID
+    code: str
+    name_zh: str
+    name_en: str
+    parent_id: uuid.UUID | None
+    case_types: list[str]
+    active: bool
+    sort_order: int
+    builtin: bool
+
+    @classmethod
+    def of(cls, c: CaseCategory) -> CategoryOut:
+        """Render a category."""
+        return cls(
+            id=c.id,
+            code=c.code,
+            name_zh=c.name_zh,
+            name_en=c.name_en,
+            parent_id=c.parent_id,
+            case_types=list(c.case_types or []),
+            active=c.active,
+            sort_order=c.sort_order,
+            builtin=c.builtin,
+        )
+
+
+class AssignmentOut(Output):
+    """One assignment made by the round-robin."""
+
+    case_id: uuid.UUID
+    number: str
+    assignee_id: uuid.UUID
+
+
+class AutoAssignOut(Output):
+    """What the round-robin did."""
+
+    assigned: list[AssignmentOut]
+    handlers: list[uuid.UUID]
+
+
+class ViewOut(Output):
+    """A saved view."""
+
+    id: uuid.UUID
+    name: str
+    filters: dict[str, Any]
+
+    @classmethod
+    def of(cls, v: CaseView) -> ViewOut:
+        """Render a view."""
+        return cls(id=v.id, name=v.name, filters=dict(v.filters or {}))

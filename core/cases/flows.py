@@ -1,0 +1,1625 @@
+"""Case flows: registration, transitions, clocks, assignment, notices, attachments.
+
+A flow coordinates the case aggregate with the org tree, customers, the deadline engine and the
+plugins. Every flow works in the caller's session and transaction (the controller commits), and
+asks the plugins **before** it writes anything, so a failing plugin yields a ``plugin-failed``
+problem and no partial write. Every change of a case bumps its ``version`` (the ETag) and
+appends a timeline event.
+
+Where the deadline rules come from: :func:`deadline_rules_for` asks ``ctx.rules`` (a
+:data:`RulesProvider`), built per request by :mod:`core.cases.deps` from the plugin registry.
+The core adds the review rules of 2020-complaints 第二十条 itself (``REVIEW_REQUEST_WINDOW`` and
+``REVIEW_DECISION``), so a complaint's review window and review clock exist whatever plugins
+are enabled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from core.api.problems import Problem
+from core.auth.guards import Access, load_access
+from core.auth.principal import Principal
+from core.calendars.models import CalendarYear
+from core.calendars.services import tenant_calendar
+from core.cases import lifecycle, services
+from core.cases.clocks import apply_state, is_window, new_row, summary, to_state
+from core.cases.lifecycle import OPEN_DEADLINES, Transition
+from core.cases.models import (
+    Attachment,
+    Case,
+    CaseClock,
+    CaseEvent,
+    CaseType,
+    Channel,
+)
+from core.cases.schemas import CaseCreate, TransitionIn
+from core.cases.storage import AttachmentStorage, sha256_of
+from core.customers.models import Customer, Policy
+from core.customers.services import get_customer, get_policy
+from core.db import Database, new_id, utcnow
+from core.deadlines import (
+    DEFAULT_EXTENSION_POLICY,
+    REVIEW_REQUEST_WINDOW,
+    ClockError,
+    ClockState,
+    DeadlineRule,
+    ExtensionPolicy,
+    ExtensionRefused,
+    ExtensionStep,
+    RuleWarning,
+    TenantCalendar,
+    clock_from_resolved,
+    complete,
+    compute_due,
+    extend,
+    pause,
+    resolve_rules,
+    restart,
+    resume,
+)
+from core.orgs.models import OrgUnit
+from core.orgs.services import get_unit
+from core.outbox import emit
+from core.people.models import Person, Role, RoleAssignment
+from core.people.permissions import ALL_PERMISSIONS
+from core.plugins.flows import (
+    PlannedFollowUp,
+    deadline_rules,
+    follow_ups_on_transition,
+    plan_case_opening,
+    unit_calendar,
+)
+from core.plugins.host import PluginHost
+from core.plugins.registry import build_registry
+from core.plugins.resolution import TenantPlugins
+from core.plugins.types import CaseFacts, PolicyFacts, UnitFacts
+from core.tenancy.models import Tenant
+
+log = structlog.get_logger("insurdesk.cases")
+
+MATERIALS_PAUSE_REASON = "awaiting materials"
+FUTURE_SKEW = dt.timedelta(minutes=5)
+"""How far in the future an ``occurred_at`` may lie (clock skew between client and server)."""
+
+EXTENSION_POLICY = ExtensionPolicy(
+    {
+        **DEFAULT_EXTENSION_POLICY.steps,
+        # 延长至30日 / 再延长30日 are natural days whatever unit a tighter policy counted in.
+        "complaint.decision": tuple(
+            dataclasses.replace(s, unit="natural_days")
+            for s in DEFAULT_EXTENSION_POLICY.steps_for("complaint.decision")
+        ),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a label for the timeline and the person, when it is one."""
+
+    label: str
+    person_id: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, session: Session, principal: Principal) -> Actor:
+        """The actor of an authenticated principal."""
+        if principal.kind == "person" and principal.person_id is not None:
+            person = session.get(Person, (principal.tenant_id, principal.person_id))
+            name = person.username if person is not None else str(principal.person_id)
+            return cls(f"person:{name}", principal.person_id)
+        return cls(f"client:{principal.client_id or principal.subject}")
+
+
+@dataclass
+class CaseContext:
+    """What a flow needs besides its arguments: the session, who acts and what they may do,
+    the tenant, its calendar, the plugins enabled for it, and the time."""
+
+    session: Session
+    access: Access
+    actor: Actor
+    tenant: Tenant
+    calendar: TenantCalendar
+    """The tenant calendar (loaded years, tenant zone); :meth:`calendar_at` adds the
+    plugins' adjustments of a unit."""
+    plugins: PluginHost
+    materials_pauses: frozenset[str] = frozenset()
+    """Clocks a policy pauses while the customer's materials are awaited. No hook carries such
+    a policy yet, so none by default: the statutory periods run from receipt
+    (2020-complaints/18)."""
+    now: Callable[[], dt.datetime] = utcnow
+    storage: AttachmentStorage | None = None
+    extension_policy: ExtensionPolicy = field(default=EXTENSION_POLICY)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The tenant's time zone."""
+        return self.calendar.tz
+
+    def enabled_at(self, unit_path: str) -> TenantPlugins:
+        """The plugins enabled at the unit with ``unit_path``, with their settings."""
+        return self.plugins.for_unit(self.tenant.id, unit_path)
+
+    def calendar_at(self, unit: UnitFacts) -> TenantCalendar:
+        """The calendar deadlines at ``unit`` are counted on (tenant calendar + plugins)."""
+        return unit_calendar(self.enabled_at(unit.path), unit, self.calendar)
+
+
+_CALENDARS: dict[tuple[str, tuple[tuple[int, str], ...]], TenantCalendar] = {}
+
+
+def calendar_for(session: Session, time_zone: str) -> TenantCalendar:
+    """The calendar with every loaded year, cached by zone and by the loaded years' digests
+    (a newly loaded year gives a new calendar)."""
+    key = (
+        time_zone,
+        tuple(
+            (year, digest)
+            for year, digest in session.execute(
+                select(CalendarYear.year, CalendarYear.digest).order_by(CalendarYear.year)
+            )
+        ),
+    )
+    calendar = _CALENDARS.get(key)
+    if calendar is None:
+        if len(_CALENDARS) > 64:
+            _CALENDARS.clear()
+        calendar = _CALENDARS[key] = tenant_calendar(session, time_zone)
+    return calendar
+
+
+def make_context(
+    session: Session,
+    access: Access,
+    *,
+    plugins: PluginHost,
+    actor: Actor | None = None,
+    **kwargs: Any,
+) -> CaseContext:
+    """A context for the session's tenant."""
+    tenant = session.get(Tenant, services.tenant_id_of(session))
+    if tenant is None:
+        raise Problem(404, "the tenant was not found")
+    return CaseContext(
+        session=session,
+        access=access,
+        actor=actor or Actor.of(session, access.principal),
+        tenant=tenant,
+        calendar=calendar_for(session, tenant.time_zone),
+        plugins=plugins,
+        **kwargs,
+    )
+
+
+# -- deadline rules -------------------------------------------------------------------------
+
+
+def deadline_rules_for(ctx: CaseContext, facts: CaseFacts, trigger: str) -> list[DeadlineRule]:
+    """The deadline rules every plugin enabled at the case's unit proposes for ``trigger``.
+
+    :raises PluginFailed: (502 ``plugin-failed``) naming the plugin that raised or answered
+        something that is not a rule.
+    """
+    return deadline_rules(ctx.enabled_at(facts.unit.path), facts, trigger)
+
+
+def compute_clocks(
+    ctx: CaseContext,
+    facts: CaseFacts,
+    trigger: str,
+    start: dt.datetime,
+    *,
+    only: Iterable[str] = (),
+) -> tuple[list[ClockState], list[RuleWarning]]:
+    """The clocks ``trigger`` starts at ``start``: one per clock, the earliest due of the
+    statutory rule and every policy, never later than the statute."""
+    rules = deadline_rules_for(ctx, facts, trigger)
+    wanted = set(only)
+    if wanted:
+        rules = [r for r in rules if r.clock in wanted]
+    resolved, warnings = resolve_rules(rules, start, ctx.calendar_at(facts.unit))
+    for w in warnings:
+        log.warning("deadline_rule_ignored", clock=w.clock, plugin=w.source, message=w.message)
+    return [clock_from_resolved(r) for r in resolved], warnings
+
+
+def regulator_clock(
+    received_at: dt.datetime, due_date: dt.date, reference: str, tz: ZoneInfo
+) -> ClockState:
+    """The regulator's own due date for a transferred case (ends at 24:00 of that day)."""
+    start_day = received_at.astimezone(tz).date()
+    days = (due_date - start_day).days
+    rule = DeadlineRule(
+        clock="regulator.report",
+        amount=max(days, 1),
+        unit="natural_days",
+        citation="seed:客户服务管理规定/13",
+        source="regulator",
+        statutory=True,
+        description=f"监管转办 {reference}: 按转办单位要求书面报告",
+    )
+    due = dt.datetime.combine(due_date + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
+    return ClockState(
+        clock=rule.clock,
+        rule=rule,
+        amount=rule.amount,
+        unit="natural_days",
+        started_at=received_at,
+        due_at=due,
+        last_day=due_date,
+        provisional=False,
+    )
+
+
+def _warning_json(w: RuleWarning) -> dict[str, Any]:
+    return {"clock": w.clock, "plugin": w.source, "message": w.message}
+
+
+def _follow_up_json(f: PlannedFollowUp) -> dict[str, Any]:
+    return {
+        "kind": f.kind,
+        "due_at": f.due.isoformat() if f.due else None,
+        "citation": f.rule.citation if f.rule else None,
+        "recipients": list(f.recipients),
+        "channel": f.channel,
+        "notes": list(f.notes),
+        "plugins": list(f.sources),
+    }
+
+
+# -- facts ----------------------------------------------------------------------------------
+
+
+def unit_facts(unit: OrgUnit) -> UnitFacts:
+    """What plugins see of a unit."""
+    return UnitFacts(id=unit.id, code=unit.code, kind=str(unit.kind), path=unit.path)
+
+
+def policy_facts(policy: Policy | None) -> PolicyFacts | None:
+    """What plugins see of a policy."""
+    if policy is None:
+        return None
+    return PolicyFacts(
+        line_of_business=str(policy.line_of_business),
+        term_months=policy.term_months,
+        start_date=policy.start_date,
+        cooling_off_end=policy.cooling_off_end,
+    )
+
+
+def facts_of(session: Session, case: Case, unit: OrgUnit | None = None) -> CaseFacts:
+    """The facts of a stored case, for the plugins."""
+    unit = unit or get_unit(session, case.unit_id)
+    policy = get_policy(session, case.policy_id) if case.policy_id else None
+    return CaseFacts(
+        case_type=case.type.value,
+        channel=case.channel.value,
+        unit=unit_facts(unit),
+        received_at=case.received_at,
+        policy=policy_facts(policy),
+        service_kind=case.service_kind,
+        complexity=frozenset(case.complexity or ()),
+        state=case.state,
+    )
+
+
+# -- timeline -------------------------------------------------------------------------------
+
+SNAPSHOT_FIELDS = (
+    "state",
+    "unit_id",
+    "assignee_id",
+    "category_id",
+    "missing_materials",
+    "not_accepted_reason",
+    "refer_to",
+    "plan",
+    "decision",
+    "decided_at",
+    "answer",
+    "answered_at",
+    "answer_channel",
+    "review_reason",
+    "review_requested_at",
+    "review_decision",
+    "review_decided_at",
+    "regulator_report",
+    "regulator_reported_at",
+    "withdrawn_reason",
+    "closed_at",
+)
+"""Fields whose before/after values a timeline event records (never the reporter's identity)."""
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if hasattr(value, "value"):
+        return value.value
+    return value
+
+
+def snapshot(case: Case) -> dict[str, Any]:
+    """The recorded fields of a case, JSON-ready."""
+    return {name: _json(getattr(case, name)) for name in SNAPSHOT_FIELDS}
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Only what changed: (old values, new values)."""
+    keys = [k for k in after if before.get(k) != after[k]]
+    return {k: before.get(k) for k in keys}, {k: after[k] for k in keys}
+
+
+def record_event(
+    ctx: CaseContext,
+    case: Case,
+    kind: str,
+    *,
+    at: dt.datetime,
+    action: str | None = None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    reason: str | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    approver: Actor | None = None,
+    data: dict[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> CaseEvent:
+    """Append an event to the case's timeline (and bump the case's version)."""
+    who = actor or ctx.actor
+    case.last_event_seq = (case.last_event_seq or 0) + 1
+    event = CaseEvent(
+        case_id=case.id,
+        seq=case.last_event_seq,
+        at=at,
+        recorded_at=ctx.now(),
+        kind=kind,
+        action=action,
+        actor=who.label,
+        actor_id=who.person_id,
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        before=before or {},
+        after=after or {},
+        approver=approver.label if approver else None,
+        approver_id=approver.person_id if approver else None,
+        data=data or {},
+    )
+    ctx.session.add(event)
+    return event
+
+
+def emit_outbox(ctx: CaseContext, case: Case, event: str, payload: dict[str, Any]) -> None:
+    """Write ``event`` about ``case`` to the outbox, in the flow's transaction (it happens only
+    if the change commits). The payload carries ids, never personal data."""
+    emit(
+        ctx.session,
+        event,
+        {"case_id": case.id, "number": case.number, "type": case.type.value, **payload},
+    )
+
+
+# -- time -----------------------------------------------------------------------------------
+
+
+def _aware(value: dt.datetime, name: str) -> dt.datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise Problem(
+            422, f"{name} must carry a time zone offset, e.g. +08:00", slug="naive-datetime"
+        )
+    return value.astimezone(dt.UTC)
+
+
+def occurred_at(ctx: CaseContext, case: Case, value: dt.datetime | None) -> dt.datetime:
+    """When an act happened: ``value`` (checked) or now.
+
+    Never in the future, never before the case was received, never before the last event.
+    """
+    now = ctx.now()
+    if value is None:
+        at = now
+    else:
+        at = _aware(value, "occurred_at")
+        if at > now + FUTURE_SKEW:
+            raise Problem(422, "occurred_at lies in the future", slug="invalid-time")
+    last = ctx.session.scalar(
+        select(CaseEvent.at)
+        .where(CaseEvent.case_id == case.id)
+        .order_by(CaseEvent.seq.desc())
+        .limit(1)
+    )
+    floor = max(case.received_at, last) if last else case.received_at
+    if at < floor:
+        if value is None:
+            return floor
+        raise Problem(
+            422,
+            f"occurred_at {at.isoformat()} is before the case's last event ({floor.isoformat()})",
+            slug="invalid-time",
+        )
+    return at
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+def etag(case: Case) -> str:
+    """The case's strong ETag."""
+    return f'"{case.version}"'
+
+
+def check_if_match(case: Case, if_match: str | None) -> None:
+    """Refuse a change without ``If-Match`` (428) or with a stale one (412)."""
+    if if_match is None or not if_match.strip():
+        raise Problem(
+            428,
+            "send If-Match with the case's ETag (from GET) to change it",
+            slug="precondition-required",
+        )
+    tags = [t.strip() for t in if_match.split(",")]
+    current = etag(case)
+    if not any(t in (current, current.strip('"')) for t in tags):
+        raise Problem(
+            412,
+            f"the case changed since you read it (now version {case.version}); reload and retry",
+            slug="stale-version",
+            headers={"ETag": current},
+            current_version=case.version,
+        )
+
+
+def flush(ctx: CaseContext) -> None:
+    """Flush, turning a concurrent update of the same case into a 412 problem."""
+    try:
+        ctx.session.flush()
+    except StaleDataError as exc:
+        raise Problem(
+            412, "the case was changed concurrently; reload and retry", slug="stale-version"
+        ) from exc
+
+
+# -- registration ---------------------------------------------------------------------------
+
+APPEALABLE_STATES = frozenset(
+    {"decided", "answered", "review_requested", "review_decided", "not_accepted", "closed"}
+)
+
+
+def _category_id(ctx: CaseContext, data: CaseCreate) -> uuid.UUID | None:
+    session = ctx.session
+    if data.category_id is not None and data.category is not None:
+        raise Problem(422, "give category_id or category, not both", slug="invalid-category")
+    if data.category_id is None and data.category is None:
+        return None
+    if data.category_id is not None:
+        category = services.get_category(session, data.category_id)
+    else:
+        found = services.get_category_by_code(session, data.category or "")
+        if found is None:
+            raise Problem(422, f"unknown category {data.category!r}", slug="invalid-category")
+        category = found
+    if not category.active:
+        raise Problem(422, f"category {category.code} is retired", slug="invalid-category")
+    if category.case_types and data.type.value not in category.case_types:
+        raise Problem(
+            422,
+            f"category {category.code} does not apply to {data.type.value} cases",
+            slug="invalid-category",
+        )
+    return category.id
+
+
+def _customer_and_policy(
+    ctx: CaseContext, data: CaseCreate
+) -> tuple[Customer | None, Policy | None]:
+    session = ctx.session
+    customer = get_customer(session, data.customer_id) if data.customer_id else None
+    policy = get_policy(session, data.policy_id) if data.policy_id else None
+    if policy is not None:
+        if customer is None:
+            customer = get_customer(session, policy.policyholder_id)
+        elif customer.id not in (policy.policyholder_id, policy.insured_id):
+            raise Problem(
+                422,
+                f"policy {policy.number} is not the customer's (neither policyholder nor insured)",
+                slug="policy-not-customers",
+            )
+    return customer, policy
+
+
+def _check_type_fields(ctx: CaseContext, data: CaseCreate) -> Case | None:
+    """Type- and channel-specific checks; returns the appealed complaint for an appeal."""
+    parent = None
+    if data.type == CaseType.APPEAL:
+        if data.parent_case_id is None:
+            raise Problem(
+                422,
+                "an appeal needs parent_case_id: the complaint whose handling it contests",
+                slug="appeal-needs-complaint",
+            )
+        parent = services.get_case(ctx.session, data.parent_case_id)
+        if parent.type != CaseType.COMPLAINT or parent.state not in APPEALABLE_STATES:
+            raise Problem(
+                422,
+                f"case {parent.number} is not a decided complaint (type {parent.type.value}, "
+                f"state {parent.state})",
+                slug="appeal-needs-complaint",
+            )
+    elif data.parent_case_id is not None:
+        raise Problem(422, "only an appeal has a parent case", slug="invalid-parent")
+    if data.channel == Channel.REGULATOR:
+        if not data.regulator_reference or data.regulator_due_date is None:
+            raise Problem(
+                422,
+                "a regulator-transferred case needs regulator_reference and regulator_due_date",
+                slug="regulator-fields-required",
+            )
+    elif data.regulator_reference or data.regulator_due_date:
+        raise Problem(
+            422,
+            "regulator_reference and regulator_due_date belong to channel 'regulator' only",
+            slug="invalid-regulator-fields",
+        )
+    has_reporter = data.reporter_name or data.reporter_contact or data.reporter_id_number
+    if data.type != CaseType.WHISTLEBLOWING and (has_reporter or data.reporter_anonymous):
+        raise Problem(
+            422, "reporter fields belong to whistle-blowing reports", slug="invalid-reporter"
+        )
+    if data.type == CaseType.WHISTLEBLOWING and data.reporter_anonymous and has_reporter:
+        raise Problem(
+            422, "an anonymous report carries no reporter identity", slug="invalid-reporter"
+        )
+    if data.service_kind is not None and data.type != CaseType.SERVICE_REQUEST:
+        raise Problem(422, "service_kind belongs to service requests", slug="invalid-service-kind")
+    return parent
+
+
+def _check_assignee(ctx: CaseContext, person_id: uuid.UUID, unit: OrgUnit) -> Person:
+    person = ctx.session.get(Person, (ctx.tenant.id, person_id))
+    if person is None or not person.active:
+        raise Problem(422, f"person {person_id} is not an active person", slug="invalid-assignee")
+    grants = load_access(
+        ctx.session,
+        Principal(
+            tenant_id=ctx.tenant.id,
+            subject=str(person.id),
+            kind="person",
+            scopes=ALL_PERMISSIONS,
+            person_id=person.id,
+        ),
+    )
+    if not grants.can("cases:write", unit.path):
+        raise Problem(
+            422,
+            f"{person.username} cannot work cases at unit {unit.code} (no cases:write there)",
+            slug="invalid-assignee",
+        )
+    return person
+
+
+def register_case(ctx: CaseContext, data: CaseCreate) -> Case:
+    """Register a case: validate, compute its clocks, then write the case, its clocks and its
+    first timeline event in the caller's transaction.
+
+    :raises Problem: 403/404 for a unit the actor cannot register at, 404 for a customer,
+        policy or category of another tenant, 422 for inconsistent fields, ``plugin-failed``
+        when a plugin fails (nothing is written).
+    """
+    session = ctx.session
+    unit = get_unit(session, data.unit_id)
+    ctx.access.require("cases:write", unit)
+    if not unit.active:
+        raise Problem(422, f"unit {unit.code} is deactivated", slug="inactive-unit")
+    now = ctx.now()
+    received_at = _aware(data.received_at, "received_at") if data.received_at else now
+    if received_at > now + FUTURE_SKEW:
+        raise Problem(422, "received_at lies in the future", slug="invalid-time")
+    customer, policy = _customer_and_policy(ctx, data)
+    category_id = _category_id(ctx, data)
+    parent = _check_type_fields(ctx, data)
+    if data.assignee_id is not None:
+        ctx.access.require("cases:assign", unit)
+        _check_assignee(ctx, data.assignee_id, unit)
+    if (
+        data.regulator_due_date is not None
+        and data.regulator_due_date < received_at.astimezone(ctx.tz).date()
+    ):
+        raise Problem(422, "regulator_due_date is before the receipt", slug="invalid-time")
+
+    facts = CaseFacts(
+        case_type=data.type.value,
+        channel=data.channel.value,
+        unit=unit_facts(unit),
+        received_at=received_at,
+        policy=policy_facts(policy),
+        service_kind=data.service_kind.value if data.service_kind else None,
+        complexity=frozenset(data.complexity),
+    )
+    # Everything the plugins decide is computed before the first write.
+    plan = plan_case_opening(ctx.enabled_at(unit.path), facts, ctx.calendar)
+    states = [clock_from_resolved(c) for c in plan.deadlines.clocks]
+    warnings = plan.deadlines.warnings
+    if data.channel == Channel.REGULATOR:
+        assert data.regulator_due_date is not None and data.regulator_reference is not None
+        states.append(
+            regulator_clock(received_at, data.regulator_due_date, data.regulator_reference, ctx.tz)
+        )
+
+    number = services.next_case_number(
+        session,
+        fmt=ctx.tenant.case_number_format,
+        case_type=data.type,
+        received_at=received_at,
+        tz=ctx.tz,
+        unit_code=unit.code,
+    )
+    case = Case(
+        id=new_id(),
+        number=number,
+        type=data.type,
+        channel=data.channel,
+        state=lifecycle.INITIAL_STATE,
+        subject=data.subject,
+        description=data.description,
+        received_at=received_at,
+        unit_id=unit.id,
+        category_id=category_id,
+        customer_id=customer.id if customer else None,
+        policy_id=policy.id if policy else None,
+        assignee_id=data.assignee_id,
+        assigned_at=now if data.assignee_id else None,
+        created_by_id=ctx.actor.person_id,
+        created_by=ctx.actor.label,
+        service_kind=data.service_kind.value if data.service_kind else None,
+        complexity=sorted(set(data.complexity)),
+        parent_case_id=parent.id if parent else None,
+        regulator_reference=data.regulator_reference,
+        regulator_due_date=data.regulator_due_date,
+        reporter_anonymous=data.reporter_anonymous,
+        reporter_name=data.reporter_name,
+        reporter_contact=data.reporter_contact,
+        reporter_id_number=data.reporter_id_number,
+        missing_materials=[],
+        last_event_seq=0,
+        next_due_at=min(
+            (s.due_at for s in states if s.status == "running" and not is_window(s.clock)),
+            default=None,
+        ),
+    )
+    session.add(case)
+    rows = []
+    for state in states:
+        row = new_row(state)
+        row.case_id = case.id
+        session.add(row)
+        rows.append(row)
+    after = {
+        "number": number,
+        "type": data.type.value,
+        "channel": data.channel.value,
+        "subject": data.subject,
+        "received_at": received_at.isoformat(),
+        "customer_id": _json(case.customer_id),
+        "policy_id": _json(case.policy_id),
+        "parent_case_id": _json(case.parent_case_id),
+        "regulator_reference": data.regulator_reference,
+        "regulator_due_date": _json(data.regulator_due_date),
+        **snapshot(case),
+    }
+    record_event(
+        ctx,
+        case,
+        "registered",
+        at=received_at,
+        to_state=case.state,
+        after={k: v for k, v in after.items() if v not in (None, [], "")},
+        data={
+            "clocks": [summary(r) for r in rows],
+            "rule_warnings": [_warning_json(w) for w in warnings],
+            "follow_ups": [_follow_up_json(f) for f in plan.follow_ups],
+            "plugins": list(plan.plugins),
+            **({"reporter": "withheld"} if data.type == CaseType.WHISTLEBLOWING else {}),
+        },
+    )
+    if parent is not None:
+        parent_before = parent.version
+        record_event(
+            ctx,
+            parent,
+            "appealed",
+            at=received_at,
+            data={"appeal_id": str(case.id), "appeal_number": number},
+        )
+        log.info("appeal_registered", complaint=parent.number, version=parent_before)
+    emit_outbox(
+        ctx,
+        case,
+        "case.created",
+        {"unit_id": unit.id, "assignee_id": case.assignee_id, "customer_id": case.customer_id},
+    )
+    for follow_up in plan.follow_ups:
+        emit_outbox(ctx, case, "case.follow_up", _follow_up_json(follow_up))
+    flush(ctx)
+    log.info("case_registered", number=number, type=data.type.value, clocks=len(rows))
+    return case
+
+
+# -- transitions ----------------------------------------------------------------------------
+
+_REASON_FIELD = {
+    "not_accept": "not_accepted_reason",
+    "withdraw": "withdrawn_reason",
+    "request_review": "review_reason",
+}
+
+
+def _superior(session: Session, unit: OrgUnit) -> OrgUnit:
+    if unit.parent_id is None:
+        return unit
+    return get_unit(session, unit.parent_id)
+
+
+def _require_fields(t: Transition, data: TransitionIn) -> None:
+    missing = []
+    for name in t.requires:
+        value = getattr(data, name)
+        if value is None or (isinstance(value, str | list) and not value):
+            missing.append(name)
+    if missing:
+        raise Problem(
+            422,
+            f"{t.action} needs: {', '.join(missing)}",
+            slug="missing-fields",
+            missing=missing,
+        )
+
+
+def _refuse_extra_fields(t: Transition, data: TransitionIn) -> None:
+    extra = [
+        name
+        for name in sorted(lifecycle.FIELD_NAMES)
+        if name not in t.requires and name != "reason" and getattr(data, name) is not None
+    ]
+    if extra:
+        raise Problem(
+            422,
+            f"{t.action} does not take: {', '.join(extra)}",
+            slug="unexpected-fields",
+            unexpected=extra,
+        )
+
+
+def _check_guards(
+    ctx: CaseContext, case: Case, t: Transition, data: TransitionIn, at: dt.datetime
+) -> None:
+    for guard in t.guards:
+        ok = True
+        if guard == "regulator_report_filed":
+            ok = case.channel != Channel.REGULATOR or case.regulator_reported_at is not None
+        elif guard == "regulator_case":
+            ok = case.channel == Channel.REGULATOR
+        elif guard == "answered_unless_anonymous":
+            ok = case.state != "decided" or case.reporter_anonymous
+        elif guard == "different_unit":
+            ok = data.to_unit_id is not None and data.to_unit_id != case.unit_id
+        elif guard == "within_review_window":
+            window = next(
+                (
+                    c
+                    for c in services.open_clocks(ctx.session, case.id)
+                    if c.clock == REVIEW_REQUEST_WINDOW.clock
+                ),
+                None,
+            )
+            if window is None:
+                raise Problem(
+                    409,
+                    "this case has no open review window (it opens when the decision is answered)",
+                    slug="no-review-window",
+                )
+            if at >= window.due_at:
+                raise Problem(
+                    422,
+                    f"the review request of {at.astimezone(ctx.tz).isoformat()} is late: the "
+                    f"window closed at {window.due_at.astimezone(ctx.tz).isoformat()} "
+                    "(2020-complaints/20)",
+                    slug="review-window-closed",
+                )
+        if not ok:
+            raise Problem(
+                409,
+                f"{t.action} refused: {lifecycle.GUARDS[guard]}",
+                slug="transition-refused",
+                guard=guard,
+            )
+
+
+def _apply_fields(
+    ctx: CaseContext, case: Case, t: Transition, data: TransitionIn, at: dt.datetime
+) -> None:
+    if data.reason and t.action in _REASON_FIELD:
+        setattr(case, _REASON_FIELD[t.action], data.reason)
+    if t.action == "request_review":
+        case.review_requested_at = at
+    if data.refer_to is not None:
+        case.refer_to = data.refer_to
+    if data.missing_materials is not None:
+        case.missing_materials = list(data.missing_materials)
+    if data.plan is not None:
+        case.plan = data.plan
+    if data.decision is not None:
+        case.decision, case.decided_at = data.decision, at
+    if data.answer is not None:
+        case.answer, case.answered_at = data.answer, at
+        case.answer_channel = data.notice_channel
+    if data.review_decision is not None:
+        case.review_decision, case.review_decided_at = data.review_decision, at
+    if data.report is not None:
+        case.regulator_report, case.regulator_reported_at = data.report, at
+    if data.to_unit_id is not None and "to_unit_id" in t.requires:
+        target = get_unit(ctx.session, data.to_unit_id)
+        if not target.active:
+            raise Problem(422, f"unit {target.code} is deactivated", slug="inactive-unit")
+        case.unit_id = target.id
+        if case.assignee_id is not None:
+            case.assignee_id = None
+    if t.target == "closed":
+        case.closed_at = at
+    elif t.action == "reopen":
+        case.closed_at = None
+    if t.target is not None:
+        case.state = t.target
+
+
+def _notice_content(t: Transition, data: TransitionIn) -> str:
+    if data.missing_materials:
+        return "请补充以下材料 / please add: " + "; ".join(data.missing_materials)
+    parts = [data.answer, data.review_decision, data.reason if t.action == "not_accept" else None]
+    if data.refer_to:
+        parts.append(f"请向 {data.refer_to} 反映 / please turn to {data.refer_to}")
+    return "\n".join(p for p in parts if p)
+
+
+class _ClockChanges:
+    """Collects what a flow did to clocks, for the timeline."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, what: str, row: CaseClock, **extra: Any) -> None:
+        self.items.append({"change": what, **summary(row), **extra})
+
+
+def _set(
+    row: CaseClock, state: ClockState, changes: _ClockChanges, what: str, **extra: Any
+) -> None:
+    old_due = row.due_at
+    apply_state(row, state)
+    if what in ("resumed", "extended", "restarted", "recomputed"):
+        extra.setdefault("previous_due_at", old_due.isoformat())
+    changes.add(what, row, **extra)
+
+
+def _clock_effects(
+    ctx: CaseContext,
+    case: Case,
+    facts: CaseFacts,
+    t: Transition,
+    at: dt.datetime,
+    reason: str | None,
+) -> tuple[list[ClockState], list[RuleWarning], _ClockChanges]:
+    """Apply a transition to the case's clocks; new clocks are computed first (plugins)."""
+    new_states: list[ClockState] = []
+    warnings: list[RuleWarning] = []
+    calendar = ctx.calendar_at(facts.unit)
+    if t.trigger:
+        new_states, warnings = compute_clocks(ctx, facts, t.trigger, at, only=t.trigger_clocks)
+    changes = _ClockChanges()
+    for row in services.open_clocks(ctx.session, case.id):
+        state = to_state(row)
+        try:
+            if t.materials == "pause" and row.clock in ctx.materials_pauses:
+                if row.status == "running":
+                    _set(row, pause(state, at, MATERIALS_PAUSE_REASON), changes, "paused")
+            elif (
+                t.materials == "resume"
+                and row.status == "paused"
+                and state.pause_reason == MATERIALS_PAUSE_REASON
+            ):
+                _set(row, resume(state, at, calendar), changes, "resumed")
+                state = to_state(row)
+            if row.clock in t.completes:
+                _set(row, complete(state, at), changes, "completed")
+            elif row.clock in t.cancels or (
+                OPEN_DEADLINES in t.cancels and not is_window(row.clock)
+            ):
+                row.status, row.completed_at = "cancelled", at
+                changes.add("cancelled", row)
+            elif row.clock in t.restarts:
+                if state.paused_at is not None:
+                    state = resume(state, at, calendar)
+                _set(
+                    row,
+                    restart(state, at, calendar, reason=reason or "new facts or reasons"),
+                    changes,
+                    "restarted",
+                )
+        except ClockError as exc:
+            raise Problem(409, str(exc), slug="clock-refused", clock=row.clock) from exc
+    for state in new_states:
+        row = new_row(state)
+        row.case_id = case.id
+        ctx.session.add(row)
+        changes.add("started", row)
+    return new_states, warnings, changes
+
+
+def transition(
+    ctx: CaseContext,
+    case: Case,
+    data: TransitionIn,
+    *,
+    if_match: str | None,
+) -> Case:
+    """Take ``data.action`` on ``case`` as the lifecycle table allows.
+
+    Checks, in order: the ETag (428/412), that the action exists for the type (422) and is
+    allowed from the state (409, naming the allowed actions), the actor's permission at the
+    case's unit or its superior unit (403), the required fields (422), the guards (409/422).
+    Then updates the case, its clocks (computing new ones from the plugins first) and appends
+    the timeline event (and a notice event when the customer was told something).
+    """
+    check_if_match(case, if_match)
+    t = lifecycle.find(case.type, case.state, data.action)
+    if t is None:
+        known = {x.action for x in lifecycle.transitions_of(case.type)}
+        if data.action not in known:
+            raise Problem(
+                422,
+                f"{data.action!r} is not an action of {case.type.value} cases",
+                slug="unknown-action",
+                actions=sorted(known),
+            )
+        allowed = lifecycle.actions_from(case.type, case.state)
+        raise Problem(
+            409,
+            f"a {case.type.value} in state {case.state!r} cannot {data.action!r}; allowed: "
+            f"{', '.join(allowed) or 'nothing'}",
+            slug="transition-not-allowed",
+            state=case.state,
+            allowed=allowed,
+        )
+    session = ctx.session
+    unit = get_unit(session, case.unit_id)
+    ctx.access.require(t.permission, unit if t.at == "case" else _superior(session, unit))
+    _require_fields(t, data)
+    _refuse_extra_fields(t, data)
+    at = occurred_at(ctx, case, data.occurred_at)
+    _check_guards(ctx, case, t, data, at)
+
+    facts = facts_of(session, case, unit)
+    target = t.target or case.state
+    follow_ups: list[PlannedFollowUp] = []
+    if target != case.state:
+        follow_ups = follow_ups_on_transition(
+            ctx.enabled_at(unit.path), facts, case.state, target, at, ctx.calendar_at(facts.unit)
+        )
+
+    before = snapshot(case)
+    from_state = case.state
+    _, warnings, changes = _clock_effects(ctx, case, facts, t, at, data.reason)
+    _apply_fields(ctx, case, t, data, at)
+    old, new = diff(before, snapshot(case))
+    approver = ctx.actor if t.permission == "cases:approve" else None
+    record_event(
+        ctx,
+        case,
+        "transition",
+        at=at,
+        action=t.action,
+        from_state=from_state,
+        to_state=case.state,
+        reason=data.reason,
+        before=old,
+        after=new,
+        approver=approver,
+        data={
+            "clocks": changes.items,
+            "rule_warnings": [_warning_json(w) for w in warnings],
+            "follow_ups": [_follow_up_json(f) for f in follow_ups],
+            **({"citation": t.citation} if t.citation else {}),
+        },
+    )
+    if data.notice_channel:
+        record_event(
+            ctx,
+            case,
+            "notice",
+            at=at,
+            action=t.action,
+            data={
+                "channel": data.notice_channel,
+                "purpose": t.action,
+                "content": _notice_content(t, data),
+            },
+        )
+    services.refresh_next_due(session, case)
+    emit_outbox(
+        ctx,
+        case,
+        "case.transitioned",
+        {
+            "action": t.action,
+            "from_state": from_state,
+            "to_state": case.state,
+            "reason": data.reason,
+        },
+    )
+    if t.action == "request_materials":
+        emit_outbox(ctx, case, "case.materials_missing", {"materials": case.missing_materials})
+    for follow_up in follow_ups:
+        emit_outbox(ctx, case, "case.follow_up", _follow_up_json(follow_up))
+    flush(ctx)
+    return case
+
+
+# -- clock operations -----------------------------------------------------------------------
+
+
+def _open_clock(ctx: CaseContext, case: Case, clock: str) -> CaseClock:
+    for row in services.open_clocks(ctx.session, case.id):
+        if row.clock == clock:
+            return row
+    raise Problem(404, f"case {case.number} has no open clock {clock!r}", slug="no-such-clock")
+
+
+def _approver(ctx: CaseContext, case: Case, unit: OrgUnit, person_id: uuid.UUID) -> Actor:
+    """A senior manager of the superior unit or head office, holding ``cases:approve``."""
+    superior = _superior(ctx.session, unit)
+    person = ctx.session.get(Person, (ctx.tenant.id, person_id))
+    if person is None or not person.active:
+        raise Problem(422, f"approver {person_id} is not an active person", slug="invalid-approver")
+    grants = load_access(
+        ctx.session,
+        Principal(
+            tenant_id=ctx.tenant.id,
+            subject=str(person.id),
+            kind="person",
+            scopes=ALL_PERMISSIONS,
+            person_id=person.id,
+        ),
+    )
+    if not grants.can("cases:approve", superior.path):
+        raise Problem(
+            403,
+            f"{person.username} cannot approve: cases:approve must hold at {superior.code}, the "
+            "superior unit or head office (2020-complaints/18)",
+            slug="approver-not-senior",
+        )
+    return Actor(f"person:{person.username}", person.id)
+
+
+def _next_step(policy: ExtensionPolicy, state: ClockState) -> ExtensionStep | None:
+    done = [e.to_amount for e in state.extensions]
+    for step in policy.steps_for(state.clock):
+        if step.to_amount not in done:
+            return step
+    return None
+
+
+def extend_clock(
+    ctx: CaseContext,
+    case: Case,
+    clock: str,
+    *,
+    reason: str,
+    to_amount: int | None,
+    approved_by_id: uuid.UUID | None,
+    notice_channel: str | None,
+    notice: str | None,
+    occurred: dt.datetime | None,
+    if_match: str | None,
+) -> CaseClock:
+    """Extend a running clock as the extension policy allows (15 → 30 → 60 for a complaint's
+    decision: the second step needs a senior approver holding ``cases:approve`` at the
+    superior unit, and a notice to the complainant)."""
+    check_if_match(case, if_match)
+    unit = get_unit(ctx.session, case.unit_id)
+    ctx.access.require("cases:write", unit)
+    row = _open_clock(ctx, case, clock)
+    state = to_state(row)
+    step = _next_step(ctx.extension_policy, state)
+    if to_amount is None:
+        if step is None:
+            raise Problem(422, f"{clock} cannot be extended further", slug="extension-refused")
+        to_amount = step.to_amount
+    chosen = next(
+        (s for s in ctx.extension_policy.steps_for(clock) if s.to_amount == to_amount), None
+    )
+    approver = None
+    if chosen is not None and chosen.requires_approver:
+        if approved_by_id is None:
+            raise Problem(
+                422,
+                f"extending {clock} to {to_amount} needs approved_by_id: a senior manager of the "
+                f"superior unit or head office ({chosen.citation})",
+                slug="extension-refused",
+            )
+        if not notice_channel:
+            raise Problem(
+                422,
+                f"extending {clock} to {to_amount} needs notice_channel: the complainant must "
+                f"be told ({chosen.citation})",
+                slug="extension-refused",
+            )
+        approver = _approver(ctx, case, unit, approved_by_id)
+    at = occurred_at(ctx, case, occurred)
+    try:
+        new_state = extend(
+            state,
+            to_amount,
+            reason=reason,
+            approved_by=approver.label if approver else None,
+            at=at,
+            calendar=ctx.calendar_at(unit_facts(unit)),
+            policy=ctx.extension_policy,
+        )
+    except ExtensionRefused as exc:
+        raise Problem(422, str(exc), slug="extension-refused", clock=clock) from exc
+    except ClockError as exc:
+        raise Problem(409, str(exc), slug="clock-refused", clock=clock) from exc
+    changes = _ClockChanges()
+    _set(row, new_state, changes, "extended", to_amount=to_amount)
+    record_event(
+        ctx,
+        case,
+        "clock.extended",
+        at=at,
+        reason=reason,
+        approver=approver,
+        data={"clocks": changes.items, "citation": chosen.citation if chosen else ""},
+    )
+    if notice_channel:
+        record_event(
+            ctx,
+            case,
+            "notice",
+            at=at,
+            action="extend",
+            data={
+                "channel": notice_channel,
+                "purpose": "extension",
+                "content": notice
+                or f"处理期限延长至{to_amount}日 / the period is extended to {to_amount} days: "
+                f"{reason}",
+            },
+        )
+    services.refresh_next_due(ctx.session, case)
+    emit_outbox(ctx, case, "case.clock_extended", {"clock": clock, "to": to_amount})
+    flush(ctx)
+    return row
+
+
+PAUSE_CITATIONS = {"appraisal": "2020-complaints/18", "mediation": "2020-complaints/23"}
+
+
+def pause_clock(
+    ctx: CaseContext,
+    case: Case,
+    clock: str,
+    *,
+    kind: str,
+    reason: str,
+    occurred: dt.datetime | None,
+    if_match: str | None,
+) -> CaseClock:
+    """Pause a running clock for an external appraisal or a mediation."""
+    check_if_match(case, if_match)
+    ctx.access.require("cases:write", get_unit(ctx.session, case.unit_id))
+    row = _open_clock(ctx, case, clock)
+    at = occurred_at(ctx, case, occurred)
+    try:
+        new_state = pause(to_state(row), at, f"{kind}: {reason}")
+    except ClockError as exc:
+        raise Problem(409, str(exc), slug="clock-refused", clock=clock) from exc
+    changes = _ClockChanges()
+    _set(row, new_state, changes, "paused", kind=kind)
+    record_event(
+        ctx,
+        case,
+        "clock.paused",
+        at=at,
+        reason=reason,
+        data={"clocks": changes.items, "kind": kind, "citation": PAUSE_CITATIONS[kind]},
+    )
+    services.refresh_next_due(ctx.session, case)
+    flush(ctx)
+    return row
+
+
+def resume_clock(
+    ctx: CaseContext,
+    case: Case,
+    clock: str,
+    *,
+    reason: str | None,
+    occurred: dt.datetime | None,
+    if_match: str | None,
+) -> CaseClock:
+    """Resume a paused clock; its due moves by the days the pause excluded."""
+    check_if_match(case, if_match)
+    unit = get_unit(ctx.session, case.unit_id)
+    ctx.access.require("cases:write", unit)
+    row = _open_clock(ctx, case, clock)
+    at = occurred_at(ctx, case, occurred)
+    try:
+        new_state = resume(to_state(row), at, ctx.calendar_at(unit_facts(unit)))
+    except ClockError as exc:
+        raise Problem(409, str(exc), slug="clock-refused", clock=clock) from exc
+    changes = _ClockChanges()
+    _set(row, new_state, changes, "resumed")
+    record_event(ctx, case, "clock.resumed", at=at, reason=reason, data={"clocks": changes.items})
+    services.refresh_next_due(ctx.session, case)
+    flush(ctx)
+    return row
+
+
+# -- assignment -----------------------------------------------------------------------------
+
+
+def assign(
+    ctx: CaseContext,
+    case: Case,
+    assignee_id: uuid.UUID | None,
+    *,
+    reason: str | None,
+    if_match: str | None,
+) -> Case:
+    """Give the case to a handler holding ``cases:write`` at its unit (None: unassign)."""
+    check_if_match(case, if_match)
+    unit = get_unit(ctx.session, case.unit_id)
+    ctx.access.require("cases:assign", unit)
+    if case.state in lifecycle.FINAL_STATES:
+        raise Problem(409, f"case {case.number} is closed", slug="case-closed")
+    if assignee_id is not None:
+        _check_assignee(ctx, assignee_id, unit)
+    _do_assign(ctx, case, assignee_id, reason=reason, mode="manual")
+    flush(ctx)
+    return case
+
+
+def _do_assign(
+    ctx: CaseContext, case: Case, assignee_id: uuid.UUID | None, *, reason: str | None, mode: str
+) -> None:
+    before = {"assignee_id": _json(case.assignee_id)}
+    case.assignee_id = assignee_id
+    now = ctx.now()
+    case.assigned_at = now if assignee_id else None
+    record_event(
+        ctx,
+        case,
+        "assigned",
+        at=max(now, case.received_at),
+        reason=reason,
+        before=before,
+        after={"assignee_id": _json(assignee_id)},
+        data={"mode": mode},
+    )
+    emit_outbox(ctx, case, "case.assigned", {"assignee_id": _json(assignee_id)})
+
+
+def unit_handlers(session: Session, unit: OrgUnit) -> list[Person]:
+    """Active people holding ``cases:write`` through a role assigned at ``unit`` itself."""
+    rows = session.execute(
+        select(Person, Role.permissions)
+        .join(RoleAssignment, RoleAssignment.person_id == Person.id)
+        .join(Role, Role.id == RoleAssignment.role_id)
+        .where(RoleAssignment.unit_id == unit.id, Person.active.is_(True))
+        .order_by(Person.username, Person.id)
+    ).all()
+    seen: dict[uuid.UUID, Person] = {}
+    for person, permissions in rows:
+        if "cases:write" in (permissions or []):
+            seen.setdefault(person.id, person)
+    return list(seen.values())
+
+
+def auto_assign(ctx: CaseContext, unit_id: uuid.UUID) -> tuple[list[Case], list[Person]]:
+    """Assign the unit's unassigned open cases, oldest first, round-robin among its handlers.
+
+    The pointer is a counter row (``rr:<unit>``) moved in the same transaction, so concurrent
+    runs continue the rotation instead of restarting it.
+    """
+    session = ctx.session
+    unit = get_unit(session, unit_id)
+    ctx.access.require("cases:assign", unit)
+    handlers = unit_handlers(session, unit)
+    if not handlers:
+        raise Problem(
+            409, f"unit {unit.code} has no handlers (cases:write at the unit)", slug="no-handlers"
+        )
+    cases = session.scalars(
+        select(Case)
+        .where(
+            Case.unit_id == unit.id,
+            Case.assignee_id.is_(None),
+            Case.state.not_in(sorted(lifecycle.FINAL_STATES | {"withdrawn"})),
+        )
+        .order_by(Case.received_at, Case.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    assigned = []
+    for case in cases:
+        turn = services.next_value(session, f"rr:{unit.id}")
+        person = handlers[(turn - 1) % len(handlers)]
+        _do_assign(ctx, case, person.id, reason=None, mode="round_robin")
+        assigned.append(case)
+    flush(ctx)
+    return assigned, handlers
+
+
+# -- notices and attachments ----------------------------------------------------------------
+
+
+def record_notice(
+    ctx: CaseContext,
+    case: Case,
+    *,
+    channel: str,
+    content: str,
+    purpose: str,
+    occurred: dt.datetime | None,
+    if_match: str | None,
+) -> CaseEvent:
+    """Record a notice sent to the customer (what, by which channel, when)."""
+    check_if_match(case, if_match)
+    ctx.access.require("cases:write", get_unit(ctx.session, case.unit_id))
+    at = occurred_at(ctx, case, occurred)
+    event = record_event(
+        ctx,
+        case,
+        "notice",
+        at=at,
+        data={"channel": channel, "purpose": purpose, "content": content},
+    )
+    emit_outbox(ctx, case, "case.notice", {"channel": channel})
+    flush(ctx)
+    return event
+
+
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
+"""The largest attachment accepted (20 MiB)."""
+
+ALLOWED_MEDIA_TYPES: dict[str, tuple[bytes, ...]] = {
+    "application/pdf": (b"%PDF-",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/tiff": (b"II*\x00", b"MM\x00*"),
+    "text/plain": (),
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": (b"PK\x03\x04",),
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": (b"PK\x03\x04",),
+    "audio/mpeg": (b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"),
+    "audio/wav": (b"RIFF",),
+}
+"""Media types accepted, with the leading bytes a file of that type starts with (checked)."""
+
+
+def add_attachment(
+    ctx: CaseContext,
+    case: Case,
+    *,
+    filename: str,
+    media_type: str,
+    data: bytes,
+    purpose: str,
+    expected_sha256: str | None,
+) -> Attachment:
+    """Check, store and record an attachment (checksum, size, media type)."""
+    if ctx.storage is None:
+        raise RuntimeError("no attachment storage configured")
+    ctx.access.require("cases:write", get_unit(ctx.session, case.unit_id))
+    media_type = media_type.split(";")[0].strip().lower()
+    if media_type not in ALLOWED_MEDIA_TYPES:
+        raise Problem(
+            415,
+            f"{media_type or 'this type'} is not accepted; send one of "
+            f"{', '.join(sorted(ALLOWED_MEDIA_TYPES))}",
+            slug="unsupported-media-type",
+            allowed=sorted(ALLOWED_MEDIA_TYPES),
+        )
+    if not data:
+        raise Problem(422, "the file is empty", slug="empty-file")
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        raise Problem(
+            413,
+            f"the file has {len(data)} bytes; the limit is {MAX_ATTACHMENT_BYTES}",
+            slug="payload-too-large",
+        )
+    magic = ALLOWED_MEDIA_TYPES[media_type]
+    if magic and not any(data.startswith(m) for m in magic):
+        raise Problem(415, f"the file's content is not {media_type}", slug="media-type-mismatch")
+    if media_type == "text/plain":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Problem(415, "text/plain must be UTF-8", slug="media-type-mismatch") from exc
+    digest = sha256_of(data)
+    if expected_sha256 and expected_sha256.strip().lower() != digest:
+        raise Problem(
+            422,
+            f"the file's SHA-256 is {digest}, not {expected_sha256}",
+            slug="checksum-mismatch",
+        )
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()[:255] or "attachment"
+    attachment = Attachment(
+        id=new_id(),
+        case_id=case.id,
+        filename=name,
+        media_type=media_type,
+        size=len(data),
+        sha256=digest,
+        purpose=purpose,
+        uploaded_by_id=ctx.actor.person_id,
+        uploaded_by=ctx.actor.label,
+        uploaded_at=ctx.now(),
+    )
+    attachment.storage_key = f"{ctx.tenant.id}/{case.id}/{attachment.id}"
+    ctx.storage.put(attachment.storage_key, data)
+    ctx.session.add(attachment)
+    record_event(
+        ctx,
+        case,
+        "attachment",
+        at=max(ctx.now(), case.received_at),
+        data={
+            "attachment_id": str(attachment.id),
+            "filename": name,
+            "media_type": media_type,
+            "size": len(data),
+            "sha256": digest,
+            "purpose": purpose,
+        },
+    )
+    flush(ctx)
+    return attachment
+
+
+# -- calendar reloads -----------------------------------------------------------------------
+
+
+@dataclass
+class RecomputeReport:
+    """What :func:`recompute_provisional_clocks` did."""
+
+    tenants: int = 0
+    checked: int = 0
+    moved: int = 0
+    still_provisional: int = 0
+    moves: list[dict[str, Any]] = field(default_factory=list)
+
+
+def recompute_provisional_clocks(
+    db: Database, plugins: PluginHost | None = None
+) -> RecomputeReport:
+    """Recompute every open provisional clock of every tenant on the current calendar.
+
+    Called after ``insurdesk calendar load``: a clock whose due reached into a year without an
+    official schedule is counted again (on its unit's calendar, plugins' adjustments included);
+    where its due moved, the case's timeline gets a ``clock.recomputed`` event (actor
+    ``system:calendar``). The tenants are found through the platform path (a partial index on
+    open provisional clocks); each tenant's clocks are changed in its own transaction.
+
+    :param plugins: the plugin host (default: one built for this call).
+    """
+    report = RecomputeReport()
+    with db.platform_session() as s:
+        tenant_ids = list(
+            s.scalars(
+                select(CaseClock.tenant_id)
+                .where(CaseClock.provisional.is_(True), CaseClock.status.in_(("running", "paused")))
+                .distinct()
+            )
+        )
+    if not tenant_ids:
+        return report
+    host = plugins or PluginHost(build_registry(), db, listen=False)
+    try:
+        for tenant_id in tenant_ids:
+            report.tenants += 1
+            with db.tenant_transaction(tenant_id) as session:
+                _recompute_tenant(session, tenant_id, host, report)
+    finally:
+        if plugins is None:
+            host.close()
+    log.info(
+        "provisional_clocks_recomputed",
+        tenants=report.tenants,
+        checked=report.checked,
+        moved=report.moved,
+    )
+    return report
+
+
+def _recompute_tenant(
+    session: Session, tenant_id: uuid.UUID, host: PluginHost, report: RecomputeReport
+) -> None:
+    tenant = session.get(Tenant, tenant_id)
+    assert tenant is not None
+    ctx = CaseContext(
+        session=session,
+        access=Access(
+            Principal(tenant_id=tenant_id, subject="calendar", kind="client", scopes=frozenset()),
+            [],
+        ),
+        actor=Actor("system:calendar"),
+        tenant=tenant,
+        calendar=calendar_for(session, tenant.time_zone),
+        plugins=host,
+    )
+    rows = session.scalars(
+        select(CaseClock)
+        .where(CaseClock.provisional.is_(True), CaseClock.status.in_(("running", "paused")))
+        .order_by(CaseClock.case_id, CaseClock.clock)
+    ).all()
+    moved: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    calendars: dict[uuid.UUID, TenantCalendar] = {}
+    for row in rows:
+        report.checked += 1
+        case = services.get_case(session, row.case_id)
+        calendar = calendars.get(case.unit_id)
+        if calendar is None:
+            unit = get_unit(session, case.unit_id)
+            calendar = calendars[case.unit_id] = ctx.calendar_at(unit_facts(unit))
+        state = to_state(row)
+        result = compute_due(
+            state.started_at,
+            state.amount,
+            state.unit,
+            calendar,
+            ends_at=state.rule.ends_at,
+            excluded=[(p.begin, p.end) for p in state.pauses],
+        )
+        row.provisional = result.provisional
+        if result.provisional:
+            report.still_provisional += 1
+        if result.due != row.due_at:
+            item = {
+                "change": "recomputed",
+                "previous_due_at": row.due_at.isoformat(),
+                "previous_last_day": row.last_day.isoformat(),
+            }
+            row.due_at, row.last_day = result.due, result.last_day
+            moved.setdefault(case.id, []).append({**summary(row), **item})
+    for case_id, items in moved.items():
+        case = services.get_case(session, case_id)
+        record_event(
+            ctx,
+            case,
+            "clock.recomputed",
+            at=max(ctx.now(), case.received_at),
+            reason="the holiday schedule of a provisional year was loaded",
+            data={"clocks": items},
+        )
+        services.refresh_next_due(session, case)
+        emit_outbox(ctx, case, "case.clocks_recomputed", {"clocks": [i["clock"] for i in items]})
+        report.moved += len(items)
+        report.moves.extend({"case": case.number, **i} for i in items)
