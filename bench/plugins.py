@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,14 +40,16 @@ from core.orgs.models import UnitKind
 from core.orgs.services import create_unit
 from core.plugins import services
 from core.plugins.host import PluginHost
-from core.plugins.registry import build_registry
+from core.plugins.registry import PluginRegistry, build_registry
 from tenants.provisioning import provision_tenant
 
 BUDGET_NS = 50_000
 ACTOR = services.Actor("bench")
 
 
-def populate(db: Database, count: int, registry: object) -> list[tuple[object, list[str]]]:
+def populate(
+    db: Database, count: int, registry: PluginRegistry
+) -> list[tuple[uuid.UUID, list[str]]]:
     """Create ``count`` tenants with different settings; return (tenant id, unit paths)."""
     tenants = []
     run = time.strftime("%H%M%S")
@@ -77,19 +80,19 @@ def populate(db: Database, count: int, registry: object) -> list[tuple[object, l
     return tenants
 
 
-def measure(host: PluginHost, tenants: list[tuple[object, list[str]]], requests: int,
+def measure(host: PluginHost, tenants: list[tuple[uuid.UUID, list[str]]], requests: int,
             seed: int = 7) -> tuple[float, float]:
     """Median and p99 (ns) of resolving plugins + settings for one request, cached."""
     for tenant_id, paths in tenants:  # warm every tenant and unit
         for path in paths:
-            host.for_unit(tenant_id, path)  # type: ignore[arg-type]
+            host.for_unit(tenant_id, path)
     rng = random.Random(seed)
     picks = [(t, rng.choice(p)) for t, p in (rng.choice(tenants) for _ in range(requests))]
     timings = []
     clock = time.perf_counter_ns
     for tenant_id, path in picks:
         start = clock()
-        tp = host.for_unit(tenant_id, path)  # type: ignore[arg-type]
+        tp = host.for_unit(tenant_id, path)
         settings = tp.settings.get("group_policy")
         calls = tp.calls("insurdesk_deadline_rules")
         timings.append(clock() - start)
@@ -98,13 +101,13 @@ def measure(host: PluginHost, tenants: list[tuple[object, list[str]]], requests:
     return statistics.median(timings), timings[int(len(timings) * 0.99)]
 
 
-def cold(host: PluginHost, tenants: list[tuple[object, list[str]]], sample: int = 50) -> float:
+def cold(host: PluginHost, tenants: list[tuple[uuid.UUID, list[str]]], sample: int = 50) -> float:
     """Median (ns) of a tenant's first resolution (one database read, then merge)."""
     host.invalidate()
     timings = []
     for tenant_id, paths in tenants[:sample]:
         start = time.perf_counter_ns()
-        host.for_unit(tenant_id, paths[-1])  # type: ignore[arg-type]
+        host.for_unit(tenant_id, paths[-1])
         timings.append(time.perf_counter_ns() - start)
     return statistics.median(timings)
 

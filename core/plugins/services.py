@@ -318,10 +318,12 @@ def _change(
         )
     old_enabled = current.enabled if current is not None else None
     old_settings: Mapping[str, Any] = (current.settings or {}) if current is not None else {}
+    if settings is not None and not isinstance(settings, Mapping):
+        raise Problem(422, "settings must be a JSON object", slug="invalid-settings",
+                      title="Invalid plugin settings", plugin=plugin,
+                      errors=[{"path": "$", "reason": "must be an object", "unit": unit.code}])
     new_enabled = old_enabled if isinstance(enabled, _Keep) else enabled
     new_settings = dict(old_settings if settings is None else settings)
-    if settings is not None and not isinstance(settings, Mapping):
-        raise Problem(422, "settings must be a JSON object", slug="invalid-settings")
     if validate:
         _validate_subtree(session, installed, unit, new_settings)
     changes = _diff(installed, old_enabled, old_settings, new_enabled, new_settings)

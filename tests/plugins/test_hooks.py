@@ -4,6 +4,7 @@ bound, and failure isolation. Every hook has a ``test_hook_<name>...`` test here
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ from structlog.testing import capture_logs
 
 from core.db import Database
 from core.deadlines import ClockState, DeadlineRule, start_clock
-from core.hookspecs import Notification, Period, PolicyFacts
+from core.hookspecs import CaseFacts, Notification, Period, PolicyFacts
 from core.orgs.services import get_unit
 from core.plugins import flows, services
 from core.plugins.flows import PluginFailed
@@ -161,10 +162,12 @@ def test_hook_deadline_rules_statutory_claims_policy_service_and_callbacks(
 def test_hook_deadline_rules_statutory_rules_are_chosen_by_the_date_a_case_was_received(
     database: Database, make_host: Callable[..., PluginHost]
 ) -> None:
-    def amended(case: object, trigger: str) -> list:  # type: ignore[type-arg]
-        rules = rules_2020(case, trigger)  # type: ignore[arg-type]
-        return [r.__class__(**{**r.__dict__, "amount": 10, "citation": "2027-complaints/18"})
-                if r.clock == "complaint.decision" else r for r in rules]
+    def amended(case: CaseFacts, trigger: str) -> list[DeadlineRule]:
+        return [
+            dataclasses.replace(r, amount=10, citation="2027-complaints/18")
+            if r.clock == "complaint.decision" else r
+            for r in rules_2020(case, trigger)
+        ]
 
     baseline = StatutoryBaseline([*RULESETS, RuleSet(dt.date(2027, 1, 1), "amended", amended)])
     registry = build_registry(builtin_package=None, entry_points=False,
