@@ -105,7 +105,7 @@ class Notifier:
         if plan.reason:
             log.info(
                 "notification_not_sent",
-                event=event.event_type,
+                event_type=event.event_type,
                 id=str(event.id),
                 reason=plan.reason,
             )

@@ -112,13 +112,13 @@ class Processor:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         attempt = max(event.attempts, 1)
         if attempt >= self.max_attempts:
-            log.error("outbox_event_failed", event=event.event_type, id=str(event.id), error=error)
+            log.error("outbox_event_failed", event_type=event.event_type, id=str(event.id), error=error)
             self._finish(event, OutboxStatus.FAILED, error=error)
             return "failed"
         delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
         log.warning(
             "outbox_event_retry",
-            event=event.event_type,
+            event_type=event.event_type,
             id=str(event.id),
             error=error,
             retry_in_s=round(delay.total_seconds(), 1),

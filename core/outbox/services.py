@@ -91,9 +91,10 @@ def emit(
         upsert(_TABLE)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["tenant_id", "dedupe_key"])
+        .returning(_TABLE.c.id)
     )
-    result = session.execute(stmt)
-    return row_id if result.rowcount == 1 else None  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: drivers need not report a row count for INSERT.
+    return session.execute(stmt).scalar()
 
 
 @dataclass(frozen=True)

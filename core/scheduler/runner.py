@@ -103,8 +103,9 @@ class Scheduler:
                     lease_until=lease_until,
                 )
                 .on_conflict_do_nothing(index_elements=["job", "slot"])
-            ).rowcount  # type: ignore[attr-defined]
-            if inserted == 1:
+                .returning(_TABLE.c.id)
+            ).scalar()
+            if inserted is not None:  # RETURNING, not rowcount (not reported for INSERT)
                 return True
             taken = session.execute(
                 update(_TABLE)
