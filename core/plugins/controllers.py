@@ -24,6 +24,7 @@ from core.api.deps import API_DEPENDENCIES
 from core.api.problems import Problem
 from core.auth.guards import Access
 from core.auth.principal import Principal
+from core.hookspecs import TRIGGERS
 from core.orgs.models import OrgUnit
 from core.orgs.services import ancestors, get_unit
 from core.plugins import services
@@ -158,6 +159,9 @@ class PluginsController(Controller):
         unit = _unit(session, access, data.unit_id, READ)
         if data.received_at.tzinfo is None:
             raise Problem(422, "received_at needs a time zone offset", slug="invalid-request")
+        if data.trigger not in TRIGGERS:
+            raise Problem(422, f"unknown trigger {data.trigger!r}; one of: {', '.join(TRIGGERS)}",
+                          slug="invalid-request")
         unit_facts = UnitFacts(id=unit.id, code=unit.code, kind=str(unit.kind), path=unit.path)
         case = CaseFacts(
             case_type=data.case_type,

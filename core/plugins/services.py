@@ -159,8 +159,8 @@ def get_version(
 def mask(installed: InstalledPlugin | None, settings: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``settings`` with the plugin's secret (``writeOnly``) values masked."""
     plain = thaw(settings)
-    if installed is None:
-        return dict(plain)
+    if installed is None:  # not installed any more: its schema (and secrets) are unknown
+        return dict.fromkeys(plain, SECRET_MASK)
     return {k: (SECRET_MASK if k in installed.secret_keys else v) for k, v in plain.items()}
 
 

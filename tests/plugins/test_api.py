@@ -195,6 +195,14 @@ def test_preview_shows_deadlines_warnings_and_follow_ups(
         "unit_id": str(world.units["bj"].id), "case_type": "complaint",
         "received_at": "2026-03-02T10:00:00"})
     assert naive.status_code == 422
+    unknown = api.post("/api/v1/plugins/preview", headers=admin, json={
+        "unit_id": str(world.units["bj"].id), "case_type": "complaint",
+        "received_at": "2026-03-02T10:00:00+08:00", "trigger": "moon.full"})
+    assert unknown.status_code == 422 and "unknown trigger" in unknown.json()["detail"]
+    decided = api.post("/api/v1/plugins/preview", headers=admin, json={
+        "unit_id": str(world.units["bj"].id), "case_type": "complaint",
+        "received_at": "2026-03-20T10:00:00+08:00", "trigger": "complaint.decided"})
+    assert [c["clock"] for c in decided.json()["clocks"]] == ["complaint.review_request_window"]
 
 
 def test_a_raising_plugin_is_a_502_problem_naming_it(
