@@ -19,13 +19,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, event, select, text, update
 from sqlalchemy.orm import Session
 
 from core.api.problems import Problem, not_found
 from core.auth.principal import Principal
+from core.calendars import services as calendars
 from core.db import TENANT_KEY, utcnow
 from core.deadlines import DEFAULT_TZ, TenantCalendar
 from core.orgs.models import OrgUnit
@@ -131,13 +131,15 @@ def units_by_id(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, O
 
 
 def tenant_calendar(session: Session) -> TenantCalendar:
-    """The tenant's base working-day calendar (national schedule, in the tenant's time zone).
+    """The tenant's base working-day calendar: the national schedules (those loaded on the
+    platform first), in the tenant's time zone.
 
     Plugins' adjustments per unit are applied on top by :func:`core.plugins.flows.unit_calendar`.
     """
     tenant = session.get(Tenant, _tenant_of(session))
-    tz = ZoneInfo(tenant.time_zone) if tenant is not None else DEFAULT_TZ
-    return TenantCalendar(tz=tz)
+    return calendars.tenant_calendar(
+        session, tenant.time_zone if tenant is not None else DEFAULT_TZ.key
+    )
 
 
 def get_version(
