@@ -30,8 +30,6 @@ from core import hookspecs
 from core.plugins.freeze import freeze
 from core.plugins.types import PluginInfo
 
-log = structlog.get_logger("insurdesk.plugins")
-
 BUILTIN_PACKAGE = "plugins"
 """The package whose modules are the built-in plugins (found by name: the core never imports
 ``plugins`` statically)."""
