@@ -12,7 +12,8 @@ Sources (verbatim in ``shared/regulations``):
 
 * 银行业保险业消费投诉处理管理办法 (2020): 第十八条 decide within 15 days of receipt (extensions to
   30 and 60 days are granted by the deadline engine's extension policy), 第二十条 review: 30 days to
-  ask, 30 days to decide;
+  ask, 30 days to decide (appraisal and mediation, 第十八条 and 第二十三条, pause the clock and new
+  facts restart it: the deadline engine applies both);
 * 保险法 第二十三条 (claims: decide within 30 days when complex; pay within 10 days of agreement),
   第二十四条 (refusal notice within 3 days), 第二十五条 (advance payment within 60 days);
 * 人身保险业务基本服务规定 (2010), for individual 人身保险 (not group business, 第三十二条):

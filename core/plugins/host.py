@@ -108,7 +108,7 @@ class PluginHost:
         return self
 
     def close(self) -> None:
-        """Stop listening and detach from session events."""
+        """Stop listening, detach from session events and close the registry (its tracing)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
