@@ -31,6 +31,8 @@ PERMISSIONS: dict[str, str] = {
     "clients:admin": "Register and manage API clients",
     "audit:read": "Read the audit log",
     "stats:read": "Read statistics and reports",
+    "notifications:admin": "Read the delivery log, dead letters and background-work metrics; "
+    "retry deliveries; edit notification templates",
 }
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(PERMISSIONS)
