@@ -86,6 +86,9 @@ def build_cli() -> typer.Typer:
     )
     app.command("serve")(_serve)
     app.command("migrate")(_migrate)
+    from core.auth.login import login
+
+    app.command("login")(login)
     for name, module_name in CLI_GROUPS:
         try:
             module = importlib.import_module(module_name)

@@ -160,9 +160,13 @@ def apply_clients(
         units = [unit_ids[code] for code in spec.units]
         try:
             if auth.find_client(session, client_id, tenant_id=tenant_id) is None:
+                flow: dict[str, Any] = {}
+                if spec.public:
+                    flow = {"auth_method": "none", "redirect_uris": spec.redirect_uris,
+                            "grant_types": ("authorization_code", "refresh_token")}
                 _client, plain = auth.create_client(
                     session, name=spec.name, scopes=spec.scopes, unit_ids=units,
-                    secret=spec.secret, client_id=client_id, tenant_id=tenant_id,
+                    secret=spec.secret, client_id=client_id, tenant_id=tenant_id, **flow,
                 )
                 changes.append(f"client {client_id} registered")
                 if spec.secret is None and plain and not dry_run:

@@ -259,6 +259,8 @@ class ClientSpec:
     units: tuple[str, ...]
     secret: str | None
     at: Path
+    public: bool = False
+    redirect_uris: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -358,7 +360,9 @@ class _Builder:
             ),
             clients=tuple(
                 ClientSpec(c["key"], c["name"], tuple(c["scopes"]),
-                           tuple(c.get("units", [])), c.get("secret"), ("clients", i))
+                           tuple(c.get("units", [])), c.get("secret"), ("clients", i),
+                           public=bool(c.get("public", False)),
+                           redirect_uris=tuple(c.get("redirect_uris", [])))
                 for i, c in enumerate(d.get("clients", []))
             ),
             raw=d,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date
 
 from core.cases.models import Case, CaseType, Channel
@@ -12,6 +13,8 @@ from core.db import Database
 from core.orgs.models import OrgUnit, UnitKind
 from core.orgs.services import create_unit
 from core.people.models import Person
+from core.plugins.registry import PluginRegistry, build_registry
+from core.plugins.services import Actor, apply_config
 from core.people.services import assign_role, create_person, get_role_by_key
 from core.tenancy.models import Tenant
 from tenants.provisioning import provision_tenant
@@ -108,4 +111,18 @@ def make_tenant(db: Database, prefix: str = "t") -> TenantWorld:
             add_case_rows(s, case=case, person_id=world.people[f"agent_{key}"].id)
         add_auth_rows(s, person_id=world.people["agent_bj"].id, unit_id=bj.id)
         add_background_rows(s, case_id=world.cases["bj"].id)
+        apply_config(
+            s,
+            _registry(),
+            plugin="group_policy",
+            unit=group,
+            enabled=True,
+            settings={},
+            actor=Actor("factory", world.people["admin"].id),
+        )
     return world
+
+
+@lru_cache(maxsize=1)
+def _registry() -> PluginRegistry:
+    return build_registry(entry_points=False)

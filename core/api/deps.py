@@ -33,7 +33,7 @@ def provide_access(request: Request[Principal, Any, Any], session: Session) -> A
 
 
 API_DEPENDENCIES: dict[str, Provide] = {
-    "session": Provide(provide_session, sync_to_thread=False),
+    "session": Provide(provide_session),
     "access": Provide(provide_access, sync_to_thread=True),
 }
 """Dependencies for controllers under ``/api/v1`` (set on each controller or router)."""
