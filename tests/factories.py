@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import date
+from functools import lru_cache
 
 from core.cases.models import Case, CaseType, Channel
 from core.customers.models import Customer, CustomerKind, LineOfBusiness, Policy
@@ -13,9 +13,9 @@ from core.db import Database
 from core.orgs.models import OrgUnit, UnitKind
 from core.orgs.services import create_unit
 from core.people.models import Person
+from core.people.services import assign_role, create_person, get_role_by_key
 from core.plugins.registry import PluginRegistry, build_registry
 from core.plugins.services import Actor, apply_config
-from core.people.services import assign_role, create_person, get_role_by_key
 from core.tenancy.models import Tenant
 from tenants.provisioning import provision_tenant
 from tests.auth.rows import add_auth_rows
