@@ -41,7 +41,7 @@ from core.notifications.planner import Plan, Planned, Planner, pick_message
 from core.notifications.transports import DeliveryError, Transports
 from core.outbox.backoff import backoff_delay
 from core.outbox.models import OutboxEvent
-from core.outbox.processing import EventView
+from core.outbox.processing import Defer, EventView
 from core.outbox.services import emit
 
 log = structlog.get_logger("insurdesk.notifications")
@@ -124,6 +124,9 @@ class Notifier:
                 return
             claimed_attempts = self._claim(session, row)
             if claimed_attempts is None:
+                if row.status == DeliveryStatus.SENDING.value and row.lease_until is not None:
+                    # Another worker holds it (or held it and died): come back after the lease.
+                    raise Defer(row.lease_until + dt.timedelta(seconds=1), "delivery leased")
                 return
             source = session.get(OutboxEvent, (event.tenant_id, row.outbox_id))
             assert source is not None  # the foreign key guarantees it
@@ -169,9 +172,13 @@ class Notifier:
                 if (row.channel, row.recipient_key) in mine or row.status in _FINAL:
                     continue
                 item = by_key.get((row.channel, row.recipient_key))
-                attempts = self._claim(session, row) if item is not None else None
-                if attempts is not None and item is not None:
+                if item is None:
+                    continue
+                attempts = self._claim(session, row)
+                if attempts is not None:
                     claimed.append(Claimed(row.id, attempts, item))
+                else:
+                    self._check_later(session, row)
         return claimed
 
     def _row(self, event: EventView, item: Planned, now: dt.datetime) -> dict[str, object]:
@@ -199,8 +206,7 @@ class Notifier:
     def _claim(self, session: Session, row: Delivery) -> int | None:
         """Claim ``row`` for this worker; returns its attempt number, or None if not now.
 
-        A row leased by another worker is left alone, with a check scheduled for the end of
-        its lease (if that worker died, the check sends it).
+        After None, ``row`` is refreshed: ``sending`` means another worker holds its lease.
         """
         now = utcnow()
         t = _TABLE.c
@@ -223,6 +229,11 @@ class Notifier:
         if attempts is not None:
             return int(attempts)
         session.refresh(row)
+        return None
+
+    def _check_later(self, session: Session, row: Delivery) -> None:
+        """A delivery leased by another worker: look at it again when the lease ends (if that
+        worker died, the check sends it; if not, the check finds it sent)."""
         if row.status == DeliveryStatus.SENDING.value and row.lease_until is not None:
             emit(
                 session,
@@ -231,7 +242,6 @@ class Notifier:
                 available_at=row.lease_until + dt.timedelta(seconds=1),
                 dedupe_key=f"delivery-check:{row.id}:{row.attempts}",
             )
-        return None
 
     # -- step 2: send ---------------------------------------------------------------------------
 

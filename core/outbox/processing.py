@@ -53,6 +53,16 @@ class EventView:
         )
 
 
+class Defer(Exception):
+    """Raised by a handler to be called again at ``until`` (not a failure: no backoff, no
+    attempt counted). E.g. a delivery another worker holds until its lease ends."""
+
+    def __init__(self, until: dt.datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
+        self.reason = reason
+
+
 Handler = Callable[[EventView], None]
 """Carries out one event. Runs outside any transaction; opens its own tenant sessions."""
 
@@ -90,7 +100,7 @@ class Processor:
         """Carry out outbox row ``outbox_id`` once; returns what happened (for logs/tests).
 
         ``missing`` (no such row: its transaction never committed, or it was purged),
-        ``skipped`` (already done or failed), ``done``, ``retry`` or ``failed``.
+        ``skipped`` (already done or failed), ``done``, ``deferred``, ``retry`` or ``failed``.
         """
         with self.db.tenant_session(tenant_id) as session:
             row = session.get(OutboxEvent, (tenant_id, outbox_id))
@@ -103,6 +113,9 @@ class Processor:
         try:
             if handler is not None:
                 handler(event)
+        except Defer as defer:
+            self._again_at(event, defer.until, defer.reason)
+            return "deferred"
         except Exception as exc:
             return self._failed(event, exc)
         self._finish(event, OutboxStatus.DONE, error=None)
@@ -112,7 +125,9 @@ class Processor:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         attempt = max(event.attempts, 1)
         if attempt >= self.max_attempts:
-            log.error("outbox_event_failed", event_type=event.event_type, id=str(event.id), error=error)
+            log.error(
+                "outbox_event_failed", event_type=event.event_type, id=str(event.id), error=error
+            )
             self._finish(event, OutboxStatus.FAILED, error=error)
             return "failed"
         delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
@@ -124,6 +139,10 @@ class Processor:
             retry_in_s=round(delay.total_seconds(), 1),
             exc_info=exc,
         )
+        self._again_at(event, utcnow() + delay, error)
+        return "retry"
+
+    def _again_at(self, event: EventView, when: dt.datetime, note: str) -> None:
         with self.db.tenant_transaction(event.tenant_id) as session:
             session.execute(
                 update(OutboxEvent)
@@ -132,14 +151,9 @@ class Processor:
                     OutboxEvent.id == event.id,
                     OutboxEvent.status.in_(OPEN_STATUSES),
                 )
-                .values(
-                    status=OutboxStatus.PENDING.value,
-                    available_at=utcnow() + delay,
-                    last_error=error,
-                )
+                .values(status=OutboxStatus.PENDING.value, available_at=when, last_error=note)
                 .execution_options(synchronize_session=False)
             )
-        return "retry"
 
     def _finish(self, event: EventView, status: OutboxStatus, *, error: str | None) -> None:
         with self.db.tenant_transaction(event.tenant_id) as session:

@@ -191,6 +191,15 @@ class ReceivedMail:
     subject: str
     raw: bytes
 
+    @property
+    def text(self) -> str:
+        """The decoded plain-text body."""
+        from email import message_from_bytes, policy
+
+        message = message_from_bytes(self.raw, policy=policy.default)
+        body = message.get_body(("plain",))
+        return str(body.get_content()) if body is not None else ""
+
 
 class SmtpSink:
     """A real SMTP server (aiosmtpd) on a free port that keeps what it receives."""
