@@ -222,7 +222,8 @@ def test_hook_visit_quotas_monthly_minimum_scales_and_the_most_demanding_share_w
         host.for_unit(world.id, world.units["bj"].path), unit_facts(world, "bj"), quarter)}
     merged = quotas["after_complaint"]
     assert (merged.share, merged.minimum, merged.sampling) == (1.0, 12, "all")
-    assert merged.source == "service_rules_cn+branch_policy"
+    # the test factory enables group_policy at the group: its mandatory callback counts too
+    assert merged.source == "service_rules_cn+branch_policy+group_policy"
     assert (quotas["new_policy"].minimum, quotas["new_policy"].sampling) == (30, "random")
 
 

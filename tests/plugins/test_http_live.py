@@ -57,7 +57,7 @@ def test_plugins_catalogue_and_preview(http: httpx.Client, tenant: TenantWorld) 
 
 
 def test_plugin_settings_lifecycle(http: httpx.Client, tenant: TenantWorld) -> None:
-    base = f"/api/v1/plugin-settings/group_policy/{tenant.units['group'].id}"
+    base = f"/api/v1/plugin-settings/agency_policy/{tenant.units['group'].id}"
     assert http.post(f"{base}/enable").status_code == 200
     put = http.put(base, json={"settings": {"complaint_decision_days": 9}},
                    headers={"If-Match": '"1"'})
@@ -71,9 +71,9 @@ def test_plugin_settings_lifecycle(http: httpx.Client, tenant: TenantWorld) -> N
     assert http.post(f"{base}/rollback", json={"to_version": 2}).json()["enabled"] is True
     effective = http.get("/api/v1/plugin-settings/effective",
                          params={"unit_id": str(tenant.units["sh"].id)}).json()
-    group = next(p for p in effective["plugins"] if p["plugin"] == "group_policy")
-    assert group["settings"]["complaint_decision_days"] == 9 and group["enabled"]
-    rows = http.get("/api/v1/plugin-settings", params={"plugin": "group_policy"}).json()
+    agency = next(p for p in effective["plugins"] if p["plugin"] == "agency_policy")
+    assert agency["settings"]["complaint_decision_days"] == 9 and agency["enabled"]
+    rows = http.get("/api/v1/plugin-settings", params={"plugin": "agency_policy"}).json()
     assert [r["unit_code"] for r in rows] == ["GRP"]
 
 

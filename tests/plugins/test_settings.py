@@ -110,8 +110,10 @@ def test_invalid_setting_is_rejected_with_its_json_path_and_nothing_is_saved(
     }]
     assert "$.visit_quotas[0].share" in problem.detail
     with database.tenant_session(world.id) as s:
-        assert s.scalars(select(PluginSetting)).all() == []
-        assert s.scalars(select(PluginSettingVersion)).all() == []
+        mine = PluginSetting.plugin == "branch_policy"
+        assert s.scalars(select(PluginSetting).where(mine)).all() == []
+        assert s.scalars(select(PluginSettingVersion).where(
+            PluginSettingVersion.plugin == "branch_policy")).all() == []
 
 
 def test_a_parent_change_that_breaks_a_childs_settings_is_refused(
@@ -191,19 +193,22 @@ def test_another_tenant_cannot_read_or_change_the_settings(
 ) -> None:
     _set(database, world, registry, "branch_policy", "bj", {"escalation_contacts": ["x@y.cn"]})
     with database.tenant_session(other.id) as s:
-        assert services.list_settings(s) == []
+        assert {r.tenant_id for r in services.list_settings(s)} <= {other.id}
+        assert services.list_settings(s, unit_ids=list(
+            u.id for u in world.units.values())) == []
         assert services.get_setting(
             s, plugin="branch_policy", unit_id=world.units["bj"].id
         ) is None
         if database.is_postgres:  # RLS stops raw SQL too
-            raw = s.execute(text("SELECT count(*) FROM plugin_settings")).scalar()
+            raw = s.execute(text("SELECT count(*) FROM plugin_settings WHERE tenant_id = :t"),
+                            {"t": world.id}).scalar()
             assert raw == 0
     # another tenant's unit does not exist for this tenant: nothing to change
     with pytest.raises(Problem) as exc, database.tenant_transaction(other.id) as s:
         get_unit(s, world.units["bj"].id)
     assert exc.value.status == 404
     with database.tenant_session(world.id) as s:
-        assert len(services.list_settings(s)) == 1
+        assert len(services.list_settings(s, plugin="branch_policy")) == 1
 
 
 def test_a_plugin_installed_but_not_enabled_for_a_tenant_is_never_called(
