@@ -33,8 +33,11 @@ def load(
         raise typer.Exit(2)
     settings = load_settings()
     db = Database(settings.effective_database_url, settings.effective_admin_database_url)
+    from core.cases.flows import recompute_provisional_clocks
+
     try:
         schedule, changed = load_calendar_file(db, file, actor=f"cli:{getpass.getuser()}")
+        report = recompute_provisional_clocks(db)
     except ScheduleFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -47,6 +50,10 @@ def load(
         )
     else:
         typer.echo(f"{schedule.year}: already loaded, no changes")
+    typer.echo(
+        f"provisional clocks: {report.checked} recomputed, {report.moved} moved "
+        f"(timeline events written), {report.still_provisional} still provisional"
+    )
 
 
 @cli.command("show")

@@ -428,10 +428,22 @@ def _aware(value: dt.datetime, name: str) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+ACT_KINDS = (
+    "registered",
+    "transition",
+    "notice",
+    "clock.paused",
+    "clock.resumed",
+    "clock.extended",
+)
+"""Events that record an act at the time it happened (``occurred_at``); their times never go
+backwards. Uploads, assignments and recomputations are stamped when they are recorded."""
+
+
 def occurred_at(ctx: CaseContext, case: Case, value: dt.datetime | None) -> dt.datetime:
     """When an act happened: ``value`` (checked) or now.
 
-    Never in the future, never before the case was received, never before the last event.
+    Never in the future, never before the case was received, never before the last act.
     """
     now = ctx.now()
     if value is None:
@@ -442,7 +454,7 @@ def occurred_at(ctx: CaseContext, case: Case, value: dt.datetime | None) -> dt.d
             raise Problem(422, "occurred_at lies in the future", slug="invalid-time")
     last = ctx.session.scalar(
         select(CaseEvent.at)
-        .where(CaseEvent.case_id == case.id)
+        .where(CaseEvent.case_id == case.id, CaseEvent.kind.in_(ACT_KINDS))
         .order_by(CaseEvent.seq.desc())
         .limit(1)
     )

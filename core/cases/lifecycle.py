@@ -156,7 +156,7 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             completes=_MATERIALS,
             materials="pause",
             description="tell the complainant in one notice what materials to add",
-            citation="客户服务管理规定/12",
+            citation="seed:客户服务管理规定/12",
         ),
         Transition(
             t,
@@ -165,7 +165,7 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             "under_review",
             materials="resume",
             description="the materials are complete",
-            citation="客户服务管理规定/14",
+            citation="seed:客户服务管理规定/14",
         ),
         Transition(
             t,
@@ -174,7 +174,7 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             "under_review",
             cancels=_MATERIALS,
             description="the materials are complete on receipt",
-            citation="客户服务管理规定/14",
+            citation="seed:客户服务管理规定/14",
         ),
         Transition(
             t,
@@ -182,7 +182,7 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             "accept",
             "accepted",
             description="the complaint is the tenant's to handle",
-            citation="客户服务管理规定/14",
+            citation="seed:客户服务管理规定/14",
         ),
         Transition(
             t,
@@ -193,7 +193,7 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             completes=_DECISION,
             cancels=_MATERIALS,
             description="not the tenant's to handle: say why and to whom it belongs",
-            citation="客户服务管理规定/14",
+            citation="seed:客户服务管理规定/14",
         ),
         Transition(
             t,
@@ -306,7 +306,7 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             guards=("regulator_case",),
             completes=("regulator.report",),
             description="file the written report the transferring regulator asked for",
-            citation="客户服务管理规定/13",
+            citation="seed:客户服务管理规定/13",
         ),
     ]
 
@@ -364,7 +364,7 @@ def _consultation() -> list[Transition]:
             requires=("report",),
             guards=("regulator_case",),
             completes=("regulator.report",),
-            citation="客户服务管理规定/13",
+            citation="seed:客户服务管理规定/13",
         ),
     ]
 
@@ -381,7 +381,7 @@ def _claim_report() -> list[Transition]:
             requires=("missing_materials", "notice_channel"),
             materials="pause",
             description="ask at once and in one go for the missing proof",
-            citation="保险法/22",
+            citation="insurance-law/22",
         ),
         Transition(
             t,
@@ -407,7 +407,7 @@ def _claim_report() -> list[Transition]:
             completes=("claim.decision",),
             trigger="claim.agreed",
             description="the claim is covered: the payment period begins",
-            citation="保险法/23",
+            citation="insurance-law/23",
         ),
         Transition(
             t,
@@ -418,7 +418,7 @@ def _claim_report() -> list[Transition]:
             completes=("claim.decision",),
             trigger="claim.refused",
             description="not covered: the refusal notice period begins",
-            citation="保险法/24",
+            citation="insurance-law/24",
         ),
         Transition(
             t,
@@ -427,7 +427,7 @@ def _claim_report() -> list[Transition]:
             "paid",
             completes=("claim.payment",),
             description="the indemnity or benefit is paid",
-            citation="保险法/23",
+            citation="insurance-law/23",
         ),
         Transition(
             t,
@@ -437,7 +437,7 @@ def _claim_report() -> list[Transition]:
             requires=("answer", "notice_channel"),
             completes=("claim.refusal_notice",),
             description="the refusal notice, with its reasons, is sent",
-            citation="保险法/24",
+            citation="insurance-law/24",
         ),
         Transition(
             t,
@@ -482,7 +482,7 @@ def _claim_report() -> list[Transition]:
             requires=("report",),
             guards=("regulator_case",),
             completes=("regulator.report",),
-            citation="客户服务管理规定/13",
+            citation="seed:客户服务管理规定/13",
         ),
     ]
 
@@ -562,7 +562,7 @@ def _whistleblowing() -> list[Transition]:
             requires=("report",),
             guards=("regulator_case",),
             completes=("regulator.report",),
-            citation="客户服务管理规定/13",
+            citation="seed:客户服务管理规定/13",
         ),
     ]
 
@@ -591,7 +591,7 @@ def _service_request() -> list[Transition]:
             cancels=("policy_service.missing_materials",),
             materials="resume",
             description="register the need, assign a handler with a plan",
-            citation="保险售后服务管理办法/三.2",
+            citation="seed:保险售后服务管理办法/三.2",
         ),
         Transition(
             t,
@@ -610,7 +610,7 @@ def _service_request() -> list[Transition]:
             requires=("answer", "notice_channel"),
             completes=("policy_service.completion", "service.first_response"),
             description="feed the result back to the customer",
-            citation="保险售后服务管理办法/三.3",
+            citation="seed:保险售后服务管理办法/三.3",
         ),
         Transition(
             t,
@@ -619,7 +619,7 @@ def _service_request() -> list[Transition]:
             "in_progress",
             requires=("reason",),
             description="the follow-up finds the problem unsolved: work continues",
-            citation="保险售后服务管理办法/三.3",
+            citation="seed:保险售后服务管理办法/三.3",
         ),
         Transition(
             t,
@@ -662,7 +662,7 @@ def _service_request() -> list[Transition]:
             requires=("report",),
             guards=("regulator_case",),
             completes=("regulator.report",),
-            citation="客户服务管理规定/13",
+            citation="seed:客户服务管理规定/13",
         ),
     ]
 

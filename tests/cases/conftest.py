@@ -88,6 +88,7 @@ def acting(database: Database, host: PluginHost, store: LocalStorage) -> Callabl
         username: str,
         *,
         now: dt.datetime | None = None,
+        plugins: PluginHost | None = None,
         **kwargs: Any,
     ) -> Iterator[CaseContext]:
         person = w.people[username]
@@ -102,7 +103,7 @@ def acting(database: Database, host: PluginHost, store: LocalStorage) -> Callabl
             ctx = make_context(
                 s,
                 load_access(s, principal),
-                plugins=host,
+                plugins=plugins or host,
                 storage=store,
                 now=(lambda: now) if now is not None else utcnow,
                 **kwargs,

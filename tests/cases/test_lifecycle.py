@@ -284,13 +284,9 @@ def test_regulator_cases_need_the_written_report_before_closing(
     report = lifecycle.find(CaseType.COMPLAINT, "answered", "submit_regulator_report")
     assert report is not None
     take(acting, world, case_id, report, "agent_bj")
-    closed = take(
-        acting,
-        world,
-        case_id,
-        lifecycle.find(CaseType.COMPLAINT, "answered", "close"),
-        "agent_bj",  # type: ignore[arg-type]
-    )
+    close = lifecycle.find(CaseType.COMPLAINT, "answered", "close")
+    assert close is not None
+    closed = take(acting, world, case_id, close, "agent_bj")
     assert closed.state == "closed" and closed.regulator_reported_at is not None
     with acting(world, "agent_bj") as ctx:
         clock = {c.clock: c for c in services.clocks_of(ctx.session, case_id)}["regulator.report"]
