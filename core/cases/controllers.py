@@ -12,7 +12,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, post
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from core.api.pagination import Page, check_limit
 from core.api.problems import Problem, not_found
 from core.auth.guards import Access
-from core.cases import flows, lifecycle, services
+from core.cases import flows, lifecycle, services, stats
 from core.cases.deps import CASE_DEPENDENCIES
 from core.cases.flows import CaseContext
 from core.cases.models import Case, CaseCategory, CaseClock, CaseType, CaseView, Channel
@@ -781,4 +781,106 @@ class CategoryController(Controller):
         return CategoryOut.of(category)
 
 
-ROUTES = [CaseController, CaseViewController, CategoryController]
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+MAX_PERIOD_DAYS = 3 * 366
+
+
+def _period(start: date, end: date) -> None:
+    if end < start:
+        raise Problem(422, "end is before start", slug="invalid-period")
+    if (end - start).days > MAX_PERIOD_DAYS:
+        raise Problem(422, "a period spans at most three years", slug="invalid-period")
+
+
+def _stats_scope(ctx: CaseContext, unit_id: uuid.UUID | None) -> Any:
+    ctx.access.require_anywhere("stats:read")
+    scope = ctx.access.unit_clause("stats:read", Case.unit_id)
+    if unit_id is not None:
+        unit = get_unit(ctx.session, unit_id)
+        ctx.access.require("stats:read", unit)
+        sub = select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path, autoescape=True))
+        scope = and_(scope, Case.unit_id.in_(sub))
+    return scope
+
+
+class StatisticsController(Controller):
+    """Case statistics per period and unit (``stats:read``), as JSON, CSV or XLSX."""
+
+    path = "/api/v1/case-statistics"
+    tags = ["cases"]
+    dependencies = CASE_DEPENDENCIES
+
+    @get("/", operation_id="caseStatistics", summary="Case statistics", sync_to_thread=True)
+    def report(
+        self,
+        ctx: CaseContext,
+        start: date,
+        end: date,
+        group_by: Annotated[str, Parameter(pattern=r"^(unit|category|channel|type)$")] = "unit",
+        unit_id: uuid.UUID | None = None,
+        case_type: Annotated[list[CaseType] | None, Parameter(query="type")] = None,
+        format: Annotated[str, Parameter(pattern=r"^(json|csv|xlsx)$")] = "json",
+    ) -> Response[Any]:
+        """Received, accepted, decided on time and late, breached, closed and the median
+        handling days of the cases received from ``start`` to ``end`` (tenant dates), per
+        unit, category, channel or type; ``unit_id`` limits it to a subtree."""
+        _period(start, end)
+        report = stats.case_statistics(
+            ctx.session,
+            start=start,
+            end=end,
+            tz=ctx.tz,
+            scope=_stats_scope(ctx, unit_id),
+            group_by=group_by,  # type: ignore[arg-type]
+            case_types=[t.value for t in case_type or []],
+            now=ctx.now(),
+        )
+        name = f"case-statistics-{start.isoformat()}-{end.isoformat()}-{group_by}"
+        if format == "csv":
+            return Response(
+                stats.to_csv(report),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+            )
+        if format == "xlsx":
+            return Response(
+                stats.to_xlsx(report),
+                media_type=XLSX,
+                headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+            )
+        return Response(
+            {
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "group_by": group_by,
+                "rows": [r.as_dict() for r in report.rows],
+                "total": report.total.as_dict(),
+            }
+        )
+
+    @get(
+        "/published",
+        operation_id="publishedCaseStatistics",
+        summary="Complaint statistics for public disclosure (counts only)",
+        sync_to_thread=True,
+    )
+    def published(self, ctx: CaseContext, start: date, end: date) -> dict[str, Any]:
+        """What a tenant discloses (公示, 2020-complaints/26): complaint and appeal counts by
+        category and channel, and how many were decided on time. No names, ids or text."""
+        _period(start, end)
+        scope = _stats_scope(ctx, None)
+        kwargs: dict[str, Any] = {
+            "start": start,
+            "end": end,
+            "tz": ctx.tz,
+            "scope": scope,
+            "case_types": ["complaint", "appeal"],
+            "now": ctx.now(),
+        }
+        return stats.published(
+            stats.case_statistics(ctx.session, group_by="category", **kwargs),
+            stats.case_statistics(ctx.session, group_by="channel", **kwargs),
+        )
+
+
+ROUTES = [CaseController, CaseViewController, CategoryController, StatisticsController]

@@ -78,7 +78,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStorage:
 Acting = Callable[..., Any]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def acting(database: Database, host: PluginHost, store: LocalStorage) -> Callable[..., Any]:
     """``with acting(world, "agent_bj", now=...) as ctx:`` a flow context in one transaction."""
 

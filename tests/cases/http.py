@@ -26,6 +26,7 @@ CASE_SCOPES = (
     "cases:whistleblower",
     "org:read",
     "org:write",
+    "stats:read",
 )
 
 _CLIENTS: dict[uuid.UUID, str] = {}
