@@ -308,7 +308,7 @@ class PluginSettingsController(Controller):
         unit = _unit(session, access, unit_id, ADMIN)
         row = services.set_settings(
             session, plugins.registry, plugin=plugin, unit=unit, settings=data.settings,
-            actor=services.Actor.from_principal(request.user), reason=data.reason,
+            actor=services.Actor.from_principal(request.user, session), reason=data.reason,
             expected_version=_if_match(if_match),
         )
         session.commit()
@@ -328,7 +328,7 @@ class PluginSettingsController(Controller):
         }[action]
         row = change(
             session, plugins.registry, plugin=plugin, unit=unit,
-            actor=services.Actor.from_principal(request.user),
+            actor=services.Actor.from_principal(request.user, session),
             reason=data.reason if data else None, expected_version=_if_match(if_match),
         )
         session.commit()
@@ -402,7 +402,7 @@ class PluginSettingsController(Controller):
         unit = _unit(session, access, unit_id, ADMIN)
         row = services.rollback(
             session, plugins.registry, plugin=plugin, unit=unit, to_version=data.to_version,
-            actor=services.Actor.from_principal(request.user), reason=data.reason,
+            actor=services.Actor.from_principal(request.user, session), reason=data.reason,
             expected_version=_if_match(if_match),
         )
         session.commit()

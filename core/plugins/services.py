@@ -29,6 +29,7 @@ from core.calendars import services as calendars
 from core.db import TENANT_KEY, utcnow
 from core.deadlines import DEFAULT_TZ, TenantCalendar
 from core.orgs.models import OrgUnit
+from core.people.models import Person
 from core.plugins.freeze import thaw
 from core.plugins.host import CHANGED_KEY, NOTIFY_CHANNEL
 from core.plugins.models import PluginConfigRevision, PluginSetting, PluginSettingVersion
@@ -52,10 +53,15 @@ class Actor:
     person_id: uuid.UUID | None = None
 
     @classmethod
-    def from_principal(cls, principal: Principal) -> Actor:
-        """The actor for an authenticated caller."""
+    def from_principal(cls, principal: Principal, session: Session | None = None) -> Actor:
+        """The actor for an authenticated caller; with a session, a person is named by their
+        username (the token's subject is their id)."""
         if principal.kind == "person":
-            return cls(f"person:{principal.subject}", principal.person_id)
+            name = principal.subject
+            if session is not None and principal.person_id is not None:
+                person = session.get(Person, (principal.tenant_id, principal.person_id))
+                name = person.username if person is not None else name
+            return cls(f"person:{name}", principal.person_id)
         return cls(f"client:{principal.client_id or principal.subject}")
 
 

@@ -161,6 +161,6 @@ def as_person(world: TenantWorld, username: str = "admin", **extra: str) -> dict
     return {
         "x-test-tenant": str(world.id),
         "x-test-person": str(world.people[username].id),
-        "x-test-subject": username,
+        "x-test-subject": str(world.people[username].id),  # as in real tokens: the id
         **extra,
     }
