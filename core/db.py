@@ -117,7 +117,7 @@ def tenant_owned_tables() -> list[str]:
     """Names of every tenant-owned table (mapped by a :class:`TenantScoped` model)."""
     return sorted(
         {
-            m.local_table.name
+            str(m.class_.__tablename__)
             for m in Base.registry.mappers
             if getattr(m.class_, "__tenant_scoped__", False)
         }
