@@ -10,25 +10,26 @@ naming the file and line.
 - clients → :func:`core.auth.services.create_client` / ``update_client`` (platform session,
   explicit tenant).
 
-When the owning module is not importable, or the plugin registry cannot be built (e.g. the
-built-in plugins are not installed), the section is validated by :mod:`tenants.schema` only
-and the report says it was not stored.
+When the plugin registry cannot be built (a broken third-party plugin), the plugins section
+is validated by :mod:`tenants.schema` only and the report says it was not stored.
 """
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Mapping, Sequence
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.api.problems import Problem
+from core.auth import services as auth
+from core.auth.models import OAuthClient
 from core.db import TENANT_KEY
 from core.orgs.models import OrgUnit
+from core.plugins import services
+from core.plugins.registry import PluginLoadError, PluginRegistry, build_registry
 
 if TYPE_CHECKING:
     from tenants.manifests import ClientSpec, PluginSpec
@@ -47,23 +48,11 @@ class SectionError(Exception):
         self.reason = reason
 
 
-def _optional(module: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            return None
-        raise
-
-
-def plugin_registry() -> tuple[Any | None, str | None]:
+def plugin_registry() -> tuple[PluginRegistry | None, str | None]:
     """The process's plugin registry, or ``(None, why not)``."""
-    registry_mod = _optional("core.plugins.registry")
-    if registry_mod is None or _optional("core.plugins.services") is None:
-        return None, "core.plugins is not available"
     try:
-        return registry_mod.build_registry(), None
-    except registry_mod.PluginLoadError as exc:
+        return build_registry(), None
+    except PluginLoadError as exc:
         return None, f"the plugin registry cannot be built: {exc}"
 
 
@@ -87,12 +76,10 @@ def apply_plugin_settings(
     """
     if not specs:
         return [], [], []
-    services = _optional("core.plugins.services")
     why: str | None = None
     if registry is None:
         registry, why = plugin_registry()
-    if registry is None or services is None:
-        why = why or "core.plugins is not available"
+    if registry is None:
         return [], [], [f"note: {len(specs)} plugin setting(s) validated but not stored: {why}"]
     for i, spec in enumerate(specs):
         if spec.plugin not in registry:
@@ -147,12 +134,6 @@ def apply_clients(
 
     :raises SectionError: the OAuth service refused an entry.
     """
-    auth = _optional("core.auth.services")
-    if auth is None or not hasattr(auth, "create_client"):
-        if not specs:
-            return [], [], []
-        return [], [], [f"note: {len(specs)} API client(s) validated but not registered: "
-                         "core.auth.services.create_client is not available"]
     changes: list[str] = []
     notes: list[str] = []
     for i, spec in enumerate(specs):
@@ -177,9 +158,8 @@ def apply_clients(
         except Problem as exc:
             raise SectionError(("clients", i), exc.detail) from exc
     listed = {f"{slug}.{s.key}" for s in specs}
-    models = importlib.import_module("core.auth.models")
     others = session.scalars(
-        select(models.OAuthClient.client_id).where(models.OAuthClient.tenant_id == tenant_id)
+        select(OAuthClient.client_id).where(OAuthClient.tenant_id == tenant_id)
     ).all()
     kept = [f"client {c} not in manifest, kept" for c in sorted(others) if c not in listed]
     return changes, kept, notes

@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.cases.services import seed_case_categories
 from core.db import Database
 from core.people.services import seed_builtin_roles
+from core.plugins.services import ensure_revision_row
 from core.tenancy.models import PlatformAuditEntry, Tenant
 
 
@@ -37,13 +39,9 @@ def seed_tenant(session: Session, tenant_id: uuid.UUID) -> list[str]:
     Returns what was created (``"role agent"``, ``"case category claims"`` ...).
     """
     created = [f"role {role.key}" for role in seed_builtin_roles(session, tenant_id)]
-    try:
-        from core.cases.services import seed_case_categories
-    except ModuleNotFoundError as exc:
-        if exc.name != "core.cases.services":
-            raise
-    else:
-        created += [f"case category {c.code}" for c in seed_case_categories(session, tenant_id)]
+    created += [f"case category {c.code}" for c in seed_case_categories(session, tenant_id)]
+    if ensure_revision_row(session, tenant_id):
+        created.append("plugin configuration revision")
     return created
 
 

@@ -8,7 +8,7 @@ refused as a whole with :class:`ManifestError` before anything is written.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from core.cases.models import CaseType
+from core.cases.lifecycle import states_of
 from core.people.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
 
 if TYPE_CHECKING:
@@ -121,7 +121,6 @@ def semantic_errors(manifest: Manifest) -> list[tuple[Path, str]]:
     customer key or policy number it defines), so a manifest is checked without a database.
     """
     m = manifest
-    states_of = _lifecycle_states()
     errors: list[tuple[Path, str]] = []
     add = errors.append
 
@@ -198,7 +197,7 @@ def semantic_errors(manifest: Manifest) -> list[tuple[Path, str]]:
             add(((*case.at, "policy"), f"unknown policy {case.policy!r}"))
         if case.assignee is not None and case.assignee not in people:
             add(((*case.at, "assignee"), f"unknown person {case.assignee!r}"))
-        if states_of is not None and case.state not in states_of(case.type):
+        if case.state not in states_of(case.type):
             add(((*case.at, "state"),
                  f"{case.state!r} is not a state of a {case.type.value} case "
                  f"({', '.join(states_of(case.type))})"))
@@ -217,17 +216,6 @@ def semantic_errors(manifest: Manifest) -> list[tuple[Path, str]]:
                  "client secrets are allowed only in demo manifests (demo: true); register "
                  "production clients with `insurdesk clients`"))
     return errors
-
-
-def _lifecycle_states() -> Callable[[CaseType], list[str]] | None:
-    """``core.cases.lifecycle.states_of`` when the case lifecycle is installed."""
-    try:
-        from core.cases.lifecycle import states_of
-    except ModuleNotFoundError as exc:
-        if exc.name != "core.cases.lifecycle":
-            raise
-        return None
-    return states_of
 
 
 def _cycles(m: Manifest) -> list[tuple[Path, str]]:

@@ -214,3 +214,22 @@ def pg_database(
     db = Database(app, admin)
     yield db
     db.dispose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``postgres_only`` run on the PostgreSQL backend only (deselected, not
+    skipped, on SQLite: nothing is hidden, the behaviour simply has no SQLite form)."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (
+            item.get_closest_marker("postgres_only")
+            and callspec is not None
+            and callspec.params.get("backend") == "sqlite"
+        ):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

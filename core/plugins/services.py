@@ -233,6 +233,21 @@ def _tenant_of(session: Session) -> uuid.UUID:
     return tenant_id
 
 
+def ensure_revision_row(session: Session, tenant_id: uuid.UUID) -> bool:
+    """Create the tenant's revision row (revision 0) if missing; True when created.
+
+    Done at provisioning so that two first-ever changes cannot race to insert it.
+    """
+    exists = session.scalar(
+        select(PluginConfigRevision.id).where(PluginConfigRevision.tenant_id == tenant_id)
+    )
+    if exists is not None:
+        return False
+    session.add(PluginConfigRevision(tenant_id=tenant_id, revision=0))
+    session.flush()
+    return True
+
+
 def _bump_revision(session: Session, tenant_id: uuid.UUID) -> int:
     bumped = session.execute(
         update(PluginConfigRevision)

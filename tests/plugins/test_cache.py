@@ -117,12 +117,12 @@ def test_a_change_is_seen_by_another_process_without_restart(
         assert other.stats["rechecks"] == 0
 
 
+@pytest.mark.postgres_only
 def test_without_its_listener_a_postgres_host_checks_the_revision_every_time(
     database: Database, second_db: Database, registry: PluginRegistry,
     make_host: Callable[..., PluginHost],
 ) -> None:
-    if not database.is_postgres:
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    assert database.is_postgres  # LISTEN/NOTIFY is PostgreSQL's
     world = make_tenant(database, "nolisten")
     other = make_host(registry, db=second_db, listen=True)
     assert other.listening

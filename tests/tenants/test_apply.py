@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from core.auth.hashing import verify_secret
+from core.auth.models import OAuthClient
 from core.auth.passwords import verify_password
 from core.cases.models import Case
 from core.customers.models import Customer, CustomerKind
@@ -79,22 +81,21 @@ def test_demo_group_client_and_plugin_settings(
     report = apply_manifest(database, load_manifest(path))
     lines = "\n".join(report.lines(verbose=True))
     tenant = _tenant(database, slug)
-    try:
-        from core.auth.hashing import verify_secret
-        from core.auth.models import OAuthClient
-    except ModuleNotFoundError:
-        assert "API client(s) validated but not registered" in lines
-    else:
-        assert f"client {slug}.demo-portal registered" in lines
-        with database.platform_session() as s:
-            client = s.scalars(select(OAuthClient).where(
-                OAuthClient.tenant_id == tenant.id)).one()
-            assert client.client_id == f"{slug}.demo-portal"
-            assert client.scopes == ["cases:read", "cases:write", "customers:read", "org:read"]
-            assert verify_secret(client.secret_hash, "huaxia-demo-secret-2026-local-only")
-    if "plugin setting(s) validated but not stored" not in lines:
-        assert "plugin group_policy at HX: enabled, settings stored (version 1)" in lines
-        assert "plugin branch_policy at HXL-GD: enabled, settings stored (version 1)" in lines
+    assert f"client {slug}.demo-portal registered" in lines
+    assert f"client {slug}.console-cli registered" in lines
+    with database.platform_session() as s:
+        clients = {c.client_id: c for c in s.scalars(select(OAuthClient).where(
+            OAuthClient.tenant_id == tenant.id))}
+        assert set(clients) == {f"{slug}.demo-portal", f"{slug}.console-cli"}
+        client = clients[f"{slug}.demo-portal"]
+        assert client.scopes == ["cases:read", "cases:write", "customers:read", "org:read"]
+        assert verify_secret(client.secret_hash, "huaxia-demo-secret-2026-local-only")
+        console = clients[f"{slug}.console-cli"]
+        assert console.token_endpoint_auth_method == "none"
+        assert console.secret_hash is None
+        assert console.redirect_uris == ["http://127.0.0.1/insurdesk/callback"]
+    assert "plugin group_policy at HX: enabled, settings stored (version 1)" in lines
+    assert "plugin branch_policy at HXL-GD: enabled, settings stored (version 1)" in lines
 
 
 def test_changed_manifest_reports_exactly_the_changes(
@@ -242,12 +243,10 @@ def test_a_failure_mid_apply_of_an_existing_tenant_changes_nothing(
 
 
 def test_plugin_settings_refused_by_the_plugin_roll_back_everything(database: Database) -> None:
-    pytest.importorskip("core.plugins.services")
     from tenants.integrations import plugin_registry
 
     registry, why = plugin_registry()
-    if registry is None:
-        pytest.skip(f"no plugin registry: {why}")
+    assert registry is not None, why
     slug = unique_slug("plg")
     text = small(slug) + (
         "plugins:\n"
