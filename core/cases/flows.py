@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -499,13 +500,26 @@ def check_if_match(case: Case, if_match: str | None) -> None:
 
 
 def flush(ctx: CaseContext) -> None:
-    """Flush, turning a concurrent update of the same case into a 412 problem."""
-    try:
-        ctx.session.flush()
-    except StaleDataError as exc:
-        raise Problem(
-            412, "the case was changed concurrently; reload and retry", slug="stale-version"
-        ) from exc
+    """Flush (a concurrent update of the same case becomes a 412 problem, see :func:`guarded`)."""
+    ctx.session.flush()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(func: F) -> F:
+    """Turn a concurrent update of the same case, found at any flush of ``func``, into 412."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except StaleDataError as exc:
+            raise Problem(
+                412, "the case was changed concurrently; reload and retry", slug="stale-version"
+            ) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 # -- registration ---------------------------------------------------------------------------
@@ -627,6 +641,7 @@ def _check_assignee(ctx: CaseContext, person_id: uuid.UUID, unit: OrgUnit) -> Pe
     return person
 
 
+@guarded
 def register_case(ctx: CaseContext, data: CaseCreate) -> Case:
     """Register a case: validate, compute its clocks, then write the case, its clocks and its
     first timeline event in the caller's transaction.
@@ -984,6 +999,7 @@ def _clock_effects(
     return new_states, warnings, changes
 
 
+@guarded
 def transition(
     ctx: CaseContext,
     case: Case,
@@ -1137,6 +1153,7 @@ def _next_step(policy: ExtensionPolicy, state: ClockState) -> ExtensionStep | No
     return None
 
 
+@guarded
 def extend_clock(
     ctx: CaseContext,
     case: Case,
@@ -1233,6 +1250,7 @@ def extend_clock(
 PAUSE_CITATIONS = {"appraisal": "2020-complaints/18", "mediation": "2020-complaints/23"}
 
 
+@guarded
 def pause_clock(
     ctx: CaseContext,
     case: Case,
@@ -1267,6 +1285,7 @@ def pause_clock(
     return row
 
 
+@guarded
 def resume_clock(
     ctx: CaseContext,
     case: Case,
@@ -1297,6 +1316,7 @@ def resume_clock(
 # -- assignment -----------------------------------------------------------------------------
 
 
+@guarded
 def assign(
     ctx: CaseContext,
     case: Case,
@@ -1354,6 +1374,7 @@ def unit_handlers(session: Session, unit: OrgUnit) -> list[Person]:
     return list(seen.values())
 
 
+@guarded
 def auto_assign(ctx: CaseContext, unit_id: uuid.UUID) -> tuple[list[Case], list[Person]]:
     """Assign the unit's unassigned open cases, oldest first, round-robin among its handlers.
 
@@ -1391,6 +1412,7 @@ def auto_assign(ctx: CaseContext, unit_id: uuid.UUID) -> tuple[list[Case], list[
 # -- notices and attachments ----------------------------------------------------------------
 
 
+@guarded
 def record_notice(
     ctx: CaseContext,
     case: Case,
@@ -1435,6 +1457,7 @@ ALLOWED_MEDIA_TYPES: dict[str, tuple[bytes, ...]] = {
 """Media types accepted, with the leading bytes a file of that type starts with (checked)."""
 
 
+@guarded
 def add_attachment(
     ctx: CaseContext,
     case: Case,
