@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import structlog
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -42,7 +42,7 @@ from core.notifications.transports import DeliveryError, Transports
 from core.outbox.backoff import backoff_delay
 from core.outbox.models import OutboxEvent
 from core.outbox.processing import Defer, EventView
-from core.outbox.services import emit
+from core.outbox.services import emit, mark_done, relax_durability
 
 log = structlog.get_logger("insurdesk.notifications")
 
@@ -57,6 +57,7 @@ class Claimed:
     id: uuid.UUID
     attempts: int
     item: Planned
+    outbox_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -97,23 +98,55 @@ class Notifier:
 
     # -- handlers -------------------------------------------------------------------------------
 
-    def handle_event(self, event: EventView) -> None:
-        """Plan ``event``'s notifications, record them, send the ones claimed, record outcomes."""
-        with self.db.tenant_transaction(event.tenant_id) as session:
-            plan = self.planner.plan(session, event)
-            claimed = self._record_and_claim(session, plan)
-        if plan.reason:
-            log.info(
-                "notification_not_sent",
-                event_type=event.event_type,
-                id=str(event.id),
-                reason=plan.reason,
-            )
-        outcomes = [self._send(plan, c) for c in claimed]
+    def handle_event(self, event: EventView) -> bool:
+        """Carry out one event (see :meth:`handle_batch`); raises what it failed with."""
+        error = self.handle_batch([event]).get(event.id)
+        if error is not None:
+            raise error
+        return True
+
+    def handle_batch(self, events: Sequence[EventView]) -> dict[uuid.UUID, Exception | None]:
+        """Plan, record, send and record the outcomes of several events of one tenant.
+
+        Two transactions for the lot: the first plans every event and records (and claims)
+        every delivery, durably, before anything is sent; the second records the outcomes and
+        marks the events done. Returns None per event done, or the exception planning it
+        raised (that event alone is retried by the outbox).
+        """
+        results: dict[uuid.UUID, Exception | None] = {}
+        if not events:
+            return results
+        tenant_id = events[0].tenant_id
+        plans: list[Plan] = []
+        with self.db.tenant_transaction(tenant_id) as session:
+            for event in events:
+                try:
+                    plans.append(self.planner.plan(session, event))
+                except Exception as exc:  # e.g. a channel plugin failed: retried alone
+                    results[event.id] = exc
+            claimed = self._record_and_claim(session, plans)
+            idle = [p.event.id for p in plans if not claimed.get(p.event.id)]
+            mark_done(session, tenant_id, idle)
+        for plan in plans:
+            if plan.reason:
+                log.info(
+                    "notification_not_sent",
+                    event_type=plan.event.event_type,
+                    id=str(plan.event.id),
+                    reason=plan.reason,
+                )
+        results.update(dict.fromkeys(idle))
+        outcomes = [self._send(plan, c) for plan in plans for c in claimed.get(plan.event.id, ())]
         if outcomes:
-            with self.db.tenant_transaction(event.tenant_id) as session:
-                for outcome in outcomes:
-                    self._record(session, event, outcome)
+            with self.db.tenant_transaction(tenant_id) as session:
+                # Lost in a crash: the deliveries stay "sending" and are sent again after
+                # their lease with the same ids, so this commit need not wait for the disk.
+                relax_durability(session)
+                self._record(session, tenant_id, outcomes)
+                sent_events = [p.event.id for p in plans if claimed.get(p.event.id)]
+                mark_done(session, tenant_id, sent_events)
+            results.update(dict.fromkeys(sent_events))
+        return results
 
     def handle_retry(self, event: EventView) -> None:
         """Send one delivery again (``payload.delivery_id``) if it still needs it."""
@@ -137,46 +170,53 @@ class Notifier:
                 why = plan.reason or (item.skipped if item else "no longer planned")
                 self._close(session, row, DeliveryStatus.DEAD, f"not sent again: {why}")
                 return
-        outcome = self._send(plan, Claimed(delivery_id, claimed_attempts, item))
+        outcome = self._send(plan, Claimed(delivery_id, claimed_attempts, item, source_view.id))
         with self.db.tenant_transaction(event.tenant_id) as session:
-            self._record(session, source_view, outcome)
+            relax_durability(session)
+            self._record(session, event.tenant_id, [outcome])
 
     # -- step 1: record and claim ---------------------------------------------------------------
 
-    def _record_and_claim(self, session: Session, plan: Plan) -> list[Claimed]:
-        if not plan.items:
-            return []
+    def _record_and_claim(
+        self, session: Session, plans: Sequence[Plan]
+    ) -> dict[uuid.UUID, list[Claimed]]:
+        """Insert every planned delivery (one statement); claim the new ones and, for a
+        redelivered event, the old ones nobody holds. Claimed deliveries per event id."""
         now = utcnow()
-        event = plan.event
-        by_key = {(i.channel, i.key): i for i in plan.items}
-        values = [self._row(event, item, now) for item in plan.items]
+        by_key = {(p.event.id, i.channel, i.key): i for p in plans for i in p.items}
+        values = [self._row(p.event, i, now) for p in plans for i in p.items]
+        claimed: dict[uuid.UUID, list[Claimed]] = {}
+        if not values:
+            return claimed
         dialect = session.get_bind().dialect.name
         upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+        t = _TABLE.c
         inserted = session.execute(
             upsert(_TABLE)
             .values(values)
             .on_conflict_do_nothing(
                 index_elements=["tenant_id", "outbox_id", "channel", "recipient_key"]
             )
-            .returning(_TABLE.c.id, _TABLE.c.channel, _TABLE.c.recipient_key)
+            .returning(t.id, t.outbox_id, t.channel, t.recipient_key)
         ).all()
-        claimed = [
-            Claimed(row_id, 1, by_key[(channel, key)])
-            for row_id, channel, key in inserted
-            if not by_key[(channel, key)].skipped
-        ]
+        mine = set()
+        for row_id, outbox_id, channel, key in inserted:
+            mine.add((outbox_id, channel, key))
+            item = by_key[(outbox_id, channel, key)]
+            if not item.skipped:
+                claimed.setdefault(outbox_id, []).append(Claimed(row_id, 1, item, outbox_id))
         if len(inserted) < len(values):  # a redelivery: some rows were there already
-            mine = {(c, k) for _, c, k in inserted}
-            existing = session.scalars(select(Delivery).where(Delivery.outbox_id == event.id)).all()
+            again = {k[0] for k in by_key if k not in mine}
+            existing = session.scalars(select(Delivery).where(Delivery.outbox_id.in_(again))).all()
             for row in existing:
-                if (row.channel, row.recipient_key) in mine or row.status in _FINAL:
-                    continue
-                item = by_key.get((row.channel, row.recipient_key))
-                if item is None:
+                key = (row.outbox_id, row.channel, row.recipient_key)
+                if key in mine or row.status in _FINAL or key not in by_key:
                     continue
                 attempts = self._claim(session, row)
                 if attempts is not None:
-                    claimed.append(Claimed(row.id, attempts, item))
+                    claimed.setdefault(row.outbox_id, []).append(
+                        Claimed(row.id, attempts, by_key[key], row.outbox_id)
+                    )
                 else:
                     self._check_later(session, row)
         return claimed
@@ -273,52 +313,70 @@ class Notifier:
 
     # -- step 3: record the outcome -------------------------------------------------------------
 
-    def _record(self, session: Session, event: EventView, outcome: Outcome) -> None:
-        claimed, error = outcome.claimed, outcome.error
+    def _record(self, session: Session, tenant_id: uuid.UUID, outcomes: Sequence[Outcome]) -> None:
+        """Record what happened to claimed deliveries (one executemany statement).
+
+        Each update applies only if the delivery is still this attempt's (``sending`` with
+        the attempt number claimed): a worker whose lease ran out cannot overwrite the result
+        of the one that took over.
+        """
         now = utcnow()
-        mine = (
-            Delivery.tenant_id == event.tenant_id,
-            Delivery.id == claimed.id,
-            Delivery.status == DeliveryStatus.SENDING.value,
-            Delivery.attempts == claimed.attempts,
-        )
-        values: dict[str, object]
-        if error is None:
-            values = {"status": DeliveryStatus.SENT.value, "sent_at": now, "last_error": None}
-        elif error.permanent or claimed.attempts >= self.max_attempts:
-            values = {"status": DeliveryStatus.DEAD.value, "last_error": str(error)[:2000]}
-        else:
-            retry_at = now + backoff_delay(
-                claimed.attempts, base=self.backoff_base, cap=self.backoff_cap
-            )
-            values = {
-                "status": DeliveryStatus.FAILED.value,
-                "last_error": str(error)[:2000],
-                "next_attempt_at": retry_at,
+        params = []
+        for outcome in outcomes:
+            claimed, error = outcome.claimed, outcome.error
+            row: dict[str, object] = {
+                "b_tenant": tenant_id,
+                "b_id": claimed.id,
+                "b_attempts": claimed.attempts,
+                "status": DeliveryStatus.SENT.value,
+                "sent_at": now,
+                "last_error": None,
+                "next_attempt_at": None,
             }
-            emit(
-                session,
-                RETRY_EVENT,
-                {"delivery_id": claimed.id},
-                available_at=retry_at,
-                dedupe_key=f"delivery-retry:{claimed.id}:{claimed.attempts}",
-            )
-        values.update(lease_until=None, updated_at=now)
+            if error is not None:
+                row.update(sent_at=None, last_error=str(error)[:2000])
+                if error.permanent or claimed.attempts >= self.max_attempts:
+                    row["status"] = DeliveryStatus.DEAD.value
+                else:
+                    retry_at = now + backoff_delay(
+                        claimed.attempts, base=self.backoff_base, cap=self.backoff_cap
+                    )
+                    row.update(status=DeliveryStatus.FAILED.value, next_attempt_at=retry_at)
+                    emit(
+                        session,
+                        RETRY_EVENT,
+                        {"delivery_id": claimed.id},
+                        available_at=retry_at,
+                        dedupe_key=f"delivery-retry:{claimed.id}:{claimed.attempts}",
+                    )
+                log.warning(
+                    "delivery_failed",
+                    channel=claimed.item.channel,
+                    id=str(claimed.id),
+                    attempt=claimed.attempts,
+                    status=row["status"],
+                    error=str(error),
+                )
+            params.append(row)
+        t = _TABLE.c
         session.execute(
-            update(Delivery)
-            .where(*mine)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if error is not None:
-            log.warning(
-                "delivery_failed",
-                channel=claimed.item.channel,
-                id=str(claimed.id),
-                attempt=claimed.attempts,
-                status=values["status"],
-                error=str(error),
+            update(_TABLE)
+            .where(
+                t.tenant_id == bindparam("b_tenant"),
+                t.id == bindparam("b_id"),
+                t.attempts == bindparam("b_attempts"),
+                t.status == DeliveryStatus.SENDING.value,
             )
+            .values(
+                status=bindparam("status"),
+                sent_at=func.coalesce(bindparam("sent_at", type_=t.sent_at.type), t.sent_at),
+                last_error=bindparam("last_error"),
+                next_attempt_at=bindparam("next_attempt_at", type_=t.next_attempt_at.type),
+                lease_until=None,
+                updated_at=now,
+            ),
+            params,
+        )
 
     def _close(self, session: Session, row: Delivery, status: DeliveryStatus, why: str) -> None:
         row.status = status.value

@@ -13,6 +13,8 @@ running (the case was resolved in time) plans nothing.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +60,41 @@ CASE_TYPES_EN = {
 ADDRESS_KINDS = {"email": "email", "sms": "phone", "phone": "phone"}
 """A customer's preferred channel → the kind of address it needs (others: no automatic way)."""
 CLOCK_EVENTS = frozenset({"deadline.reminder", "deadline.breached"})
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """What planning needs of the tenant itself (cached per process for a short while)."""
+
+    name: str
+    locale: str
+    time_zone: str
+    root_path: str | None
+
+
+class _Ttl:
+    """A small per-process cache whose entries expire after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._items: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, load: Any, keep: Any = bool) -> Any:
+        """The cached value of ``key``, or ``load()`` (stored when ``keep(value)``)."""
+        now = time.monotonic()
+        with self._lock:
+            found = self._items.get(key)
+        if found is not None and found[0] > now:
+            return found[1]
+        value = load()
+        if not keep(value):
+            return value
+        with self._lock:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[key] = (now + self.seconds, value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -121,27 +158,67 @@ def pick_message(messages: Iterable[OutboundMessage], item: Planned) -> Outbound
 
 
 class Planner:
-    """Plans notifications for outbox events (see the module docstring)."""
+    """Plans notifications for outbox events (see the module docstring).
 
-    def __init__(self, channels: ChannelSource, renderer: Renderer | None = None) -> None:
+    :param tenant_cache_seconds: how long the tenant's name, locale, time zone and top unit
+        are reused; ``template_cache_seconds``: how long a tenant's template overrides are
+        (a changed template reaches the workers within that time).
+    """
+
+    def __init__(
+        self,
+        channels: ChannelSource,
+        renderer: Renderer | None = None,
+        *,
+        tenant_cache_seconds: float = 60.0,
+        template_cache_seconds: float = 5.0,
+    ) -> None:
         self.channel_source = channels
         self.renderer = renderer or Renderer()
+        self._tenants = _Ttl(tenant_cache_seconds)
+        self._templates = _Ttl(template_cache_seconds)
+
+    def tenant_info(self, session: Session, tenant_id: uuid.UUID) -> TenantInfo | None:
+        """The tenant's name, locale, time zone and top unit path (cached)."""
+
+        def load() -> TenantInfo | None:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                return None
+            root = session.scalar(
+                select(OrgUnit.path)
+                .where(OrgUnit.parent_id.is_(None))
+                .order_by(OrgUnit.id)
+                .limit(1)
+            )
+            return TenantInfo(tenant.name, tenant.locale, tenant.time_zone, root)
+
+        # A tenant without units yet is not kept: its first unit must be seen at once.
+        return self._tenants.get(
+            tenant_id, load, keep=lambda info: info is not None and info.root_path is not None
+        )
+
+    def templates(self, session: Session, tenant_id: uuid.UUID, event_type: str) -> TemplateSet:
+        """The tenant's overrides for ``event_type`` (cached briefly)."""
+        return self._templates.get(
+            (tenant_id, event_type), lambda: load_templates(session, event_type), keep=bool
+        )
 
     def plan(self, session: Session, event: EventView) -> Plan:
         """The plan of ``event``, read through ``session`` (a session of its tenant)."""
         plan = Plan(event=event, data={"event_id": str(event.id), "payload": dict(event.payload)})
-        ctx = _Context.load(session, event)
+        ctx = _Context.load(session, event, self.tenant_info(session, event.tenant_id))
         if ctx.reason:
             plan.reason = ctx.reason
             return plan
-        unit_path = ctx.unit.path if ctx.unit is not None else ctx.root_path(session)
+        unit_path = ctx.unit.path if ctx.unit is not None else ctx.root_path
         if unit_path is None:
             plan.reason = "the tenant has no organization unit"
             return plan
         plan.channels = {
             r.name: r for r in self.channel_source.channels(event.tenant_id, unit_path)
         }
-        templates = load_templates(session, event.event_type)
+        templates = self.templates(session, event.tenant_id, event.event_type)
         contacts, want_endpoints = self._contacts(session, ctx, event)
         seen: set[tuple[str, str]] = set()
         for contact in contacts:
@@ -301,7 +378,7 @@ class _Context:
     """What the templates and the recipient rules need to know about an event."""
 
     event: EventView
-    tenant: Tenant | None
+    tenant: TenantInfo | None
     case: Any = None
     unit: OrgUnit | None = None
     reason: str | None = None
@@ -319,10 +396,9 @@ class _Context:
         return ZoneInfo(self.tenant.time_zone if self.tenant else "Asia/Shanghai")
 
     @classmethod
-    def load(cls, session: Session, event: EventView) -> _Context:
+    def load(cls, session: Session, event: EventView, tenant: TenantInfo | None) -> _Context:
         from core.cases.models import Case
 
-        tenant = session.get(Tenant, event.tenant_id)
         ctx = cls(event=event, tenant=tenant)
         tid = event.tenant_id
         case_id = _uuid(event.payload.get("case_id"))
@@ -338,10 +414,9 @@ class _Context:
             ctx.reason = _clock_reason(session, event)
         return ctx
 
-    def root_path(self, session: Session) -> str | None:
-        return session.scalar(
-            select(OrgUnit.path).where(OrgUnit.parent_id.is_(None)).order_by(OrgUnit.id).limit(1)
-        )
+    @property
+    def root_path(self) -> str | None:
+        return self.tenant.root_path if self.tenant else None
 
     def local(self, value: object) -> str:
         if isinstance(value, str):

@@ -2,8 +2,9 @@
 
 Actors are declared on a broker built at start-up (:func:`declare_actor`), never on a global
 broker at import time, so a process can hold several brokers (tests) and settings are read
-only when the worker starts. The message carries ids only (``tenant_id``, ``outbox_id``);
-everything else is read from the outbox row, so a message is small and cannot be stale.
+only when the worker starts. The message carries ids only (``tenant_id`` and a list of
+``outbox_ids`` of that tenant); everything else is read from the outbox rows, so a message is
+small and cannot be stale.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def declare_actor(handle: BrokerHandle, processor: Processor) -> dramatiq.Actor[
     database is down); handler failures are retried by the outbox with backoff.
     """
 
-    def insurdesk_outbox(tenant_id: str, outbox_id: str) -> None:
-        processor.process(uuid.UUID(tenant_id), uuid.UUID(outbox_id))
+    def insurdesk_outbox(tenant_id: str, outbox_ids: list[str]) -> None:
+        processor.process_many(uuid.UUID(tenant_id), [uuid.UUID(i) for i in outbox_ids])
 
     declare = dramatiq.actor(
         broker=handle.broker,

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from core.db import Database, utcnow
 from core.outbox.backoff import backoff_delay
 from core.outbox.models import OutboxEvent, OutboxStatus
+from core.outbox.services import relax_durability
 
 log = structlog.get_logger("insurdesk.outbox")
 
@@ -63,15 +64,24 @@ class Defer(Exception):
         self.reason = reason
 
 
-Handler = Callable[[EventView], None]
-"""Carries out one event. Runs outside any transaction; opens its own tenant sessions."""
+Handler = Callable[[EventView], bool | None]
+"""Carries out one event. Runs outside any transaction; opens its own tenant sessions.
+Returns True when it marked the row done itself (in its last transaction), saving one."""
+
+BatchHandler = Callable[[Sequence[EventView]], Mapping[uuid.UUID, Exception | None]]
+"""Carries out several events of one tenant together (fewer transactions). Returns, per event
+id, None when the event is done (the handler marked the row done in its last transaction) or
+the exception it failed with (a :class:`Defer` to be called again later)."""
 
 
 class Processor:
-    """Routes outbox events to handlers by event type, and keeps the row's status.
+    """Routes outbox events to handlers by event type, and keeps the rows' status.
 
-    :param handlers: handler per exact event type.
-    :param default: handler for every other event type (None: such rows are just marked done).
+    :param handlers: a handler per exact event type (one event at a time).
+    :param batch_default: the handler of every other event type, given all of a message's
+        events of those types at once.
+    :param default: used instead when there is no ``batch_default`` (None: such rows are
+        just marked done).
     :param max_attempts: handler failures after which the row is ``failed``.
     """
 
@@ -80,6 +90,7 @@ class Processor:
         db: Database,
         *,
         handlers: Mapping[str, Handler] | None = None,
+        batch_default: BatchHandler | None = None,
         default: Handler | None = None,
         max_attempts: int = 10,
         backoff_base: float = 2.0,
@@ -87,13 +98,14 @@ class Processor:
     ) -> None:
         self.db = db
         self.handlers = dict(handlers or {})
+        self.batch_default = batch_default
         self.default = default
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
 
     def handler_for(self, event_type: str) -> Handler | None:
-        """The handler of ``event_type``."""
+        """The single-event handler of ``event_type``."""
         return self.handlers.get(event_type, self.default)
 
     def process(self, tenant_id: uuid.UUID, outbox_id: uuid.UUID) -> str:
@@ -102,24 +114,59 @@ class Processor:
         ``missing`` (no such row: its transaction never committed, or it was purged),
         ``skipped`` (already done or failed), ``done``, ``deferred``, ``retry`` or ``failed``.
         """
+        return self.process_many(tenant_id, [outbox_id])[outbox_id]
+
+    def process_many(
+        self, tenant_id: uuid.UUID, outbox_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, str]:
+        """Carry out several rows of one tenant (one message); what happened to each."""
+        ids = list(dict.fromkeys(outbox_ids))
         with self.db.tenant_session(tenant_id) as session:
-            row = session.get(OutboxEvent, (tenant_id, outbox_id))
-            if row is None:
-                return "missing"
-            if row.status not in OPEN_STATUSES:
-                return "skipped"
-            event = EventView.of(row)
+            rows = {
+                r.id: r for r in session.scalars(select(OutboxEvent).where(OutboxEvent.id.in_(ids)))
+            }
+            outcome = {
+                i: "missing" if i not in rows else "skipped"
+                for i in ids
+                if i not in rows or rows[i].status not in OPEN_STATUSES
+            }
+            events = [EventView.of(rows[i]) for i in ids if i not in outcome]
+        batched = [
+            e
+            for e in events
+            if self.batch_default is not None and e.event_type not in self.handlers
+        ]
+        in_batch = {e.id for e in batched}
+        for event in events:
+            if event.id not in in_batch:
+                outcome[event.id] = self._one(event)
+        if batched and self.batch_default is not None:
+            try:
+                results = self.batch_default(batched)
+            except Exception as exc:  # the handler failed as a whole: each event retries
+                results = dict.fromkeys((e.id for e in batched), exc)
+            for event in batched:
+                error = results.get(event.id, RuntimeError("the handler returned no result"))
+                outcome[event.id] = "done" if error is None else self._outcome(event, error)
+        return outcome
+
+    def _one(self, event: EventView) -> str:
         handler = self.handler_for(event.event_type)
+        finished = False
         try:
             if handler is not None:
-                handler(event)
-        except Defer as defer:
-            self._again_at(event, defer.until, defer.reason)
-            return "deferred"
+                finished = bool(handler(event))
         except Exception as exc:
-            return self._failed(event, exc)
-        self._finish(event, OutboxStatus.DONE, error=None)
+            return self._outcome(event, exc)
+        if not finished:
+            self._finish(event, OutboxStatus.DONE, error=None)
         return "done"
+
+    def _outcome(self, event: EventView, exc: Exception) -> str:
+        if isinstance(exc, Defer):
+            self._again_at(event, exc.until, exc.reason)
+            return "deferred"
+        return self._failed(event, exc)
 
     def _failed(self, event: EventView, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -157,6 +204,7 @@ class Processor:
 
     def _finish(self, event: EventView, status: OutboxStatus, *, error: str | None) -> None:
         with self.db.tenant_transaction(event.tenant_id) as session:
+            relax_durability(session)  # lost in a crash: processed again, a no-op
             session.execute(
                 update(OutboxEvent)
                 .where(

@@ -20,9 +20,9 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import dramatiq
 import structlog
@@ -31,6 +31,7 @@ from sqlalchemy import select, tuple_, update
 from core.db import Database, utcnow
 from core.outbox.broker import BrokerHandle
 from core.outbox.models import OutboxEvent, OutboxStatus
+from core.outbox.services import relax_durability
 
 log = structlog.get_logger("insurdesk.outbox.relay")
 
@@ -39,10 +40,11 @@ ACTOR_NAME = "insurdesk_outbox"
 
 
 class Publisher(Protocol):
-    """Hands one outbox row to the broker; raises when the broker did not accept it."""
+    """Hands outbox rows of one tenant to the broker as one message; raises when the broker
+    did not accept it."""
 
-    def publish(self, tenant_id: uuid.UUID, outbox_id: uuid.UUID, event_type: str) -> None:
-        """Publish the message for outbox row ``(tenant_id, outbox_id)``."""
+    def publish(self, tenant_id: uuid.UUID, outbox_ids: Sequence[uuid.UUID]) -> None:
+        """Publish one message for rows ``outbox_ids`` of ``tenant_id``."""
         ...
 
 
@@ -52,14 +54,14 @@ class BrokerPublisher:
     def __init__(self, handle: BrokerHandle) -> None:
         self.handle = handle
 
-    def publish(self, tenant_id: uuid.UUID, outbox_id: uuid.UUID, event_type: str) -> None:
-        """Enqueue ``insurdesk_outbox(tenant_id, outbox_id)`` (waits for the broker's confirm)."""
+    def publish(self, tenant_id: uuid.UUID, outbox_ids: Sequence[uuid.UUID]) -> None:
+        """Enqueue ``insurdesk_outbox(tenant_id, [ids])`` (waits for the broker's confirm)."""
         message: dramatiq.Message[None] = dramatiq.Message(
             queue_name=self.handle.queue_name,
             actor_name=ACTOR_NAME,
-            args=(str(tenant_id), str(outbox_id)),
+            args=(str(tenant_id), [str(i) for i in outbox_ids]),
             kwargs={},
-            options={"event_type": event_type},
+            options={},
         )
         self.handle.broker.enqueue(message)
 
@@ -79,6 +81,9 @@ class Relay:
     """Moves due pending outbox rows to a :class:`Publisher`.
 
     :param batch_size: rows per transaction.
+    :param message_size: rows per message at most (a tenant's rows of one batch are sent in
+        messages of up to this many, so a backlog is worked off with fewer transactions; when
+        rows come one at a time, each message carries one).
     :param poll_interval: seconds to sleep when there was nothing to do.
     :param redispatch_after: a ``dispatched`` row older than this goes back to ``pending``.
     :param max_attempts: dispatches after which a row that is never processed is ``failed``.
@@ -91,7 +96,8 @@ class Relay:
         publisher: Publisher,
         *,
         batch_size: int = 500,
-        poll_interval: float = 0.2,
+        message_size: int = 20,
+        poll_interval: float = 0.1,
         redispatch_after: dt.timedelta = dt.timedelta(minutes=5),
         max_attempts: int = 20,
         max_backoff: float = 10.0,
@@ -100,6 +106,7 @@ class Relay:
         self.db = db
         self.publisher = publisher
         self.batch_size = batch_size
+        self.message_size = message_size
         self.poll_interval = poll_interval
         self.redispatch_after = redispatch_after
         self.max_attempts = max_attempts
@@ -120,7 +127,7 @@ class Relay:
         error: Exception | None = None
         with self.db.platform_session() as session, session.begin():
             stmt = (
-                select(OutboxEvent.tenant_id, OutboxEvent.id, OutboxEvent.event_type)
+                select(OutboxEvent.tenant_id, OutboxEvent.id)
                 .where(
                     OutboxEvent.status == OutboxStatus.PENDING.value,
                     OutboxEvent.available_at <= now,
@@ -133,14 +140,16 @@ class Relay:
             if self.db.is_postgres:
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = session.execute(stmt).all()
-            for tenant_id, outbox_id, event_type in rows:
+            for tenant_id, chunk in self._messages(rows):
                 try:
-                    self.publisher.publish(tenant_id, outbox_id, event_type)
+                    self.publisher.publish(tenant_id, chunk)
                 except Exception as exc:  # the broker refused: keep the rest pending
                     error = exc
                     break
-                published.append((tenant_id, outbox_id))
+                published += [(tenant_id, i) for i in chunk]
             if published:
+                # Lost in a crash: the rows are published again, which the actor ignores.
+                relax_durability(session)
                 session.execute(
                     update(OutboxEvent)
                     .where(
@@ -161,6 +170,18 @@ class Relay:
             self.stats.broker_errors += 1
             raise error
         return len(published)
+
+    def _messages(self, rows: Sequence[Any]) -> list[tuple[uuid.UUID, list[uuid.UUID]]]:
+        """Rows grouped by tenant (in order of first appearance), in chunks of
+        ``message_size``."""
+        by_tenant: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for row in rows:
+            by_tenant.setdefault(row.tenant_id, []).append(row.id)
+        return [
+            (tenant_id, ids[start : start + self.message_size])
+            for tenant_id, ids in by_tenant.items()
+            for start in range(0, len(ids), self.message_size)
+        ]
 
     def requeue_stale(self, now: dt.datetime | None = None) -> int:
         """Return long-``dispatched`` rows to ``pending`` (or ``failed`` after max attempts).

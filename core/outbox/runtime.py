@@ -42,7 +42,8 @@ class RuntimeOptions:
     namespace: str = DEFAULT_NAMESPACE
     broker_url: str | None = None
     batch_size: int = 500
-    poll_interval: float = 0.2
+    message_size: int = 20
+    poll_interval: float = 0.1
     redispatch_after: dt.timedelta = dt.timedelta(minutes=5)
     lease: dt.timedelta = dt.timedelta(seconds=120)
     delivery_max_attempts: int = 6
@@ -90,7 +91,7 @@ def build_processor(
         backoff_base=options.delivery_backoff_base,
     )
     processor = Processor(
-        db, handlers={RETRY_EVENT: notifier.handle_retry}, default=notifier.handle_event
+        db, handlers={RETRY_EVENT: notifier.handle_retry}, batch_default=notifier.handle_batch
     )
 
     def close() -> None:
@@ -132,6 +133,7 @@ class BackgroundRuntime:
             db,
             BrokerPublisher(self.broker),
             batch_size=self.options.batch_size,
+            message_size=self.options.message_size,
             poll_interval=self.options.poll_interval,
             redispatch_after=self.options.redispatch_after,
         )

@@ -6,11 +6,11 @@ import datetime as dt
 import decimal
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, exists, func, insert, select
+from sqlalchemy import Table, delete, exists, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -95,6 +95,34 @@ def emit(
     )
     # RETURNING, not rowcount: drivers need not report a row count for INSERT.
     return session.execute(stmt).scalar()
+
+
+def mark_done(session: Session, tenant_id: uuid.UUID, outbox_ids: Sequence[uuid.UUID]) -> None:
+    """Mark open (pending or dispatched) outbox rows ``done``, in the caller's transaction."""
+    if not outbox_ids:
+        return
+    session.execute(
+        update(OutboxEvent)
+        .where(
+            OutboxEvent.tenant_id == tenant_id,
+            OutboxEvent.id.in_(list(outbox_ids)),
+            OutboxEvent.status.in_((OutboxStatus.PENDING.value, OutboxStatus.DISPATCHED.value)),
+        )
+        .values(status=OutboxStatus.DONE.value, processed_at=utcnow(), last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def relax_durability(session: Session) -> None:
+    """Let this transaction commit without waiting for its WAL flush (PostgreSQL only).
+
+    Only for bookkeeping whose loss after a server crash is harmless because it is redone
+    idempotently: a delivery's outcome (the delivery is sent again with the same idempotency
+    key), an outbox row marked done or dispatched (processed again, a no-op). Never for the
+    change a request makes, nor for recording a delivery before it is sent.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 @dataclass(frozen=True)

@@ -339,7 +339,7 @@ def local_channels(smtp: SmtpSink | None, webhooks: WebhookSink | None) -> Stati
     return StaticChannels(found)
 
 
-def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
+def wait_until(condition: Any, timeout: float = 60.0, interval: float = 0.05) -> None:
     """Poll ``condition()`` until it is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -95,7 +95,7 @@ def test_queue_depth_counts_messages_waiting(require_rabbitmq: str, namespace: s
         import uuid
 
         for _ in range(3):
-            publisher.publish(uuid.uuid4(), uuid.uuid4(), "case.created")
+            publisher.publish(uuid.uuid4(), [uuid.uuid4()])
         assert queue_depth(handle) == 3
     finally:
         handle.close()
