@@ -191,13 +191,14 @@ class Notifier:
         dialect = session.get_bind().dialect.name
         upsert = pg_insert if dialect == "postgresql" else sqlite_insert
         t = _TABLE.c
+        # One statement compiled once and cached ("insertmanyvalues" batches the rows).
         inserted = session.execute(
             upsert(_TABLE)
-            .values(values)
             .on_conflict_do_nothing(
                 index_elements=["tenant_id", "outbox_id", "channel", "recipient_key"]
             )
-            .returning(t.id, t.outbox_id, t.channel, t.recipient_key)
+            .returning(t.id, t.outbox_id, t.channel, t.recipient_key),
+            values,
         ).all()
         mine = set()
         for row_id, outbox_id, channel, key in inserted:

@@ -13,6 +13,7 @@ running (the case was resolved in time) plans nothing.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 import uuid
@@ -28,7 +29,7 @@ from core.notifications import recipients as rcpt
 from core.notifications.channels import ChannelSource, ResolvedChannel
 from core.notifications.masking import mask_address, recipient_key
 from core.notifications.recipients import Contact
-from core.notifications.routing import audiences
+from core.notifications.routing import audiences, literal_contacts
 from core.notifications.templates import (
     DEFAULT_LANGUAGE,
     Renderer,
@@ -60,6 +61,7 @@ CASE_TYPES_EN = {
 ADDRESS_KINDS = {"email": "email", "sms": "phone", "phone": "phone"}
 """A customer's preferred channel → the kind of address it needs (others: no automatic way)."""
 CLOCK_EVENTS = frozenset({"deadline.reminder", "deadline.breached"})
+PHONE = re.compile(r"\+?[0-9][0-9\- ]{5,}")
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ class Planner:
             elif audience == "customer" and ctx.case is not None:
                 found += rcpt.customer(session, ctx.case.customer_id)
             elif audience == "contacts":
-                found += _literal_contacts(event.payload.get("contacts"), ctx.language)
+                found += _literal_contacts(literal_contacts(event.payload), ctx.language)
         unique: dict[str, Contact] = {}
         for contact in found:
             unique.setdefault(contact.ref, contact)
@@ -354,13 +356,12 @@ def _skipped(contact: Contact, channel: str, why: str, base: Mapping[str, str]) 
     )
 
 
-def _literal_contacts(value: object, language: str) -> list[Contact]:
-    if not isinstance(value, list):
-        return []
+def _literal_contacts(addresses: list[str], language: str) -> list[Contact]:
+    """Contacts for bare addresses: e-mail addresses by e-mail, phone numbers by SMS."""
     found = []
-    for address in value:
-        if isinstance(address, str) and "@" in address:
-            ref = "contact:" + recipient_key("contact", address)[:16]
+    for address in addresses:
+        ref = "contact:" + recipient_key("contact", address)[:16]
+        if "@" in address:
             found.append(
                 Contact(
                     ref=ref,
@@ -368,6 +369,17 @@ def _literal_contacts(value: object, language: str) -> list[Contact]:
                     name=address.split("@")[0],
                     language=language,
                     email=address,
+                )
+            )
+        elif PHONE.fullmatch(address.strip()):
+            found.append(
+                Contact(
+                    ref=ref,
+                    audience="contact",
+                    name=mask_address(address),
+                    language=language,
+                    phone=address.strip(),
+                    preferred="sms",
                 )
             )
     return found

@@ -17,6 +17,7 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
     "case.transitioned": ("handler", "endpoint"),
     "case.materials_missing": ("customer", "endpoint"),
     "case.answered": ("customer", "endpoint"),
+    "case.clock_extended": ("handler", "customer", "endpoint"),
     "deadline.reminder": ("handler",),
     "deadline.breached": ("handler", "manager", "cs_division", "endpoint"),
     "digest.daily": ("manager",),
@@ -28,7 +29,6 @@ DEFAULT_AUDIENCES: tuple[str, ...] = ("endpoint",)
 
 CUSTOMER_STATES = frozenset(
     {
-        "awaiting_materials",
         "accepted",
         "not_accepted",
         "transferred",
@@ -39,10 +39,26 @@ CUSTOMER_STATES = frozenset(
         "closed",
     }
 )
-"""Transitions into these states are also told to the customer (客户服务管理规定 第十二条)."""
+"""Transitions into these states are also told to the customer (客户服务管理规定 第十二条).
+``awaiting_materials`` is not among them: ``case.materials_missing`` tells the customer what to
+add, in one notice."""
 
 INTERNAL_EVENTS = frozenset({"delivery.retry"})
 """Events the worker handles itself; nobody is notified of them."""
+
+
+FOLLOW_UP_MESSAGES = frozenset({"notification", "escalation"})
+"""Follow-ups from plugins (``case.follow_up``) that are messages to their ``recipients``;
+other kinds (visits, inspections, reports) are work items, for the integrators' endpoints."""
+
+
+def literal_contacts(payload: Mapping[str, object]) -> list[str]:
+    """Addresses an event names itself: ``contacts``, or a message follow-up's ``recipients``
+    (e.g. a branch's escalation contacts from ``branch_policy``)."""
+    found = payload.get("contacts")
+    if not found and payload.get("kind") in FOLLOW_UP_MESSAGES:
+        found = payload.get("recipients")
+    return [str(a) for a in found] if isinstance(found, list) else []
 
 
 def audiences(event_type: str, payload: Mapping[str, object]) -> tuple[str, ...]:
@@ -51,6 +67,6 @@ def audiences(event_type: str, payload: Mapping[str, object]) -> tuple[str, ...]
     found = list(ROUTES.get(event_type, DEFAULT_AUDIENCES))
     if event_type == "case.transitioned" and payload.get("to_state") in CUSTOMER_STATES:
         found.insert(1, "customer")
-    if payload.get("contacts"):
+    if literal_contacts(payload):
         found.append("contacts")
     return tuple(dict.fromkeys(found))

@@ -66,6 +66,19 @@ _ZH: dict[str, TemplateText] = {
         "{{ recipient.name }}，您好：\n\n为处理您的{{ case.type_zh }}（编号 {{ case.number }}），"
         "请补充以下材料：\n{% for m in payload.materials %}- {{ m }}\n{% endfor %}",
     ),
+    "case.clock_extended": TemplateText(
+        "【{{ case.number }}】办理时限已延长",
+        "{{ recipient.name }}，您好：\n\n{% if recipient.audience == 'customer' %}"
+        "因情况复杂，您的{{ case.type_zh }}（编号 {{ case.number }}）的处理时限已依规延长"
+        "{% if payload.to %}至 {{ payload.to }} 日{% endif %}。{% else %}"
+        "案件 {{ case.number }} 的时限「{{ payload.clock }}」已延长"
+        "{% if payload.to %}至 {{ payload.to }} 日{% endif %}。{% endif %}\n",
+    ),
+    "case.follow_up": TemplateText(
+        "【{{ case.number }}】{{ payload.kind }}",
+        "{{ recipient.name }}，您好：\n\n案件 {{ case.number }}（{{ case.subject }}）："
+        "{% for n in payload.notes %}{{ n }}；{% endfor %}\n",
+    ),
     "deadline.reminder": TemplateText(
         "【时限提醒】{{ case.number }} 将于 {{ clock.due_local }} 到期",
         "{{ recipient.name }}，您好：\n\n案件 {{ case.number }}（{{ case.subject }}）的时限"
@@ -120,6 +133,20 @@ _EN: dict[str, TemplateText] = {
         "[{{ case.number }}] Materials needed",
         "Dear {{ recipient.name }},\n\nTo handle your {{ case.type_en }} (reference "
         "{{ case.number }}) we need:\n{% for m in payload.materials %}- {{ m }}\n{% endfor %}",
+    ),
+    "case.clock_extended": TemplateText(
+        "[{{ case.number }}] Time limit extended",
+        "Dear {{ recipient.name }},\n\n{% if recipient.audience == 'customer' %}"
+        "Because it is complex, the time to handle your {{ case.type_en }} (reference "
+        "{{ case.number }}) is extended as the rules allow"
+        "{% if payload.to %} to {{ payload.to }} days{% endif %}.{% else %}"
+        "The {{ payload.clock }} time limit of case {{ case.number }} is extended"
+        "{% if payload.to %} to {{ payload.to }} days{% endif %}.{% endif %}\n",
+    ),
+    "case.follow_up": TemplateText(
+        "[{{ case.number }}] {{ payload.kind }}",
+        "Dear {{ recipient.name }},\n\nCase {{ case.number }} ({{ case.subject }}): "
+        "{% for n in payload.notes %}{{ n }}; {% endfor %}\n",
     ),
     "deadline.reminder": TemplateText(
         "[Reminder] {{ case.number }} is due {{ clock.due_local }}",

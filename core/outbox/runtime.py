@@ -90,8 +90,17 @@ def build_processor(
         max_attempts=options.delivery_max_attempts,
         backoff_base=options.delivery_backoff_base,
     )
+    from core.webhooks.delivery import WebhookDispatcher, with_webhooks
+    from core.webhooks.services import SEND_EVENT
+
+    webhooks = WebhookDispatcher(
+        db, allow_private=settings.webhooks_may_reach_private, **options.extra.get("webhooks", {})
+    )
+    closers.append(webhooks.close)
     processor = Processor(
-        db, handlers={RETRY_EVENT: notifier.handle_retry}, batch_default=notifier.handle_batch
+        db,
+        handlers={RETRY_EVENT: notifier.handle_retry, SEND_EVENT: webhooks.handle_send},
+        batch_default=with_webhooks(notifier.handle_batch, webhooks),
     )
 
     def close() -> None:
@@ -123,11 +132,18 @@ class BackgroundRuntime:
         )
         self.broker = broker or make_broker(url, namespace=self.options.namespace)
         self._close_processor: Callable[[], None] = lambda: None
+        self._own_host: Any = None
+        if plugin_host is None and channels is None:
+            from core.plugins.host import PluginHost
+            from core.plugins.registry import build_registry
+
+            plugin_host = self._own_host = PluginHost(build_registry(), db)
         if processor is None:
             processor, self._close_processor = build_processor(
                 db, settings, self.options, channels=channels, plugin_host=plugin_host
             )
         self.processor = processor
+        self.plugin_host = plugin_host
         self.actor = declare_actor(self.broker, processor)
         self.relay = Relay(
             db,
@@ -144,6 +160,8 @@ class BackgroundRuntime:
 
     def start(self) -> BackgroundRuntime:
         """Start the parts the options ask for."""
+        if self._own_host is not None:
+            self._own_host.start()
         if self.options.consume:
             self.worker = dramatiq.Worker(
                 self.broker.broker,
@@ -159,7 +177,11 @@ class BackgroundRuntime:
             from core.scheduler.runner import Scheduler
 
             self.scheduler = Scheduler(
-                self.db, default_jobs(self.settings), interval=self.options.scheduler_interval
+                self.db,
+                default_jobs(self.settings),
+                interval=self.options.scheduler_interval,
+                settings=self.settings,
+                plugins=self.plugin_host,
             )
             self._thread("insurdesk-scheduler", self.scheduler.run)
         log.info(
@@ -189,6 +211,8 @@ class BackgroundRuntime:
             self.worker.stop(timeout=int(timeout * 1000))
         self.broker.close()
         self._close_processor()
+        if self._own_host is not None:
+            self._own_host.close()
         log.info("background_stopped")
 
     def __enter__(self) -> BackgroundRuntime:

@@ -39,7 +39,13 @@ def scheduler(
     settings = load_settings()
     import_all_models()
     db = Database(settings.effective_database_url, settings.effective_admin_database_url)
-    runner = Scheduler(db, default_jobs(settings), interval=interval, settings=settings)
+    from core.plugins.host import PluginHost
+    from core.plugins.registry import build_registry
+
+    plugins = PluginHost(build_registry(), db).start()
+    runner = Scheduler(
+        db, default_jobs(settings), interval=interval, settings=settings, plugins=plugins
+    )
     try:
         if once:
             for job, slot in runner.tick():
@@ -56,6 +62,7 @@ def scheduler(
         typer.echo(f"scheduler running as {runner.owner}: {', '.join(j.name for j in runner.jobs)}")
         runner.run(stop)
     finally:
+        plugins.close()
         db.dispose()
 
 

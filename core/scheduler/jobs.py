@@ -21,12 +21,14 @@ EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a job run gets: the database, the settings, its slot and the time it started."""
+    """What a job run gets: the database, the settings, its slot, the time it started and the
+    process's plugin host (None: jobs that consult plugins skip them)."""
 
     db: Database
     settings: Any
     slot: dt.datetime
     now: dt.datetime
+    plugins: Any = None
 
 
 @dataclass(frozen=True)

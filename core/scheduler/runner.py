@@ -50,6 +50,7 @@ class Scheduler:
         interval: float = 5.0,
         clock: Callable[[], dt.datetime] = utcnow,
         settings: object = None,
+        plugins: object = None,
     ) -> None:
         names = [j.name for j in jobs]
         if len(set(names)) != len(names):
@@ -60,6 +61,7 @@ class Scheduler:
         self.interval = interval
         self.clock = clock
         self.settings = settings
+        self.plugins = plugins
         self.wake = threading.Event()
         self.ran: list[tuple[str, dt.datetime]] = []
         """Slots this instance ran (tests and logs)."""
@@ -153,7 +155,13 @@ class Scheduler:
                 error: str | None = None
                 try:
                     job.run(
-                        JobContext(db=self.db, settings=self.settings, slot=slot, now=self.clock())
+                        JobContext(
+                            db=self.db,
+                            settings=self.settings,
+                            slot=slot,
+                            now=self.clock(),
+                            plugins=self.plugins,
+                        )
                     )
                 except Exception as exc:  # recorded on the run and logged; the loop goes on
                     error = f"{type(exc).__name__}: {exc}"[:2000]

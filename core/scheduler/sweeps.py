@@ -23,6 +23,7 @@ from core.orgs.models import OrgUnit
 from core.outbox.services import emit, purge_done
 from core.scheduler.jobs import JobContext
 from core.scheduler.models import ClockReminder
+from core.tenancy.models import Tenant
 
 log = structlog.get_logger("insurdesk.scheduler")
 
@@ -39,6 +40,49 @@ def _by_tenant(rows: Iterable[Any]) -> dict[uuid.UUID, list[Any]]:
     return grouped
 
 
+def plugin_contacts(
+    session: Any, plugins: Any, clock: CaseClock, now: dt.datetime, *, breached: bool
+) -> list[str]:
+    """Whom the plugins enabled at the case's unit want told (``insurdesk_deadline_approached``
+    / ``insurdesk_deadline_breached`` follow-ups of kind notification or escalation).
+
+    A failing plugin is logged with its name and leaves the others' contacts: the
+    escalation to the handler and up the tree goes out regardless.
+    """
+    if plugins is None:
+        return []
+    from core.cases.clocks import to_state
+    from core.cases.flows import calendar_for, facts_of
+    from core.plugins.flows import PluginFailed, follow_ups_on_deadline
+
+    case = session.get(Case, (clock.tenant_id, clock.case_id))
+    unit = session.get(OrgUnit, (clock.tenant_id, case.unit_id)) if case else None
+    if case is None or unit is None:
+        return []
+    try:
+        tenant = session.get(Tenant, clock.tenant_id)
+        planned = follow_ups_on_deadline(
+            plugins.for_unit(clock.tenant_id, unit.path),
+            facts_of(session, case, unit),
+            to_state(clock),
+            now,
+            calendar_for(session, tenant.time_zone if tenant else "Asia/Shanghai"),
+            breached=breached,
+        )
+    except PluginFailed as exc:
+        log.error(
+            "deadline_follow_ups_failed",
+            plugin=exc.plugin,
+            hook=exc.hook,
+            case=str(case.id),
+            error=exc.detail,
+        )
+        return []
+    return sorted(
+        {r for f in planned if f.kind in ("notification", "escalation") for r in f.recipients}
+    )
+
+
 def _clock_payload(clock: CaseClock) -> dict[str, Any]:
     return {
         "id": clock.id,
@@ -52,7 +96,7 @@ def _clock_payload(clock: CaseClock) -> dict[str, Any]:
 # -- breaches ---------------------------------------------------------------------------------
 
 
-def escalate_breaches(db: Database, now: dt.datetime) -> int:
+def escalate_breaches(db: Database, now: dt.datetime, plugins: Any = None) -> int:
     """Emit ``deadline.breached`` once for every running clock past its due; returns how many.
 
     Found by the partial index on ``case_clocks.due_at`` (running clocks), never a scan.
@@ -75,12 +119,14 @@ def escalate_breaches(db: Database, now: dt.datetime) -> int:
         for tenant_id, items in _by_tenant(rows).items():
             with db.tenant_transaction(tenant_id) as session:
                 for row in items:
-                    sent += _escalate_one(session, tenant_id, row.id, now)
+                    sent += _escalate_one(session, tenant_id, row.id, now, plugins)
         if len(rows) < BATCH:
             return sent
 
 
-def _escalate_one(session: Any, tenant_id: uuid.UUID, clock_id: uuid.UUID, now: dt.datetime) -> int:
+def _escalate_one(
+    session: Any, tenant_id: uuid.UUID, clock_id: uuid.UUID, now: dt.datetime, plugins: Any
+) -> int:
     marked = session.execute(
         update(CaseClock)
         .where(
@@ -95,10 +141,11 @@ def _escalate_one(session: Any, tenant_id: uuid.UUID, clock_id: uuid.UUID, now: 
     if marked != 1:
         return 0
     clock = session.get(CaseClock, (tenant_id, clock_id))
+    contacts = plugin_contacts(session, plugins, clock, now, breached=True)
     emit(
         session,
         "deadline.breached",
-        {"case_id": clock.case_id, "clock": _clock_payload(clock)},
+        {"case_id": clock.case_id, "clock": _clock_payload(clock), "contacts": contacts},
         dedupe_key=f"breach:{clock.id}:{clock.due_at.isoformat()}",
     )
     return 1
@@ -107,7 +154,7 @@ def _escalate_one(session: Any, tenant_id: uuid.UUID, clock_id: uuid.UUID, now: 
 # -- reminders --------------------------------------------------------------------------------
 
 
-def send_reminders(db: Database, now: dt.datetime) -> int:
+def send_reminders(db: Database, now: dt.datetime, plugins: Any = None) -> int:
     """Emit ``deadline.reminder`` for every reminder that came due; returns how many.
 
     A reminder whose clock stopped (met, cancelled, paused) or already passed its due is
@@ -127,13 +174,13 @@ def send_reminders(db: Database, now: dt.datetime) -> int:
         for tenant_id, items in _by_tenant(rows).items():
             with db.tenant_transaction(tenant_id) as session:
                 for row in items:
-                    sent += _remind_one(session, tenant_id, row.id, now)
+                    sent += _remind_one(session, tenant_id, row.id, now, plugins)
         if len(rows) < BATCH:
             return sent
 
 
 def _remind_one(
-    session: Any, tenant_id: uuid.UUID, reminder_id: uuid.UUID, now: dt.datetime
+    session: Any, tenant_id: uuid.UUID, reminder_id: uuid.UUID, now: dt.datetime, plugins: Any
 ) -> int:
     reminder = session.get(ClockReminder, (tenant_id, reminder_id))
     if reminder is None or reminder.status != "pending":
@@ -155,7 +202,12 @@ def _remind_one(
     emit(
         session,
         "deadline.reminder",
-        {"case_id": clock.case_id, "clock": _clock_payload(clock), "fraction": reminder.fraction},
+        {
+            "case_id": clock.case_id,
+            "clock": _clock_payload(clock),
+            "fraction": reminder.fraction,
+            "contacts": plugin_contacts(session, plugins, clock, now, breached=False),
+        },
         dedupe_key=f"reminder:{clock.id}:{clock.due_at.isoformat()}",
     )
     return 1
@@ -163,8 +215,8 @@ def _remind_one(
 
 def deadline_sweep(ctx: JobContext) -> None:
     """The every-minute sweep: reminders that came due, then breaches."""
-    reminded = send_reminders(ctx.db, ctx.now)
-    breached = escalate_breaches(ctx.db, ctx.now)
+    reminded = send_reminders(ctx.db, ctx.now, ctx.plugins)
+    breached = escalate_breaches(ctx.db, ctx.now, ctx.plugins)
     if reminded or breached:
         log.info("deadline_sweep", reminders=reminded, breaches=breached)
 
