@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
@@ -41,6 +41,7 @@ from core.cases.schemas import (
     CaseOut,
     CategoryCreate,
     CategoryOut,
+    CategoryUpdate,
     ClockExtendIn,
     ClockOut,
     ClockPauseIn,
@@ -757,13 +758,7 @@ class CategoryController(Controller):
     )
     def create_category(self, ctx: CaseContext, data: CategoryCreate) -> CategoryOut:
         """Add a category: a tenant-wide setting, so ``org:write`` at a root unit."""
-        if not any(p.count("/") == 2 for p in ctx.access.prefixes("org:write")):
-            raise Problem(
-                403,
-                "changing the classification needs org:write at the top of the organization",
-                slug="forbidden",
-                permission="org:write",
-            )
+        _require_top_admin(ctx)
         if services.get_category_by_code(ctx.session, data.code) is not None:
             raise Problem(409, f"category {data.code!r} exists", slug="duplicate")
         if data.parent_id is not None:
@@ -779,6 +774,42 @@ class CategoryController(Controller):
         ctx.session.add(category)
         ctx.session.commit()
         return CategoryOut.of(category)
+
+    @patch(
+        "/{category_id:uuid}",
+        operation_id="updateCaseCategory",
+        summary="Change a case category",
+        sync_to_thread=True,
+    )
+    def update_category(
+        self, ctx: CaseContext, category_id: uuid.UUID, data: CategoryUpdate
+    ) -> CategoryOut:
+        """Rename, reorder, restrict to case types, retire or restore a category (``org:write``
+        at a root unit). Cases keep their category; a retired one takes no new cases."""
+        _require_top_admin(ctx)
+        category = services.get_category(ctx.session, category_id)
+        if data.name_zh is not None:
+            category.name_zh = data.name_zh
+        if data.name_en is not None:
+            category.name_en = data.name_en
+        if data.case_types is not None:
+            category.case_types = [t.value for t in data.case_types]
+        if data.sort_order is not None:
+            category.sort_order = data.sort_order
+        if data.active is not None:
+            category.active = data.active
+        ctx.session.commit()
+        return CategoryOut.of(category)
+
+
+def _require_top_admin(ctx: CaseContext) -> None:
+    if not any(p.count("/") == 2 for p in ctx.access.prefixes("org:write")):
+        raise Problem(
+            403,
+            "changing the classification needs org:write at the top of the organization",
+            slug="forbidden",
+            permission="org:write",
+        )
 
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -138,6 +138,16 @@ class CategoryCreate(Input):
     sort_order: int = 0
 
 
+class CategoryUpdate(Input):
+    """Rename, reorder, restrict or retire a category (a retired one takes no new cases)."""
+
+    name_zh: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    name_en: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    case_types: list[CaseType] | None = None
+    sort_order: int | None = None
+    active: bool | None = None
+
+
 class ViewCreate(Input):
     """A saved work-queue view: a name and the list filters (the list endpoint's parameters)."""
 

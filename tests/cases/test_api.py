@@ -170,8 +170,8 @@ def test_a_provisional_due_is_flagged_in_the_api(
     assert made["case"]["id"] in flagged
 
 
-def test_categories_are_listed_and_only_a_top_level_admin_adds_one(
-    as_: Callable[[str], Api],
+def test_categories_are_listed_and_only_a_top_level_admin_changes_them(
+    as_: Callable[[str], Api], world: TenantWorld
 ) -> None:
     listed = as_("agent_bj").get("/api/v1/case-categories").json()
     codes = [c["code"] for c in listed]
