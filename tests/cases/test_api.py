@@ -186,6 +186,28 @@ def test_categories_are_listed_and_only_a_top_level_admin_changes_them(
         c["code"] for c in as_("agent_bj").get("/api/v1/case-categories").json()
     ]
 
+    category_id = created.json()["id"]
+    problem(as_("agent_bj").http.patch(f"/api/v1/case-categories/{category_id}", json={}), 403)
+    retired = as_("admin").http.patch(
+        f"/api/v1/case-categories/{category_id}",
+        json={"name_en": "Mis-selling (sales)", "active": False},
+    )
+    assert retired.status_code == 200, retired.text
+    assert retired.json()["name_en"] == "Mis-selling (sales)" and not retired.json()["active"]
+    listed = as_("agent_bj").get("/api/v1/case-categories").json()
+    assert "mis_selling" not in [c["code"] for c in listed]
+    everything = as_("agent_bj").get("/api/v1/case-categories", params={"include_inactive": True})
+    assert "mis_selling" in [c["code"] for c in everything.json()]
+    body = {
+        "type": "complaint",
+        "channel": "hotline",
+        "subject": "x",
+        "unit_id": str(world.units["bj"].id),
+        "category": "mis_selling",
+    }
+    refused = problem(as_("agent_bj").post("/api/v1/cases", body), 422)
+    assert refused["detail"].endswith("retired")
+
 
 def test_manual_and_round_robin_assignment(
     as_: Callable[[str], Api], world: TenantWorld, database: Database
