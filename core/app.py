@@ -51,6 +51,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         settings.effective_database_url, settings.effective_admin_database_url
     )
 
+    from core.api.idempotency import idempotency_middleware
+    from core.api.openapi import finished_openapi_plugin
+    from core.api.ratelimit import RateLimiter, make_backend, rate_limit_middleware
     from core.auth.keys import ensure_signing_key
     from core.auth.middleware import auth_middleware
     from core.outbox.embedded import embedded_lifespans
@@ -58,13 +61,16 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from core.plugins.registry import build_registry
 
     plugins = PluginHost(build_registry(), db)  # installed plugins + per-tenant cache
+    limiter = RateLimiter(settings, make_backend(settings, db))
 
     def on_startup(app: Litestar) -> None:
         ensure_signing_key(db)
         plugins.start()
 
-    def on_shutdown(app: Litestar) -> None:
+    async def on_shutdown(app: Litestar) -> None:
         plugins.close()
+        if limiter.backend is not None:
+            await limiter.backend.close()
         if database is None:
             db.dispose()
 
@@ -77,7 +83,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             "problem details."
         ),
         path="/schema",
-        render_plugins=[ScalarRenderPlugin()],
+        render_plugins=[ScalarRenderPlugin(), finished_openapi_plugin(settings)],
         components=Components(
             security_schemes={
                 "oauth2": SecurityScheme(
@@ -98,7 +104,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             "db": Provide(lambda: db, use_cache=True, sync_to_thread=False),
             "plugins": Provide(lambda: plugins, use_cache=True, sync_to_thread=False),
         },
-        middleware=[auth_middleware(settings, db)],
+        middleware=[
+            auth_middleware(settings, db),
+            rate_limit_middleware(limiter),
+            idempotency_middleware(settings, db),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         on_startup=[on_startup],

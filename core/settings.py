@@ -67,6 +67,45 @@ class Settings:
     ``redis://...``. Empty or ``stub``: the embedded default, where ``serve`` runs the outbox
     relay, an in-process worker and the scheduler itself (docs/background.md)."""
 
+    redis_url: str = ""
+    """``INSURDESK_REDIS_URL``: Redis for state shared by every process (rate-limit buckets),
+    e.g. ``redis://127.0.0.1:6379/0``. Empty: see ``rate_limit_backend``."""
+
+    rate_limit_backend: str = "auto"
+    """``INSURDESK_RATE_LIMIT_BACKEND``: where the token buckets live: ``redis`` (needs
+    ``redis_url``), ``database`` (PostgreSQL, one upsert per request), ``memory`` (this
+    process only: the embedded default on SQLite), ``off``; ``auto`` picks ``redis`` when
+    ``redis_url`` is set, else ``database`` on PostgreSQL, else ``memory`` (docs/integrators.md)."""
+
+    rate_limit_client: int = 1200
+    """``INSURDESK_RATE_LIMIT_CLIENT``: requests per minute of one API client (for a person's
+    token: of that person), also the burst size."""
+
+    rate_limit_tenant: int = 6000
+    """``INSURDESK_RATE_LIMIT_TENANT``: requests per minute of all of a tenant's callers
+    together."""
+
+    rate_limit_overrides: str = ""
+    """``INSURDESK_RATE_LIMIT_OVERRIDES``: per-tenant limits as JSON, by tenant slug:
+    ``{"huaxia": {"client": 3000, "tenant": 20000}}`` (0 = unlimited)."""
+
+    idempotency_ttl: int = 86_400
+    """``INSURDESK_IDEMPOTENCY_TTL``: seconds an ``Idempotency-Key`` and its response are kept."""
+
+    webhook_allow_private: bool | None = None
+    """``INSURDESK_WEBHOOK_ALLOW_PRIVATE``: allow webhook URLs on loopback, private, link-local
+    and other non-public addresses (e.g. an insurer's intranet). Unset: allowed in development
+    and tests, refused with production settings. Webhook URLs must use https with production
+    settings either way."""
+
+    @property
+    def webhooks_may_reach_private(self) -> bool:
+        """Whether webhook deliveries may go to non-public addresses (see
+        ``webhook_allow_private``)."""
+        if self.webhook_allow_private is None:
+            return not self.is_production
+        return self.webhook_allow_private
+
     @property
     def is_production(self) -> bool:
         """True when running with production settings (no demo data, strict checks)."""

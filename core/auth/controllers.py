@@ -56,6 +56,7 @@ async def _oauth_request(
         query=query,
         form=form,
         payload_from=payload_from,
+        source=request.client.host if request.client else None,
     )
 
 

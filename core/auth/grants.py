@@ -33,6 +33,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import select, update
 
+from core.auth.audit import record_token_event
 from core.auth.hashing import digest
 from core.auth.models import (
     AuthorizationCode,
@@ -295,6 +296,25 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         """Access or refresh token of the client's tenant."""
         return _query_token(self.server, token_string, token_type_hint)
 
+    def create_endpoint_response(self, request: OAuth2Request) -> Any:
+        """authlib's answer, recorded in the tenant's audit log (who asked, about what)."""
+        status, body, headers = super().create_endpoint_response(request)
+        unit = current_unit()
+        record_token_event(
+            unit.session,
+            action="oauth.token_introspected",
+            client_id=request.client.client_id,
+            details={
+                "active": bool(body.get("active")),
+                "token_client_id": body.get("client_id"),
+                "token_type": body.get("token_type"),
+                "jti": body.get("jti"),
+                "scopes": sorted(str(body.get("scope") or "").split()),
+            },
+            source=unit.source,
+        )
+        return status, body, headers
+
     def check_permission(self, token: Any, client: OAuthClient, request: OAuth2Request) -> bool:
         """Tokens were already limited to the client's tenant by the lookup."""
         return True
@@ -361,8 +381,25 @@ class RevocationEndpoint(_RevocationEndpoint):
                 token.claims["jti"],
                 datetime.fromtimestamp(int(token.claims["exp"]), UTC),
             )
-            return
-        revoke_family(unit, token.family_id, reason="revoked by client")
+            details: dict[str, Any] = {
+                "token_type": "access_token",
+                "jti": token.claims["jti"],
+                "scopes": sorted(str(token.claims.get("scope", "")).split()),
+            }
+        else:
+            revoke_family(unit, token.family_id, reason="revoked by client")
+            details = {
+                "token_type": "refresh_token",
+                "family_id": str(token.family_id),
+                "scopes": sorted(str(token.scope or "").split()),
+            }
+        record_token_event(
+            unit.session,
+            action="oauth.token_revoked",
+            client_id=request.client.client_id,
+            details=details,
+            source=unit.source,
+        )
 
 
 def register_grants(server: AuthorizationServer) -> None:

@@ -28,7 +28,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from core.auth.principal import Principal, current_principal
 from core.auth.server import AuthContext, auth_context
-from core.auth.tokens import TokenError, token_state
+from core.auth.tokens import TokenError, audience_allows, token_state
 from core.db import Database
 from core.settings import Settings
 
@@ -103,6 +103,8 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
             principal, claims = await anyio.to_thread.run_sync(authenticate_bearer, self.ctx, token)
         except TokenError as exc:
             raise NotAuthorizedException(exc.detail) from None
+        if not audience_allows(claims.get("aud"), self.ctx.settings.issuer, connection.url.path):
+            raise NotAuthorizedException("token audience does not include this resource")
         return AuthenticationResult(user=principal, auth=claims)
 
 

@@ -62,6 +62,10 @@ class OAuthClient(TenantScoped, Timestamped, ClientMixin, Base):
     """Ids (as strings) of the org units the client may act for, with the units below them."""
     active: Mapped[bool] = mapped_column(default=True)
     secret_rotated_at: Mapped[datetime | None] = mapped_column(default=None)
+    version: Mapped[int] = mapped_column(default=1)
+    """The ETag of the client's record in the API (optimistic concurrency)."""
+
+    __mapper_args__ = {"version_id_col": version}
 
     # --- authlib ClientMixin ------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import structlog
 from authlib.oauth2 import AuthorizationServer as _AuthorizationServer
-from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from litestar import Response
 from sqlalchemy import Table, select
@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from core.auth.audit import record_token_event
 from core.auth.hashing import digest, generate_handle
 from core.auth.keys import KeyStore
 from core.auth.models import (
@@ -42,7 +43,13 @@ from core.auth.models import (
     RevokedToken,
     as_utc,
 )
-from core.auth.tokens import AccessTokenVerifier, access_token_claims, sign_access_token
+from core.auth.tokens import (
+    AccessTokenVerifier,
+    access_token_claims,
+    check_resource,
+    resource_base,
+    sign_access_token,
+)
 from core.db import Database, new_id, utcnow
 from core.people.models import Person
 from core.people.permissions import PERMISSIONS
@@ -74,6 +81,12 @@ class TenantUnit:
         """Set when a refused request must still persist what it did (replay revocations)."""
         self.issued_claims: dict[str, Any] | None = None
         """Claims of the access token issued in this request (read by ``save_token``)."""
+        self.source: str | None = None
+        """The caller's network address (for the audit log)."""
+        self.audience: str | list[str] | None = None
+        """The ``aud`` of the token to issue: RFC 8707 resources asked for (None: the API)."""
+        self.refusals: list[dict[str, Any]] = []
+        """Refused requests to record in the audit log after the rollback."""
 
     def bind(self, tenant: Tenant) -> Session | None:
         """Open the session of ``tenant``; None if the request is already bound to another."""
@@ -148,6 +161,28 @@ def revoke_family(unit: TenantUnit, family_id: Any, *, reason: str) -> None:
 RevokedTable: Table = RevokedToken.__table__  # type: ignore[assignment]
 
 
+def _named_client(request: Any) -> str | None:
+    """The client id a request names (authenticated or not): the authenticated client, the
+    Basic user name, the ``client_id`` form field, or the assertion's subject."""
+    client = getattr(request, "client", None)
+    if client is not None:
+        return str(client.client_id)
+    import base64
+
+    header = str(request.headers.get("Authorization") or "")
+    if header.lower().startswith("basic "):
+        try:
+            user = base64.b64decode(header[6:].strip()).decode("utf-8").split(":", 1)[0]
+            from urllib.parse import unquote
+
+            return unquote(user)[:160] or None
+        except (ValueError, UnicodeError):
+            return None
+    data = request.payload.data if getattr(request, "payload", None) is not None else {}
+    named = data.get("client_id")
+    return str(named)[:160] if named else None
+
+
 def revoke_jti(session: Session, jti: str, expires_at: datetime) -> bool:
     """Record ``jti`` as revoked until ``expires_at``; False if it already was.
 
@@ -206,8 +241,10 @@ class LitestarOAuth2Request(OAuth2Request):
         query: list[tuple[str, str]],
         form: list[tuple[str, str]],
         payload_from: Literal["query", "form"],
+        source: str | None = None,
     ) -> None:
         super().__init__(method=method, uri=uri, headers=headers)
+        self.source = source
         self._query = _Payload(query)
         self._form = _Payload(form)
         self.payload = self._query if payload_from == "query" else self._form
@@ -224,6 +261,13 @@ class LitestarOAuth2Request(OAuth2Request):
 
 
 # --- the server ---------------------------------------------------------------------------
+
+
+class InvalidTargetError(OAuth2Error):
+    """RFC 8707: the requested resource is invalid, unknown or malformed."""
+
+    error = "invalid_target"
+    status_code = 400
 
 
 class _TokenGenerator(BearerTokenGenerator):
@@ -252,8 +296,24 @@ class _TokenGenerator(BearerTokenGenerator):
             subject=str(user.id) if user is not None else client.client_id,
             client_id=client.client_id,
             scope=scope or "",
+            audience=unit.audience,
         )
         unit.issued_claims = claims
+        record_token_event(
+            unit.session,
+            action="oauth.token_issued",
+            client_id=client.client_id,
+            details={
+                "grant_type": grant_type,
+                "scopes": sorted(str(scope or "").split()),
+                "kind": claims["kind"],
+                "sub": claims["sub"],
+                "jti": claims["jti"],
+                "aud": claims["aud"],
+                "expires_at": claims["exp"],
+            },
+            source=unit.source,
+        )
         log.info(
             "oauth_token_issued",
             client_id=client.client_id,
@@ -336,8 +396,67 @@ class AuthorizationServer(_AuthorizationServer):
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         """Requests are built by the controllers (they must await the form first)."""
         if isinstance(request, OAuth2Request):
+            unit = _current_unit.get()
+            if unit is not None and isinstance(request, LitestarOAuth2Request):
+                unit.source = request.source
             return request
         raise TypeError("build a LitestarOAuth2Request in the controller")
+
+    def create_token_response(self, request: Any = None) -> Response[Any]:
+        """authlib's token endpoint, after reading the RFC 8707 ``resource`` parameters (and
+        ``audience``, as some libraries send it): the token's ``aud`` becomes those resources.
+        One that is not this platform's API is ``invalid_target``."""
+        request = self.create_oauth2_request(request)
+        try:
+            current_unit().audience = self._audience(request)
+        except OAuth2Error as error:
+            return self.handle_error_response(request, error)
+        return super().create_token_response(request)  # type: ignore[no-any-return]
+
+    def _audience(self, request: OAuth2Request) -> list[str] | None:
+        lists = request.payload.datalist if request.payload is not None else {}
+        asked = [*lists.get("resource", []), *lists.get("audience", [])]
+        if not asked:
+            return None
+        found: list[str] = []
+        for value in asked:
+            resource = check_resource(str(value), self.settings.issuer)
+            if resource is None:
+                raise InvalidTargetError(
+                    f"resource {str(value)[:200]!r} is not this platform's API; use "
+                    f"{resource_base(self.settings.issuer)}[/<collection>]"
+                )
+            found.append(resource)
+        return sorted(set(found))
+
+    def handle_error_response(self, request: Any, error: Any) -> Response[Any]:
+        """An RFC 6749 error; a refused token, introspection or revocation request of a known
+        tenant is kept for its audit log (recorded after the rollback)."""
+        unit = _current_unit.get()
+        if unit is not None and unit.tenant is not None and request is not None:
+            endpoint = str(getattr(request, "uri", "")).split("?", 1)[0].rsplit("/", 1)[-1]
+            action = {
+                "token": "oauth.token_refused",
+                "introspect": "oauth.introspection_refused",
+                "revoke": "oauth.revocation_refused",
+            }.get(endpoint)
+            if action is not None:
+                unit.refusals.append(
+                    {
+                        "action": action,
+                        "client_id": _named_client(request),
+                        "details": {
+                            "error": getattr(error, "error", None),
+                            "grant_type": request.payload.data.get("grant_type")
+                            if getattr(request, "payload", None) is not None
+                            else None,
+                            "scopes": sorted(str(request.payload.data.get("scope") or "").split())
+                            if getattr(request, "payload", None) is not None
+                            else [],
+                        },
+                    }
+                )
+        return super().handle_error_response(request, error)  # type: ignore[no-any-return]
 
     def create_json_request(self, request: Any) -> Any:
         """No JSON endpoints (dynamic client registration is not offered)."""
@@ -392,7 +511,8 @@ class AuthContext:
             _current_unit.reset(token)
 
     def run(self, work: Callable[[TenantUnit], Response[Any]]) -> Response[Any]:
-        """Call ``work`` in a unit; commit if it answered a success, else roll back."""
+        """Call ``work`` in a unit; commit if it answered a success, else roll back (and then
+        record the refusal in the tenant's audit log, in a transaction of its own)."""
         with self.unit() as unit:
             try:
                 response = work(unit)
@@ -400,7 +520,21 @@ class AuthContext:
                 unit.finish(False)
                 raise
             unit.finish((response.status_code or 200) < 400 or unit.commit_anyway)
+            if unit.refusals and unit.tenant is not None:
+                self._record_refusals(unit)
             return response
+
+    def _record_refusals(self, unit: TenantUnit) -> None:
+        assert unit.tenant is not None
+        with self.db.tenant_transaction(unit.tenant.id) as session:
+            for refusal in unit.refusals:
+                record_token_event(
+                    session,
+                    action=refusal["action"],
+                    client_id=refusal["client_id"],
+                    details=refusal["details"],
+                    source=unit.source,
+                )
 
 
 _KEYSTORES: weakref.WeakKeyDictionary[Database, KeyStore] = weakref.WeakKeyDictionary()

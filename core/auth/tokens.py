@@ -5,7 +5,7 @@ Claims of every access token:
 ========== ===============================================================================
 ``iss``    ``settings.issuer``
 ``sub``    the person's id (``kind = person``) or the client's ``client_id`` (``client``)
-``aud``    ``insurdesk-api``
+``aud``    ``insurdesk-api``, or the RFC 8707 resources asked for
 ``exp``    ``iat + settings.access_token_ttl``
 ``iat``    issue time; ``nbf`` equals it
 ``jti``    random id (revocation, introspection)
@@ -113,13 +113,18 @@ def access_token_claims(
     client_id: str,
     scope: str,
     now: int | None = None,
+    audience: str | list[str] | None = None,
 ) -> dict[str, Any]:
-    """The claims of a new access token (see the module docstring)."""
+    """The claims of a new access token (see the module docstring).
+
+    :param audience: RFC 8707 resources the token is restricted to (default: the whole API,
+        ``insurdesk-api``).
+    """
     issued = int(time.time()) if now is None else now
     return {
         "iss": issuer,
         "sub": subject,
-        "aud": AUDIENCE,
+        "aud": audience or AUDIENCE,
         "exp": issued + ttl,
         "iat": issued,
         "nbf": issued,
@@ -176,7 +181,7 @@ class AccessTokenVerifier:
         registry = jwt.JWTClaimsRegistry(
             leeway=self.leeway,
             iss={"essential": True, "value": self.issuer},
-            aud={"essential": True, "value": AUDIENCE},
+            aud={"essential": True},
             exp={"essential": True},
             iat={"essential": True},
             sub={"essential": True},
@@ -201,4 +206,49 @@ class AccessTokenVerifier:
             raise TokenError("token claim 'tenant' invalid") from None
         if not isinstance(claims.get("scope", ""), str):
             raise TokenError("token claim 'scope' invalid")
+        if not audiences_valid(claims.get("aud"), self.issuer):
+            raise TokenError("token claim 'aud' invalid")
         return claims
+
+
+def resource_base(issuer: str) -> str:
+    """The URL under which every API resource lives: ``<issuer>/api/v1``."""
+    return issuer.rstrip("/") + "/api/v1"
+
+
+def check_resource(resource: str, issuer: str) -> str | None:
+    """``resource`` normalized if it names this platform's API (RFC 8707), else None.
+
+    Accepted: ``<issuer>/api/v1`` and ``<issuer>/api/v1/<collection>[/...]``; no query, no
+    fragment.
+    """
+    base = resource_base(issuer)
+    value = resource.strip()
+    if "?" in value or "#" in value or len(value) > 500:
+        return None
+    value = value.rstrip("/")
+    if value == base or value.startswith(base + "/"):
+        return value
+    return None
+
+
+def audiences_valid(aud: Any, issuer: str) -> bool:
+    """``aud`` is the API (``insurdesk-api``) or resources of this platform's API."""
+    values = aud if isinstance(aud, list) else [aud]
+    if not values or not all(isinstance(v, str) for v in values):
+        return False
+    return all(v == AUDIENCE or check_resource(v, issuer) == v for v in values)
+
+
+def audience_allows(aud: Any, issuer: str, path: str) -> bool:
+    """Whether a token with ``aud`` may be used on the API path ``path``."""
+    values = aud if isinstance(aud, list) else [aud]
+    if AUDIENCE in values:
+        return True
+    base = resource_base(issuer)
+    prefix = base.partition("://")[2].partition("/")[2]  # e.g. "api/v1"
+    for value in values:
+        resource_path = "/" + prefix + value[len(base) :]
+        if path == resource_path or path.startswith(resource_path.rstrip("/") + "/"):
+            return True
+    return False

@@ -29,6 +29,7 @@ PERMISSIONS: dict[str, str] = {
     "plugins:read": "Read plugins and their settings",
     "plugins:admin": "Enable, configure and roll back plugins",
     "clients:admin": "Register and manage API clients",
+    "webhooks:admin": "Subscribe URLs to events; list and replay webhook deliveries",
     "audit:read": "Read the audit log",
     "stats:read": "Read statistics and reports",
     "notifications:admin": "Read the delivery log, dead letters and background-work metrics; "

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 15:20:58.479003
+Create Date: 2026-11-25 16:14:42.101245
 """
 
 from collections.abc import Sequence
@@ -28,6 +28,7 @@ TENANT_TABLES = [
     "clock_reminders",
     "customers",
     "deliveries",
+    "idempotency_keys",
     "notification_templates",
     "oauth_authorization_codes",
     "oauth_clients",
@@ -40,8 +41,11 @@ TENANT_TABLES = [
     "plugin_setting_versions",
     "plugin_settings",
     "policies",
+    "rate_limit_buckets",
     "role_assignments",
     "roles",
+    "webhook_deliveries",
+    "webhook_subscriptions",
 ]
 
 
@@ -89,6 +93,33 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "key", name=op.f("uq_case_counters_tenant_id_key")),
     )
     op.create_table(
+        "idempotency_keys",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("principal", sa.String(length=400), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("method", sa.String(length=10), nullable=False),
+        sa.Column("path", sa.String(length=2000), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("headers", sa.JSON(), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_idempotency_keys")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "principal",
+            "key",
+            name=op.f("uq_idempotency_keys_tenant_id_principal_key"),
+        ),
+    )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.create_index("ix_idempotency_keys_expires", ["expires_at"], unique=False)
+
+    op.create_table(
         "notification_templates",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -125,6 +156,7 @@ def upgrade() -> None:
         sa.Column("unit_ids", sa.JSON(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("secret_rotated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_oauth_clients")),
@@ -245,6 +277,17 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", name=op.f("uq_plugin_config_revisions_tenant_id")),
     )
     op.create_table(
+        "rate_limit_buckets",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("key", sa.String(length=400), nullable=False),
+        sa.Column("tokens", sa.Double(), nullable=False),
+        sa.Column("stamp", sa.Double(), nullable=False),
+        sa.Column("allowed", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_rate_limit_buckets")),
+        sa.UniqueConstraint("tenant_id", "key", name=op.f("uq_rate_limit_buckets_tenant_id_key")),
+    )
+    op.create_table(
         "roles",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -301,6 +344,24 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
         sa.UniqueConstraint("slug", name=op.f("uq_tenants_slug")),
+    )
+    op.create_table(
+        "webhook_subscriptions",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("url", sa.String(length=2000), nullable=False),
+        sa.Column("description", sa.String(length=200), nullable=False),
+        sa.Column("event_types", sa.JSON(), nullable=False),
+        sa.Column("unit_ids", sa.JSON(), nullable=False),
+        sa.Column("secret", sa.String(length=100), nullable=False),
+        sa.Column("previous_secret", sa.String(length=100), nullable=True),
+        sa.Column("previous_secret_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_webhook_subscriptions")),
     )
     op.create_table(
         "case_views",
@@ -577,6 +638,50 @@ def upgrade() -> None:
             name=op.f("uq_role_assignments_tenant_id_person_id_role_id_unit_id"),
         ),
     )
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("subscription_id", sa.Uuid(), nullable=False),
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("replays", sa.Integer(), nullable=False),
+        sa.Column("last_status_code", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("history", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "subscription_id"],
+            ["webhook_subscriptions.tenant_id", "webhook_subscriptions.id"],
+            name=op.f("fk_webhook_deliveries_tenant_id_subscription_id_webhook_subscriptions"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_webhook_deliveries")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "subscription_id",
+            "event_id",
+            name=op.f("uq_webhook_deliveries_tenant_id_subscription_id_event_id"),
+        ),
+    )
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_webhook_deliveries_status", ["tenant_id", "status", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_webhook_deliveries_subscription",
+            ["tenant_id", "subscription_id", "id"],
+            unique=False,
+        )
+
     op.create_table(
         "policies",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
@@ -977,6 +1082,11 @@ def downgrade() -> None:
 
     op.drop_table("cases")
     op.drop_table("policies")
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhook_deliveries_subscription")
+        batch_op.drop_index("ix_webhook_deliveries_status")
+
+    op.drop_table("webhook_deliveries")
     op.drop_table("role_assignments")
     op.drop_table("plugin_settings")
     with op.batch_alter_table("plugin_setting_versions", schema=None) as batch_op:
@@ -995,10 +1105,12 @@ def downgrade() -> None:
     op.drop_table("deliveries")
     op.drop_table("customers")
     op.drop_table("case_views")
+    op.drop_table("webhook_subscriptions")
     op.drop_table("tenants")
     op.drop_table("signing_keys")
     op.drop_table("scheduler_runs")
     op.drop_table("roles")
+    op.drop_table("rate_limit_buckets")
     op.drop_table("plugin_config_revisions")
     op.drop_table("platform_audit")
     op.drop_table("people")
@@ -1014,6 +1126,10 @@ def downgrade() -> None:
     op.drop_table("oauth_revoked_tokens")
     op.drop_table("oauth_clients")
     op.drop_table("notification_templates")
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_index("ix_idempotency_keys_expires")
+
+    op.drop_table("idempotency_keys")
     op.drop_table("case_counters")
     op.drop_table("case_categories")
     op.drop_table("calendar_years")

@@ -1,0 +1,437 @@
+"""Rate limits per caller and per tenant: token buckets, shared across processes.
+
+Every authenticated ``/api/`` request takes one token from two buckets: the caller's (an
+integrator's client; for a person's token, that person) and the tenant's. A bucket holds at
+most ``limit`` tokens (the burst) and refills at ``limit`` per minute. When either is empty
+the answer is a ``429`` problem with ``Retry-After``; every answer carries the IETF draft
+headers of the tighter bucket::
+
+    RateLimit-Limit: 1200          # the bucket's size (requests per minute)
+    RateLimit-Remaining: 1187      # tokens left
+    RateLimit-Reset: 1             # seconds until the bucket is full again
+    RateLimit-Policy: 1200;w=60
+
+Where the buckets live (``INSURDESK_RATE_LIMIT_BACKEND``): ``redis`` (one Lua script per
+request, atomic over both buckets; the production choice), ``database`` (an upsert per bucket
+that computes the refill in SQL; PostgreSQL deployments without Redis), ``memory`` (this
+process only: the embedded default on SQLite, a single process), ``off``. ``auto`` picks the
+first that applies. If Redis cannot be reached the request is let through and a warning is
+logged: losing the limiter must not take the API down.
+
+Limits: ``INSURDESK_RATE_LIMIT_CLIENT`` and ``INSURDESK_RATE_LIMIT_TENANT`` (per minute), and
+per tenant ``INSURDESK_RATE_LIMIT_OVERRIDES`` (JSON by tenant slug, with optional per-client
+values: ``{"huaxia": {"client": 3000, "tenant": 20000, "clients": {"huaxia.erp": 600}}}``;
+0 means unlimited).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import structlog
+from litestar.middleware import DefineMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy import Uuid, bindparam, text
+
+from core.api.problems import Problem
+from core.auth.principal import Principal
+from core.db import Database, new_id
+from core.settings import Settings
+
+log = structlog.get_logger("insurdesk.ratelimit")
+
+PREFIX = "/api/"
+BACKENDS = ("auto", "redis", "database", "memory", "off")
+WINDOW_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A bucket to take a token from: ``capacity`` tokens, refilled at ``rate`` per second."""
+
+    key: str
+    capacity: int
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second."""
+        return self.capacity / WINDOW_SECONDS
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one request, and the headers that tell the caller."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int
+    retry_after: int
+
+    def headers(self) -> dict[str, str]:
+        """``RateLimit-*`` headers (and ``Retry-After`` when refused)."""
+        out = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+            "RateLimit-Policy": f"{self.limit};w={WINDOW_SECONDS}",
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(self.retry_after)
+        return out
+
+
+def decide(buckets: Sequence[Bucket], allowed: bool, levels: Sequence[float]) -> Decision:
+    """The decision from each bucket's level after the request (the tightest one reported)."""
+    pairs = sorted(zip(buckets, levels, strict=True), key=lambda p: p[1] / p[0].capacity)
+    if not allowed:
+        pairs = [p for p in pairs if p[1] < 1] or pairs
+    bucket, level = pairs[0]
+    remaining = max(0, math.floor(level))
+    reset = max(0, math.ceil((bucket.capacity - level) / bucket.rate))
+    retry = max(1, math.ceil((1 - level) / bucket.rate)) if level < 1 else 0
+    return Decision(allowed, bucket.capacity, remaining, reset, retry)
+
+
+class Backend(Protocol):
+    """Where buckets live. ``take`` is all-or-nothing where the backend can make it so."""
+
+    name: str
+
+    async def take(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
+    ) -> tuple[bool, list[float]]:
+        """Take one token from each bucket; return whether allowed and each level after."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class MemoryBackend:
+    """Buckets in this process's memory (the embedded default: one process)."""
+
+    name = "memory"
+    MAX_KEYS = 100_000
+
+    def __init__(self) -> None:
+        self._levels: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    async def take(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
+    ) -> tuple[bool, list[float]]:
+        """See :class:`Backend` (atomic over the buckets)."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._levels) > self.MAX_KEYS:
+                self._levels.clear()
+            levels = []
+            for b in buckets:
+                tokens, stamp = self._levels.get(b.key, (float(b.capacity), now))
+                levels.append(min(b.capacity, tokens + max(0.0, now - stamp) * b.rate))
+            allowed = all(level >= 1 for level in levels)
+            if allowed:
+                levels = [level - 1 for level in levels]
+            for b, level in zip(buckets, levels, strict=True):
+                self._levels[b.key] = (level, now)
+        return allowed, levels
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = #KEYS
+local levels = {}
+local ok = 1
+for i = 1, n do
+  local cap = tonumber(ARGV[2 * i - 1])
+  local rate = tonumber(ARGV[2 * i])
+  local data = redis.call('HMGET', KEYS[i], 't', 's')
+  local tokens = tonumber(data[1]) or cap
+  local stamp = tonumber(data[2]) or now
+  tokens = math.min(cap, tokens + math.max(0, now - stamp) * rate)
+  levels[i] = tokens
+  if tokens < 1 then ok = 0 end
+end
+local out = {ok}
+for i = 1, n do
+  local cap = tonumber(ARGV[2 * i - 1])
+  local rate = tonumber(ARGV[2 * i])
+  if ok == 1 then levels[i] = levels[i] - 1 end
+  redis.call('HSET', KEYS[i], 't', tostring(levels[i]), 's', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil(cap / rate * 1000) + 1000)
+  out[i + 1] = tostring(levels[i])
+end
+return out
+"""
+
+
+class RedisBackend:
+    """Buckets in Redis: one Lua script per request, atomic over both buckets, Redis's clock."""
+
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str = "insurdesk:rl:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._clients: dict[int, tuple[Any, Any]] = {}
+
+    def _script(self) -> Any:
+        import redis.asyncio as aioredis
+
+        loop = _loop_id()  # a client per event loop (connections belong to their loop)
+        found = self._clients.get(loop)
+        if found is None:
+            client = aioredis.Redis.from_url(
+                self.url, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+            found = (client, client.register_script(_LUA))
+            self._clients[loop] = found
+        return found[1]
+
+    async def take(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
+    ) -> tuple[bool, list[float]]:
+        """See :class:`Backend`."""
+        script = self._script()
+        args: list[Any] = []
+        for b in buckets:
+            args += [b.capacity, b.rate]
+        result = await script(keys=[self.prefix + b.key for b in buckets], args=args)
+        return bool(int(result[0])), [float(v) for v in result[1:]]
+
+    async def close(self) -> None:
+        """Close the connection pools."""
+        for client, _ in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def _loop_id() -> int:
+    import asyncio
+
+    return id(asyncio.get_running_loop())
+
+
+class DatabaseBackend:
+    """Buckets in ``rate_limit_buckets``: an upsert per bucket computes the refill in SQL with
+    the database's clock, so every process shares the buckets without lost updates."""
+
+    name = "database"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        dialect = db.engine.dialect.name
+        if dialect == "postgresql":
+            now, least, greatest = "EXTRACT(EPOCH FROM clock_timestamp())", "LEAST", "GREATEST"
+        else:
+            now, least, greatest = "((julianday('now') - 2440587.5) * 86400.0)", "MIN", "MAX"
+        level = (
+            f"{least}(:cap, rate_limit_buckets.tokens + "
+            f"{greatest}(0, {now} - rate_limit_buckets.stamp) * :rate)"
+        )
+        self.sql = text(
+            "INSERT INTO rate_limit_buckets (tenant_id, id, key, tokens, stamp, allowed) "
+            f"VALUES (:tenant, :id, :key, :cap - 1, {now}, true) "
+            "ON CONFLICT (tenant_id, key) DO UPDATE SET "
+            f"tokens = CASE WHEN {level} >= 1 THEN {level} - 1 ELSE {level} END, "
+            f"allowed = ({level} >= 1), "
+            f"stamp = {greatest}(rate_limit_buckets.stamp, {now}) "
+            "RETURNING tokens, allowed"
+        ).bindparams(bindparam("tenant", type_=Uuid()), bindparam("id", type_=Uuid()))
+
+    def _take(self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]) -> tuple[bool, list[float]]:
+        levels: list[float] = []
+        allowed = True
+        with self.db.tenant_transaction(tenant_id) as session:
+            for b in buckets:
+                row = session.execute(
+                    self.sql,
+                    {
+                        "tenant": tenant_id,
+                        "id": new_id(),
+                        "key": b.key,
+                        "cap": float(b.capacity),
+                        "rate": b.rate,
+                    },
+                ).one()
+                levels.append(float(row[0]))
+                allowed = allowed and bool(row[1])
+        return allowed, levels
+
+    async def take(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
+    ) -> tuple[bool, list[float]]:
+        """See :class:`Backend` (not all-or-nothing: a refused request may spend a token)."""
+        return await anyio.to_thread.run_sync(self._take, tenant_id, buckets)
+
+    async def close(self) -> None:
+        """Nothing to release (the app owns the database)."""
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    """Per-minute limits of a tenant (0: unlimited)."""
+
+    client: int
+    tenant: int
+    clients: Mapping[str, int]
+
+
+def parse_overrides(raw: str) -> dict[str, TenantLimits]:
+    """Read ``INSURDESK_RATE_LIMIT_OVERRIDES``; raises ValueError naming what is wrong."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"INSURDESK_RATE_LIMIT_OVERRIDES is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("INSURDESK_RATE_LIMIT_OVERRIDES must be an object by tenant slug")
+    out: dict[str, TenantLimits] = {}
+    for slug, value in data.items():
+        if not isinstance(value, dict) or set(value) - {"client", "tenant", "clients"}:
+            raise ValueError(
+                f"INSURDESK_RATE_LIMIT_OVERRIDES[{slug!r}]: use client, tenant and clients"
+            )
+        clients = value.get("clients", {})
+        numbers = [value.get("client", 0), value.get("tenant", 0), *dict(clients).values()]
+        if not all(isinstance(n, int) and n >= 0 for n in numbers):
+            raise ValueError(f"INSURDESK_RATE_LIMIT_OVERRIDES[{slug!r}]: limits are integers ≥ 0")
+        out[str(slug)] = TenantLimits(
+            client=int(value.get("client", -1)),
+            tenant=int(value.get("tenant", -1)),
+            clients={str(k): int(v) for k, v in dict(clients).items()},
+        )
+    return out
+
+
+def make_backend(settings: Settings, db: Database) -> Backend | None:
+    """The backend ``settings`` ask for (None: rate limiting is off)."""
+    choice = settings.rate_limit_backend.strip().lower()
+    if choice not in BACKENDS:
+        raise ValueError(
+            f"INSURDESK_RATE_LIMIT_BACKEND must be one of {', '.join(BACKENDS)}, not {choice!r}"
+        )
+    if choice == "auto":
+        if settings.redis_url:
+            choice = "redis"
+        elif db.is_postgres:
+            choice = "database"
+        else:
+            choice = "memory"
+    if choice == "off":
+        return None
+    if choice == "redis":
+        if not settings.redis_url:
+            raise ValueError("INSURDESK_RATE_LIMIT_BACKEND=redis needs INSURDESK_REDIS_URL")
+        return RedisBackend(settings.redis_url)
+    if choice == "database":
+        return DatabaseBackend(db)
+    return MemoryBackend()
+
+
+class RateLimiter:
+    """Chooses the buckets of a request and asks the backend (see the module docstring)."""
+
+    def __init__(self, settings: Settings, backend: Backend | None) -> None:
+        self.backend = backend
+        self.client_limit = settings.rate_limit_client
+        self.tenant_limit = settings.rate_limit_tenant
+        self.overrides = parse_overrides(settings.rate_limit_overrides)
+
+    def buckets(self, principal: Principal, tenant_slug: str | None) -> list[Bucket]:
+        """The caller's and the tenant's buckets (unlimited ones left out)."""
+        client_limit, tenant_limit = self.client_limit, self.tenant_limit
+        override = self.overrides.get(tenant_slug or "")
+        if override is not None:
+            client_limit = override.client if override.client >= 0 else client_limit
+            tenant_limit = override.tenant if override.tenant >= 0 else tenant_limit
+            client_limit = override.clients.get(str(principal.client_id), client_limit)
+        tid = principal.tenant_id
+        who = (
+            f"person:{principal.subject}"
+            if principal.kind == "person"
+            else f"client:{principal.client_id}"
+        )
+        found = []
+        if client_limit > 0:
+            found.append(Bucket(f"{tid}:{who}", client_limit))
+        if tenant_limit > 0:
+            found.append(Bucket(f"{tid}:tenant", tenant_limit))
+        return found
+
+    async def check(self, principal: Principal, tenant_slug: str | None) -> Decision | None:
+        """Take the request's tokens; None when nothing limits it (or the backend failed)."""
+        if self.backend is None:
+            return None
+        buckets = self.buckets(principal, tenant_slug)
+        if not buckets:
+            return None
+        try:
+            allowed, levels = await self.backend.take(principal.tenant_id, buckets)
+        except Exception as exc:  # the limiter must not take the API down
+            log.warning("rate_limit_backend_failed", backend=self.backend.name, error=repr(exc))
+            return None
+        return decide(buckets, allowed, levels)
+
+
+class RateLimitMiddleware:
+    """ASGI middleware applying :class:`RateLimiter` to ``/api/`` (after authentication)."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse with 429, or call the app and add the ``RateLimit-*`` headers."""
+        principal = scope.get("user")
+        if (
+            scope["type"] != "http"
+            or not scope.get("path", "").startswith(PREFIX)
+            or not isinstance(principal, Principal)
+        ):
+            await self.app(scope, receive, send)
+            return
+        claims = scope.get("auth") or {}
+        slug = claims.get("tenant_slug") if isinstance(claims, dict) else None
+        decision = await self.limiter.check(principal, slug)
+        if decision is None:
+            await self.app(scope, receive, send)
+            return
+        if not decision.allowed:
+            raise Problem(
+                429,
+                f"rate limit exceeded ({decision.limit} requests per minute); retry after "
+                f"{decision.retry_after} s",
+                slug="rate-limited",
+                headers=decision.headers(),
+                limit=decision.limit,
+                retry_after=decision.retry_after,
+            )
+        extra = [(k.encode(), v.encode()) for k, v in decision.headers().items()]
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def rate_limit_middleware(limiter: RateLimiter) -> DefineMiddleware:
+    """The middleware, for ``Litestar(middleware=[...])`` (after authentication)."""
+    return DefineMiddleware(RateLimitMiddleware, limiter=limiter)

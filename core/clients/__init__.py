@@ -1,0 +1,1 @@
+"""Tenant-managed API clients: the HTTP API over :mod:`core.auth.services`."""

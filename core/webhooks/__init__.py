@@ -1,0 +1,1 @@
+"""Webhooks: integrators subscribe URLs to events and receive signed deliveries."""
