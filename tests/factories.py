@@ -20,6 +20,7 @@ from core.tenancy.models import Tenant
 from tenants.provisioning import provision_tenant
 from tests.auth.rows import add_auth_rows
 from tests.cases.rows import add_case_rows
+from tests.integrators.rows import add_integrator_rows
 from tests.notifications.rows import add_background_rows
 
 PASSWORD = "correct horse battery staple"
@@ -111,6 +112,7 @@ def make_tenant(db: Database, prefix: str = "t") -> TenantWorld:
             add_case_rows(s, case=case, person_id=world.people[f"agent_{key}"].id)
         add_auth_rows(s, person_id=world.people["agent_bj"].id, unit_id=bj.id)
         add_background_rows(s, case_id=world.cases["bj"].id)
+        add_integrator_rows(s)
         apply_config(
             s,
             _registry(),

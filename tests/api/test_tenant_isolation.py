@@ -31,6 +31,7 @@ ID_TABLES: dict[str, str] = {
     "delivery_id": "deliveries",
     "template_id": "notification_templates",
     "view_id": "case_views",
+    "webhook_id": "webhook_subscriptions",
     "category_id": "case_categories",
 }
 """Path parameter → the table whose ids it takes."""
