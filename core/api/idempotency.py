@@ -313,6 +313,7 @@ class IdempotencyMiddleware:
         chunks: list[bytes] = []
         size = 0
         delivered = False
+        settled = False
 
         async def replay_receive() -> Message:
             nonlocal delivered
@@ -322,7 +323,7 @@ class IdempotencyMiddleware:
             return {"type": "http.disconnect"}
 
         async def capture(message: Message) -> None:
-            nonlocal status, size
+            nonlocal status, size, settled
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 for name, value in message.get("headers", ()):
@@ -334,16 +335,34 @@ class IdempotencyMiddleware:
                 size += len(chunk)
                 if size <= MAX_STORED_BODY:
                     chunks.append(chunk)
+                if not message.get("more_body", False) and not settled:
+                    # Settle the key before the client sees the end of the answer, so a retry
+                    # sent right after it finds the stored response, never a running key.
+                    settled = True
+                    await self._settle(tenant_id, record_id, status, size, kept, chunks)
             await send(message)
 
         try:
             await self.app(scope, replay_receive, capture)
         except BaseException:
-            await anyio.to_thread.run_sync(self.store.release, tenant_id, record_id)
+            if not settled:
+                await anyio.to_thread.run_sync(self.store.release, tenant_id, record_id)
             raise
+        if not settled:
+            await anyio.to_thread.run_sync(self.store.release, tenant_id, record_id)
+
+    async def _settle(
+        self,
+        tenant_id: uuid.UUID,
+        record_id: uuid.UUID,
+        status: int,
+        size: int,
+        headers: list[tuple[str, str]],
+        chunks: list[bytes],
+    ) -> None:
         if 200 <= status < 300 and size <= MAX_STORED_BODY:
             await anyio.to_thread.run_sync(
-                self.store.complete, tenant_id, record_id, status, kept, b"".join(chunks)
+                self.store.complete, tenant_id, record_id, status, headers, b"".join(chunks)
             )
         else:
             await anyio.to_thread.run_sync(self.store.release, tenant_id, record_id)

@@ -6,11 +6,18 @@ import uuid
 from datetime import date
 from typing import Annotated
 
-from litestar import Controller, get, patch, post
+from litestar import Controller, Response, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.api.concurrency import (
+    IfMatch,
+    check_if_match,
+    claim_unchanged,
+    requires_if_match,
+    timestamp_etag,
+)
 from core.api.deps import API_DEPENDENCIES
 from core.api.pagination import Page, paginate
 from core.api.problems import Problem
@@ -26,6 +33,13 @@ from core.customers.schemas import (
 )
 from core.orgs.services import get_unit
 from core.people.services import get_person
+
+
+def _with_etag(customer: Customer) -> Response[CustomerOut]:
+    return Response(
+        CustomerOut.of(customer),
+        headers={"ETag": timestamp_etag(customer.id, customer.updated_at)},
+    )
 
 
 class CustomerController(Controller):
@@ -68,11 +82,13 @@ class CustomerController(Controller):
         summary="One customer",
         sync_to_thread=True,
     )
-    def get_customer(self, session: Session, access: Access, customer_id: uuid.UUID) -> CustomerOut:
-        """A customer by id (404 outside the caller's units)."""
+    def get_customer(
+        self, session: Session, access: Access, customer_id: uuid.UUID
+    ) -> Response[CustomerOut]:
+        """A customer by id (404 outside the caller's units), with its ``ETag``."""
         customer = services.get_customer(session, customer_id)
         access.require("customers:read", get_unit(session, customer.unit_id), hide=True)
-        return CustomerOut.of(customer)
+        return _with_etag(customer)
 
     @post("/", operation_id="createCustomer", summary="Create a customer", sync_to_thread=True)
     def create_customer(
@@ -103,13 +119,26 @@ class CustomerController(Controller):
         sync_to_thread=True,
     )
     def update_customer(
-        self, session: Session, access: Access, customer_id: uuid.UUID, data: CustomerUpdate
-    ) -> CustomerOut:
-        """Change a customer's name or contact details."""
+        self,
+        session: Session,
+        access: Access,
+        customer_id: uuid.UUID,
+        data: CustomerUpdate,
+        if_match: IfMatch = None,
+    ) -> Response[CustomerOut]:
+        """Change a customer's name or contact details (``If-Match`` required of integrators:
+        428 without it, 412 when stale)."""
         customer = services.get_customer(session, customer_id)
         unit = get_unit(session, customer.unit_id)
         access.require("customers:read", unit, hide=True)
         access.require("customers:write", unit)
+        check_if_match(
+            if_match,
+            timestamp_etag(customer.id, customer.updated_at),
+            required=requires_if_match(access.principal),
+            what="the customer",
+        )
+        claim_unchanged(session, customer, what="the customer")
         for field in (
             "name",
             "phone",
@@ -122,7 +151,7 @@ class CustomerController(Controller):
             if value is not None:
                 setattr(customer, field, value)
         session.commit()
-        return CustomerOut.of(customer)
+        return _with_etag(customer)
 
 
 class PolicyController(Controller):
