@@ -1,0 +1,227 @@
+"""Rate limits from the integrator's side: RateLimit headers, 429 problems with Retry-After,
+per client and per tenant, per-tenant overrides, and buckets shared by several processes
+through Redis or the database."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+
+from core.api.ratelimit import Bucket, MemoryBackend, decide, parse_overrides
+from core.app import create_app
+from core.db import Database
+from core.settings import Settings
+from tests.conftest import LiveServer
+from tests.factories import TenantWorld, make_tenant
+from tests.integrators.conftest import Integrator, problem, register_client
+from tests.outbox.fixtures import REDIS_URL, redis_problem
+
+NO_WORKER = "redis://127.0.0.1:1/0"
+"""A broker URL that keeps the app from starting an embedded worker (never connected)."""
+
+
+@contextmanager
+def platform(settings: Settings, database: Database, **changes: object) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    """The platform with other rate-limit settings, in this process."""
+    app = create_app(replace(settings, broker_url=NO_WORKER, **changes), database)  # type: ignore[arg-type]
+    with TestClient(app, base_url=settings.issuer) as client:
+        yield client
+
+
+@pytest.fixture
+def tenant(database: Database) -> TenantWorld:
+    """A fresh tenant per test: its buckets start full."""
+    return make_tenant(database, "rl")
+
+
+def two_clients(
+    api: httpx.Client, person_token: object, tenant: TenantWorld, live_server: LiveServer
+) -> tuple[Integrator, Integrator]:
+    from tests.api.conftest import auth
+
+    admin = auth(person_token(tenant, "admin"))  # type: ignore[operator]
+    return (
+        register_client(api, admin, live_server, scopes=["org:read"]),
+        register_client(api, admin, live_server, scopes=["org:read"]),
+    )
+
+
+def test_headers_then_429_with_retry_after(
+    app_settings: Settings,
+    database: Database,
+    api: httpx.Client,
+    person_token: object,
+    tenant: TenantWorld,
+    live_server: LiveServer,
+) -> None:
+    first, second = two_clients(api, person_token, tenant, live_server)
+    with platform(
+        app_settings,
+        database,
+        rate_limit_backend="memory",
+        rate_limit_client=5,
+        rate_limit_tenant=8,
+    ) as client:
+        remaining = []
+        for _ in range(5):
+            answer = client.get("/api/v1/org-units", headers=first.headers)
+            assert answer.status_code == 200
+            assert answer.headers["ratelimit-limit"] == "5"
+            assert answer.headers["ratelimit-policy"] == "5;w=60"
+            remaining.append(int(answer.headers["ratelimit-remaining"]))
+            assert 0 <= int(answer.headers["ratelimit-reset"]) <= 60
+        assert remaining == [4, 3, 2, 1, 0]
+        refused = client.get("/api/v1/org-units", headers=first.headers)
+        body = problem(refused, 429)  # type: ignore[arg-type]
+        assert body["type"] == "/problems/rate-limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 12
+        assert refused.headers["ratelimit-remaining"] == "0"
+        # another client of the tenant has its own bucket, until the tenant's runs dry (8)
+        for _ in range(3):
+            assert client.get("/api/v1/org-units", headers=second.headers).status_code == 200
+        tenant_refused = client.get("/api/v1/org-units", headers=second.headers)
+        problem(tenant_refused, 429)  # type: ignore[arg-type]
+        assert tenant_refused.headers["ratelimit-limit"] == "8"
+        # unauthenticated requests and the OAuth endpoints are not counted here
+        assert client.get("/healthz").status_code == 200
+        assert "ratelimit-limit" not in client.get("/healthz").headers
+
+
+def test_the_bucket_refills(
+    app_settings: Settings,
+    database: Database,
+    api: httpx.Client,
+    person_token: object,
+    tenant: TenantWorld,
+    live_server: LiveServer,
+) -> None:
+    first, _ = two_clients(api, person_token, tenant, live_server)
+    with platform(
+        app_settings,
+        database,
+        rate_limit_backend="memory",
+        rate_limit_client=60,
+        rate_limit_tenant=0,
+    ) as client:
+        for _ in range(60):
+            client.get("/api/v1/me", headers=first.headers)
+        refused = client.get("/api/v1/me", headers=first.headers)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        time.sleep(1.1)  # one token per second
+        assert client.get("/api/v1/me", headers=first.headers).status_code == 200
+        assert client.get("/api/v1/me", headers=first.headers).status_code == 429
+
+
+def test_limits_per_tenant_and_per_client(
+    app_settings: Settings,
+    database: Database,
+    api: httpx.Client,
+    person_token: object,
+    tenant: TenantWorld,
+    live_server: LiveServer,
+) -> None:
+    first, second = two_clients(api, person_token, tenant, live_server)
+    overrides = {tenant.tenant.slug: {"client": 2, "clients": {second.client_id: 4}}}
+    with platform(
+        app_settings,
+        database,
+        rate_limit_backend="memory",
+        rate_limit_client=100,
+        rate_limit_overrides=json.dumps(overrides),
+    ) as client:
+        assert [client.get("/api/v1/me", headers=first.headers).status_code for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        assert [client.get("/api/v1/me", headers=second.headers).status_code for _ in range(5)] == [
+            200,
+            200,
+            200,
+            200,
+            429,
+        ]
+
+
+@pytest.mark.parametrize("kind", ["redis", "database"])
+def test_processes_share_the_buckets(
+    app_settings: Settings,
+    database: Database,
+    api: httpx.Client,
+    person_token: object,
+    tenant: TenantWorld,
+    live_server: LiveServer,
+    kind: str,
+) -> None:
+    if kind == "redis" and redis_problem():
+        pytest.skip(str(redis_problem()))
+    first, _ = two_clients(api, person_token, tenant, live_server)
+    settings = {"rate_limit_backend": kind, "rate_limit_client": 6, "redis_url": REDIS_URL}
+    with (
+        platform(app_settings, database, **settings) as one,
+        platform(app_settings, database, **settings) as two,
+    ):
+        statuses = []
+        for n in range(8):
+            client = one if n % 2 else two
+            statuses.append(client.get("/api/v1/me", headers=first.headers).status_code)
+    assert statuses == [200] * 6 + [429] * 2
+
+
+def test_redis_down_lets_requests_through(
+    app_settings: Settings,
+    database: Database,
+    api: httpx.Client,
+    person_token: object,
+    tenant: TenantWorld,
+    live_server: LiveServer,
+) -> None:
+    first, _ = two_clients(api, person_token, tenant, live_server)
+    with platform(
+        app_settings,
+        database,
+        rate_limit_backend="redis",
+        rate_limit_client=1,
+        redis_url="redis://127.0.0.1:1/0",
+    ) as client:
+        for _ in range(3):
+            answer = client.get("/api/v1/me", headers=first.headers)
+            assert answer.status_code == 200 and "ratelimit-limit" not in answer.headers
+
+
+def test_settings_are_checked(app_settings: Settings, database: Database) -> None:
+    with pytest.raises(ValueError, match="INSURDESK_RATE_LIMIT_BACKEND"):
+        create_app(replace(app_settings, rate_limit_backend="carrier-pigeon"), database)
+    with pytest.raises(ValueError, match="INSURDESK_RATE_LIMIT_OVERRIDES"):
+        parse_overrides('{"t": {"client": -1}}')
+    with pytest.raises(ValueError, match="INSURDESK_RATE_LIMIT_OVERRIDES"):
+        parse_overrides("[1]")
+
+
+def test_the_token_bucket() -> None:
+    import uuid
+
+    import anyio
+
+    backend = MemoryBackend()
+    buckets = [Bucket("a", 2), Bucket("b", 10)]
+    tid = uuid.uuid4()
+
+    def take() -> tuple[bool, list[float]]:
+        return anyio.run(backend.take, tid, buckets)
+
+    allowed, levels = take()
+    assert allowed and levels[0] == pytest.approx(1, abs=0.01)
+    decision = decide(buckets, allowed, levels)
+    assert (decision.limit, decision.remaining) == (2, 1)
+    take()
+    allowed, levels = take()
+    assert not allowed and levels[1] == pytest.approx(8, abs=0.01)  # nothing taken when refused
+    assert decide(buckets, allowed, levels).retry_after == 30
