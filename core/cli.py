@@ -22,6 +22,7 @@ CLI_GROUPS: tuple[tuple[str, str], ...] = (
     ("clients", "core.auth.cli"),
     ("worker", "core.outbox.cli"),
     ("scheduler", "core.scheduler.cli"),
+    ("audit", "core.audit.cli"),
 )
 """(group name, module with a ``cli`` Typer app): missing modules are skipped."""
 

@@ -19,6 +19,7 @@ from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from litestar import Request, Response, get, post, route
 from sqlalchemy import select
 
+from core.audit import AuditActor, record
 from core.auth.keys import public_jwks
 from core.auth.pages import INVALID_CREDENTIALS, error_page, login_page
 from core.auth.passwords import hash_password, verify_password
@@ -144,6 +145,14 @@ def _authorize(
     if person is None:
         return login_page(**page, username=username, error=INVALID_CREDENTIALS, status=401)
     person.last_sign_in_at = utcnow()
+    client_id = grant.client.client_id
+    record(
+        unit.session,
+        action="auth.sign_in",
+        actor=AuditActor("person", f"person:{person.username}", person.id, client_id),
+        target=("person", person.id),
+        details={"client_id": client_id, "scope": oauth_request.scope or ""},
+    )
     return server.create_authorization_response(
         request=oauth_request, grant_user=person, grant=grant
     )

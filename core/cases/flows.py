@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from core.api.problems import Problem
+from core.audit import AuditActor, record
+from core.audit.services import ActorKind
 from core.auth.guards import Access, load_access
 from core.auth.principal import Principal
 from core.calendars.models import CalendarYear
@@ -408,6 +410,19 @@ def record_event(
     return event
 
 
+def audit_case(ctx: CaseContext, case: Case, audit_action: str, **details: Any) -> None:
+    """Append ``audit_action`` on ``case`` to the tenant audit log (no personal data)."""
+    principal = ctx.access.principal
+    kind: ActorKind = "person" if ctx.actor.person_id is not None else "client"
+    record(
+        ctx.session,
+        action=audit_action,
+        actor=AuditActor(kind, ctx.actor.label, ctx.actor.person_id, principal.client_id),
+        target=("case", case.id),
+        details={"number": case.number, "type": case.type.value, **details},
+    )
+
+
 def emit_outbox(ctx: CaseContext, case: Case, event: str, payload: dict[str, Any]) -> None:
     """Write ``event`` about ``case`` to the outbox, in the flow's transaction (it happens only
     if the change commits). The payload carries ids, never personal data."""
@@ -784,6 +799,7 @@ def register_case(ctx: CaseContext, data: CaseCreate) -> Case:
     )
     for follow_up in plan.follow_ups:
         emit_outbox(ctx, case, "case.follow_up", _follow_up_json(follow_up))
+    audit_case(ctx, case, "case.registered", unit=unit.code, channel=data.channel.value)
     flush(ctx)
     log.info("case_registered", number=number, type=data.type.value, clocks=len(rows))
     return case
@@ -1105,6 +1121,9 @@ def transition(
         emit_outbox(ctx, case, "case.materials_missing", {"materials": case.missing_materials})
     for follow_up in follow_ups:
         emit_outbox(ctx, case, "case.follow_up", _follow_up_json(follow_up))
+    audit_case(
+        ctx, case, "case.transitioned", action=t.action, from_state=from_state, to_state=case.state
+    )
     flush(ctx)
     return case
 

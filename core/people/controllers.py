@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from core.api.deps import API_DEPENDENCIES
 from core.api.pagination import Page, paginate
 from core.api.problems import Problem
+from core.audit import actor_from, record
+from core.audit.services import source_of
 from core.auth.guards import Access
 from core.orgs.services import get_unit
 from core.people import services
@@ -118,7 +120,9 @@ class RoleController(Controller):
         )
 
     @post("/", operation_id="createRole", summary="Define a role", sync_to_thread=True)
-    def create_role(self, session: Session, access: Access, data: RoleCreate) -> RoleOut:
+    def create_role(
+        self, request: Request[Any, Any, Any], session: Session, access: Access, data: RoleCreate
+    ) -> RoleOut:
         """Define a role; the caller must hold every permission it grants (no escalation)."""
         access.require_anywhere("roles:write")
         missing = [p for p in data.permissions if not access.has_anywhere(p)]
@@ -134,6 +138,14 @@ class RoleController(Controller):
             name_zh=data.name_zh,
             name_en=data.name_en,
             permissions=data.permissions,
+        )
+        record(
+            session,
+            action="role.created",
+            actor=actor_from(access.principal, session),
+            target=("role", role.id),
+            details={"key": role.key, "permissions": sorted(role.permissions)},
+            source=source_of(request),
         )
         session.commit()
         return RoleOut.of(role)
@@ -175,7 +187,13 @@ class RoleAssignmentController(Controller):
         )
 
     @post("/", operation_id="createRoleAssignment", summary="Assign a role", sync_to_thread=True)
-    def assign(self, session: Session, access: Access, data: AssignmentCreate) -> AssignmentOut:
+    def assign(
+        self,
+        request: Request[Any, Any, Any],
+        session: Session,
+        access: Access,
+        data: AssignmentCreate,
+    ) -> AssignmentOut:
         """Assign a role at a unit; needs ``roles:write`` there and every permission granted."""
         unit = get_unit(session, data.unit_id)
         access.require("roles:write", unit)
@@ -190,6 +208,19 @@ class RoleAssignmentController(Controller):
         assignment = services.assign_role(
             session, person_id=data.person_id, role_id=data.role_id, unit_id=data.unit_id
         )
+        record(
+            session,
+            action="role.assigned",
+            actor=actor_from(access.principal, session),
+            target=("role_assignment", assignment.id),
+            details={
+                "person_id": str(data.person_id),
+                "role": role.key,
+                "unit": unit.code,
+                "permissions": sorted(role.permissions),
+            },
+            source=source_of(request),
+        )
         session.commit()
         return AssignmentOut.of(assignment)
 
@@ -199,13 +230,27 @@ class RoleAssignmentController(Controller):
         summary="Remove a role assignment",
         sync_to_thread=True,
     )
-    def revoke(self, session: Session, access: Access, assignment_id: uuid.UUID) -> None:
+    def revoke(
+        self, request: Request[Any, Any, Any], session: Session, access: Access,
+        assignment_id: uuid.UUID,
+    ) -> None:
         """Remove an assignment; needs ``roles:write`` at its unit."""
         assignment = session.get(RoleAssignment, (session.info["tenant_id"], assignment_id))
         if assignment is None:
             raise Problem(404, f"role assignment {assignment_id} was not found")
-        access.require("roles:write", get_unit(session, assignment.unit_id), hide=True)
+        unit = get_unit(session, assignment.unit_id)
+        access.require("roles:write", unit, hide=True)
+        role = services.get_role(session, assignment.role_id)
+        details = {"person_id": str(assignment.person_id), "role": role.key, "unit": unit.code}
         services.revoke_assignment(session, assignment_id)
+        record(
+            session,
+            action="role.revoked",
+            actor=actor_from(access.principal, session),
+            target=("role_assignment", assignment_id),
+            details=details,
+            source=source_of(request),
+        )
         session.commit()
 
 

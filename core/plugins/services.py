@@ -24,6 +24,8 @@ from sqlalchemy import ColumnElement, event, select, text, update
 from sqlalchemy.orm import Session
 
 from core.api.problems import Problem, not_found
+from core.audit import AuditActor, record
+from core.audit.services import ActorKind
 from core.auth.principal import Principal
 from core.calendars import services as calendars
 from core.db import TENANT_KEY, utcnow
@@ -382,7 +384,39 @@ def _change(
     )
     session.flush()
     _announce(session, tenant_id, revision)
+    _audit_change(session, tenant_id, actor, plugin, unit, action, version, new_enabled, changes)
     return current, True
+
+
+def _audit_change(
+    session: Session,
+    tenant_id: uuid.UUID,
+    actor: Actor,
+    plugin: str,
+    unit: OrgUnit,
+    action: str,
+    version: int,
+    enabled: bool | None,
+    changes: list[dict[str, Any]],
+) -> None:
+    """The tenant audit entry of a settings change: which keys changed, never their values."""
+    kinds: dict[str, ActorKind] = {"person": "person", "client": "client", "system": "system"}
+    kind = kinds.get(actor.label.partition(":")[0], "platform")
+    record(
+        session,
+        action="plugin.settings_changed",
+        actor=AuditActor(kind, actor.label, actor.person_id),
+        target=("plugin_setting", f"{plugin}@{unit.id}"),
+        details={
+            "plugin": plugin,
+            "unit": unit.code,
+            "change": action,
+            "version": version,
+            "enabled": enabled,
+            "changed": [c["path"] for c in changes],
+        },
+        tenant_id=tenant_id,
+    )
 
 
 def enable_plugin(

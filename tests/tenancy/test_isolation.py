@@ -15,6 +15,7 @@ from sqlalchemy import Table, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from core.db import Base, Database, TenantRequiredError, tenant_owned_tables
+from core.migrate import APPEND_ONLY_TABLES
 from core.models import import_all_models
 from tests.factories import TenantWorld, make_tenant
 
@@ -99,7 +100,10 @@ def test_raw_sql_under_rls_sees_only_the_transaction_tenant(
         assert tenants == {a.id}
         # Writing B's tenant id is refused by the policy's WITH CHECK.
         with pytest.raises(Exception, match="row-level security"), s.begin_nested():
-            s.execute(text(f'UPDATE "{name}" SET tenant_id = :b'), {"b": b.id})
+            if name in APPEND_ONLY_TABLES:  # no UPDATE for the app role: insert as B instead
+                _insert_copy(s, name, b.id)
+            else:
+                s.execute(text(f'UPDATE "{name}" SET tenant_id = :b'), {"b": b.id})
 
 
 def test_rls_without_tenant_sees_nothing(
@@ -176,6 +180,16 @@ def test_a_session_without_tenant_is_refused(database: Database) -> None:
 
     with Session(database.engine) as s, pytest.raises(TenantRequiredError):
         s.scalars(select(_model("customers"))).all()
+
+
+def _insert_copy(session: Any, name: str, tenant_id: uuid.UUID) -> None:
+    """Insert a copy of one visible row of ``name`` under ``tenant_id`` (fresh id and seq)."""
+    table = _table(name)
+    row = dict(session.execute(select(table).limit(1)).mappings().one())
+    row.update(tenant_id=tenant_id, id=uuid.uuid4())
+    if "seq" in row:
+        row["seq"] = 10**12
+    session.execute(insert(table).values(**row))
 
 
 def _any_id(database: Database, name: str, tenant_id: uuid.UUID) -> uuid.UUID:
