@@ -11,34 +11,22 @@ only in the structured log (``oauth_audit``).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session
 
+from core.audit import AuditActor, actor_from, record
 from core.auth.principal import Principal
 
 log = structlog.get_logger("insurdesk.audit")
 
 
-def _audit() -> ModuleType | None:
-    # Transitional: core.audit lands in a parallel change; until then entries are only logged.
-    try:
-        return importlib.import_module("core.audit")
-    except ModuleNotFoundError as exc:
-        if exc.name != "core.audit":
-            raise
-        return None
-
-
-def client_actor(client_id: str | None) -> Any:
+def client_actor(client_id: str | None) -> AuditActor:
     """An OAuth client acting with its own credentials (at the token endpoints)."""
-    audit = _audit()
     label = (f"client:{client_id}" if client_id else "client:unknown")[:200]
-    return audit.AuditActor("client", label, None, client_id) if audit else label
+    return AuditActor("client", label, None, client_id)
 
 
 def record_by(
@@ -51,17 +39,14 @@ def record_by(
     source: str | None = None,
 ) -> None:
     """Record an action of an authenticated API caller, in the session's transaction."""
-    audit = _audit()
-    log.info("audit", action=action, actor=principal.subject, target=target, source=source)
-    if audit is not None:
-        audit.record(
-            session,
-            action=action,
-            actor=audit.actor_from(principal, session),
-            target=target,
-            details=details,
-            source=source,
-        )
+    record(
+        session,
+        action=action,
+        actor=actor_from(principal, session),
+        target=target,
+        details=details,
+        source=source,
+    )
 
 
 def record_token_event(
@@ -73,14 +58,12 @@ def record_token_event(
     source: str | None,
 ) -> None:
     """Record ``oauth.token_issued`` / ``_refused`` / ``_introspected`` / ``_revoked``."""
-    audit = _audit()
+    record(
+        session,
+        action=action,
+        actor=client_actor(client_id),
+        target=("oauth_client", client_id) if client_id else None,
+        details={"client_id": client_id, **details},
+        source=source,
+    )
     log.info("oauth_audit", action=action, client_id=client_id, source=source)
-    if audit is not None:
-        audit.record(
-            session,
-            action=action,
-            actor=client_actor(client_id),
-            target=("oauth_client", client_id) if client_id else None,
-            details={"client_id": client_id, **details},
-            source=source,
-        )
