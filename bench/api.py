@@ -1,0 +1,949 @@
+"""Benchmark: the full HTTP stack beside a bare Litestar + asyncpg handler, on PostgreSQL.
+
+    python bench/api.py                          # defaults: 10 tenants, 15 s per phase
+    python bench/api.py --duration 20 --connections 16 --profile py-spy
+    python bench/api.py --show-sql               # print the SQL the full stack issues, then stop
+
+Two scenarios, each measured against two servers in the same run, with the same load generator
+(``wrk``, fixed connections and duration, loopback only) and the same server settings (uvicorn,
+one worker, ``access_log`` off, ``log_level`` warning, same host):
+
+* **register** — ``POST /api/v1/cases``: a complaint at the Beijing branch, by its agent (a
+  person's bearer token from the authorization-code flow). Full stack: auth middleware (token
+  verification and the caller's roles), the rate limiter (PostgreSQL buckets, the default
+  without Redis, limits set high enough never to refuse), tenancy (RLS ``set_config``), the
+  plugins' deadline rules and the deadline engine, number allocation, the case, its clocks, the
+  first timeline event and the outbox row in one transaction, then the case detail as answer.
+* **queue** — ``GET /api/v1/cases?assignee_id=<me>&open=true``: the agent's own open cases,
+  nearest deadline first, first page (50), with per-case clock flags.
+
+The **bare** server is a Litestar app defined below: ``async`` handlers on an asyncpg pool,
+no ORM, no auth, no plugins, no rate limiter, no msgspec validation of the body beyond
+``json.loads``. It replays the statements the full stack issues for the same request (captured
+with ``before_cursor_execute``; ``--show-sql`` prints them), connecting as the same non-owner
+role with the same ``set_config('app.tenant_id', …)`` so row-level security costs the same on
+both sides. The tenant and the person come from ``X-Bench-*`` headers that both servers receive
+(the full stack ignores them; the bare one ignores ``Authorization``). Clock due times are a
+fixed 15 days / 5 days: the bare handler does no calendar arithmetic.
+
+Background work: the measured full-stack process runs **no** embedded relay, worker or
+scheduler (``INSURDESK_BROKER_URL`` points at RabbitMQ, as in production, where they are
+separate processes); outbox rows simply accumulate in the throw-away database.
+
+The database is created on the local server, seeded (``--tenants`` tenants, ``--cases`` cases
+each, registered through the real flows), and dropped at the end. The target (issue 4): the full
+stack reaches at least half the bare handler's throughput in both scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PG_SUPERUSER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+APP_ROLE = "insurdesk_app_bench"
+HERE = Path(__file__).resolve()
+TARGET_RATIO = 0.5
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the servers (each runs in its own process: ``python bench/api.py serve …``) ---------------
+
+
+def full_settings(state: dict[str, Any], issuer: str) -> Any:
+    """The platform settings of the measured full-stack server."""
+    from core.settings import load_settings
+
+    return load_settings(
+        environ={},
+        var_dir=Path(state["var_dir"]),
+        database_url=state["app_url"],
+        admin_database_url=state["admin_url"],
+        issuer=issuer,
+        log_level="WARNING",
+        access_token_ttl=7200,
+        broker_url="amqp://guest:guest@127.0.0.1:5672/",  # no embedded background work here
+        rate_limit_backend="database",
+        rate_limit_client=10_000_000,
+        rate_limit_tenant=10_000_000,
+    )
+
+
+def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
+    """Run the platform's app (``core.app.create_app``) under uvicorn, one worker."""
+    from sqlalchemy import event
+
+    from core.app import create_app
+    from core.db import Database
+
+    db = Database(state["app_url"], state["admin_url"])
+    if capture is not None:
+        out = capture.open("a", encoding="utf-8")
+
+        def log_sql(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            out.write(json.dumps({"sql": statement, "params": repr(params)[:1500]}) + "\n")
+            out.flush()
+
+        event.listen(db.engine, "before_cursor_execute", log_sql)
+    app = create_app(full_settings(state, f"http://127.0.0.1:{port}"), db)
+    run_uvicorn(app, port)
+
+
+def run_uvicorn(app: Any, port: int) -> None:
+    """The same server settings for both apps."""
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
+
+
+# -- the bare server: Litestar + asyncpg, the same statements, nothing else ----------------------
+
+BARE_CASE_COLUMNS = (
+    "id, number, type, channel, state, subject, description, received_at, unit_id, category_id,"
+    " customer_id, policy_id, assignee_id, assigned_at, created_by, next_due_at, version,"
+    " reporter_anonymous, created_at, updated_at"
+)
+CLOCK_SQL = (
+    "INSERT INTO case_clocks (tenant_id, id, case_id, clock, citation, source, statutory, amount,"
+    " unit, started_at, due_at, last_day, status, paused_seconds, extensions, provisional,"
+    " history, created_at, updated_at) VALUES"
+    " ($1, $2, $3, 'complaint.decision', '2020-complaints/18', 'statutory_cn', true, 15,"
+    " 'natural_days', $4, $5, $6, 'running', 0, 0, false, $7::json, $4, $4),"
+    " ($1, $8, $3, 'complaint.missing_materials', 'seed:客户服务管理规定/12', 'group_policy',"
+    " false, 5, 'working_days', $4, $9, $10, 'running', 0, 0, false, $7::json, $4, $4)"
+)
+REMINDER_SQL = (
+    "INSERT INTO clock_reminders (tenant_id, id, clock_id, case_id, remind_at, due_at, fraction,"
+    " status) VALUES ($1, $2, $3, $4, $5, $6, 0.8, 'pending') ON CONFLICT (tenant_id, clock_id)"
+    " DO UPDATE SET remind_at = excluded.remind_at, due_at = excluded.due_at"
+)
+OUTBOX_SQL = (
+    "INSERT INTO outbox (tenant_id, id, event_type, payload, status, attempts, created_at,"
+    " available_at) VALUES ($1, $2, $3, $4::json, 'pending', 0, $5, $5)"
+)
+
+
+def bare_app(state: dict[str, Any]) -> Any:
+    """The bare handlers: what the full stack's statements do, written by hand on asyncpg."""
+    import hashlib
+
+    import asyncpg
+    from litestar import Litestar, Request, get, post
+
+    from core.db import new_id
+
+    dsn = state["app_url"].replace("postgresql+psycopg://", "postgresql://")
+    pool: dict[str, Any] = {}
+
+    async def open_pool(app: Litestar) -> None:
+        pool["p"] = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
+
+    async def close_pool(app: Litestar) -> None:
+        await pool["p"].close()
+
+    @get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @post("/api/v1/cases", status_code=201)
+    async def register(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        body = json.loads(await request.body())
+        tenant = uuid.UUID(request.headers["x-bench-tenant"])
+        person = uuid.UUID(request.headers["x-bench-person"])
+        unit_id = uuid.UUID(body["unit_id"])
+        now = dt.datetime.now(dt.UTC)
+        async with pool["p"].acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
+                await conn.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant)
+                actor = await conn.fetchrow(
+                    "SELECT * FROM people WHERE tenant_id = $1 AND id = $2", tenant, person
+                )
+                unit = await conn.fetchrow(
+                    "SELECT * FROM org_units WHERE tenant_id = $1 AND id = $2", tenant, unit_id
+                )
+                await conn.fetchrow(
+                    "SELECT * FROM customers WHERE tenant_id = $1 AND id = $2",
+                    tenant,
+                    uuid.UUID(body["customer_id"]),
+                )
+                await conn.fetchrow(
+                    "SELECT * FROM policies WHERE tenant_id = $1 AND id = $2",
+                    tenant,
+                    uuid.UUID(body["policy_id"]),
+                )
+                category = await conn.fetchrow(
+                    "SELECT * FROM case_categories WHERE code = $1 AND tenant_id = $2",
+                    body["category"],
+                    tenant,
+                )
+                seq = await conn.fetchval(
+                    "INSERT INTO case_counters (tenant_id, id, key, value) VALUES ($1, $2, $3, 1)"
+                    " ON CONFLICT (tenant_id, key) DO UPDATE SET value = case_counters.value + 1"
+                    " RETURNING value",
+                    tenant,
+                    new_id(),
+                    f"number:bare|prefix=TS|year={now.year}",
+                )
+                case_id, number = new_id(), f"TS-{now.year}-B{seq:06d}"
+                decision_due = now + dt.timedelta(days=15)
+                materials_due = now + dt.timedelta(days=7)
+                actor_name = f"person:{actor['username']}"
+                await conn.execute(
+                    "INSERT INTO cases (tenant_id, id, number, type, channel, state, subject,"
+                    " description, received_at, unit_id, category_id, customer_id, policy_id,"
+                    " created_by_id, created_by, complexity, reporter_anonymous,"
+                    " missing_materials, next_due_at, version, last_event_seq, created_at,"
+                    " updated_at) VALUES ($1, $2, $3, $4, $5, 'registered', $6, $7, $8, $9, $10,"
+                    " $11, $12, $13, $14, '[]'::json, false, '[]'::json, $15, 1, 1, $8, $8)",
+                    tenant,
+                    case_id,
+                    number,
+                    body["type"],
+                    body["channel"],
+                    body["subject"],
+                    body.get("description"),
+                    now,
+                    unit_id,
+                    category["id"],
+                    uuid.UUID(body["customer_id"]),
+                    uuid.UUID(body["policy_id"]),
+                    person,
+                    actor_name,
+                    materials_due,
+                )
+                decision, materials = new_id(), new_id()
+                history = json.dumps({"rule": {"bare": True}, "events": []})
+                await conn.execute(
+                    CLOCK_SQL,
+                    tenant,
+                    decision,
+                    case_id,
+                    now,
+                    decision_due,
+                    decision_due.date(),
+                    history,
+                    materials,
+                    materials_due,
+                    materials_due.date(),
+                )
+                for clock, due in ((decision, decision_due), (materials, materials_due)):
+                    await conn.execute(
+                        REMINDER_SQL, tenant, new_id(), clock, case_id, now + (due - now) * 0.8, due
+                    )
+                after = {"number": number, "type": body["type"], "state": "registered"}
+                await conn.execute(
+                    "INSERT INTO case_events (tenant_id, id, case_id, seq, at, recorded_at, kind,"
+                    " actor_id, actor, to_state, before, after, data) VALUES ($1, $2, $3, 1, $4,"
+                    " $4, 'registered', $5, $6, 'registered', '{}'::json, $7::json, $8::json)",
+                    tenant,
+                    new_id(),
+                    case_id,
+                    now,
+                    person,
+                    actor_name,
+                    json.dumps(after),
+                    json.dumps({"clocks": [str(decision), str(materials)]}),
+                )
+                payload = json.dumps({"case_id": str(case_id), "number": number})
+                await conn.execute(OUTBOX_SQL, tenant, new_id(), "case.created", payload, now)
+                await conn.execute(OUTBOX_SQL, tenant, new_id(), "case.follow_up", payload, now)
+                await conn.execute(
+                    "INSERT INTO audit_heads (tenant_id, id, seq, hash) VALUES ($1, $2, 0, $3)"
+                    " ON CONFLICT (tenant_id) DO NOTHING",
+                    tenant,
+                    new_id(),
+                    "0" * 64,
+                )
+                head = await conn.fetchrow(
+                    "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE", tenant
+                )
+                digest = hashlib.sha256(f"{head['hash']}|{case_id}".encode()).hexdigest()
+                await conn.execute(
+                    "UPDATE audit_heads SET seq = $1, hash = $2, at = $3 WHERE tenant_id = $4",
+                    head["seq"] + 1,
+                    digest,
+                    now,
+                    tenant,
+                )
+                await conn.execute(
+                    "INSERT INTO audit_log (tenant_id, id, seq, at, actor_kind, actor, actor_id,"
+                    " action, target_type, target_id, details, prev_hash, hash) VALUES ($1, $2,"
+                    " $3, $4, 'person', $5, $6, 'case.registered', 'case', $7, $8::json, $9, $10)",
+                    tenant,
+                    new_id(),
+                    head["seq"] + 1,
+                    now,
+                    actor_name,
+                    str(person),
+                    str(case_id),
+                    json.dumps(after),
+                    head["hash"],
+                    digest,
+                )
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
+                await conn.fetchrow(
+                    "SELECT * FROM org_units WHERE tenant_id = $1 AND id = $2", tenant, unit_id
+                )
+                clocks = await conn.fetch(
+                    "SELECT * FROM case_clocks WHERE case_id = $1 AND tenant_id = $2"
+                    " ORDER BY started_at, clock, id",
+                    case_id,
+                    tenant,
+                )
+                attachments = await conn.fetch(
+                    "SELECT * FROM case_attachments WHERE case_id = $1 AND tenant_id = $2"
+                    " ORDER BY uploaded_at, id",
+                    case_id,
+                    tenant,
+                )
+        case = {
+            "id": case_id,
+            "number": number,
+            "state": "registered",
+            "unit_id": unit["id"],
+            "category_id": category["id"],
+            **{k: body.get(k) for k in ("type", "channel", "subject", "description")},
+            "received_at": now,
+            "next_due_at": materials_due,
+        }
+        return {
+            "case": case,
+            "clocks": [
+                {k: r[k] for k in ("id", "clock", "citation", "source", "due_at", "status")}
+                for r in clocks
+            ],
+            "actions": ["request_materials", "accept", "not_accept", "transfer", "withdraw"],
+            "attachments": [dict(a) for a in attachments],
+        }
+
+    @get("/api/v1/cases")
+    async def queue(
+        request: Request[Any, Any, Any], assignee_id: uuid.UUID, open: bool = True
+    ) -> dict[str, Any]:
+        tenant = uuid.UUID(request.headers["x-bench-tenant"])
+        path = request.headers["x-bench-path"]
+        now = dt.datetime.now(dt.UTC)
+        async with pool["p"].acquire() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
+            rows = await conn.fetch(
+                f"SELECT {BARE_CASE_COLUMNS} FROM cases WHERE cases.unit_id IN (SELECT id FROM"
+                " org_units WHERE path LIKE $1 || '%' AND tenant_id = $2) AND state NOT IN"
+                " ('closed', 'withdrawn') AND assignee_id = $3 AND tenant_id = $2"
+                " ORDER BY next_due_at ASC NULLS LAST, id LIMIT 51",
+                path,
+                tenant,
+                assignee_id,
+            )
+            page = rows[:50]
+            ids = [r["id"] for r in page]
+            flags = await conn.fetch(
+                "SELECT case_id, status, due_at, provisional FROM case_clocks"
+                " WHERE case_id = ANY($1::uuid[]) AND tenant_id = $2",
+                ids,
+                tenant,
+            )
+            await conn.fetch(
+                "SELECT * FROM org_units WHERE id = ANY($1::uuid[]) AND tenant_id = $2",
+                list({r["unit_id"] for r in page}),
+                tenant,
+            )
+        breached = {
+            f["case_id"]
+            for f in flags
+            if f["status"] == "breached" or (f["status"] == "running" and f["due_at"] <= now)
+        }
+        items = [{**dict(r), "breached": r["id"] in breached, "provisional": False} for r in page]
+        return {"items": items, "next_cursor": "x" if len(rows) > 50 else None}
+
+    return Litestar(
+        route_handlers=[healthz, register, queue],
+        on_startup=[open_pool],
+        on_shutdown=[close_pool],
+        debug=False,
+    )
+
+
+def serve_bare(state: dict[str, Any], port: int) -> None:
+    """Run the bare app under uvicorn with the full stack's server settings."""
+    run_uvicorn(bare_app(state), port)
+
+
+# -- set-up: database, tenants, seed, tokens ---------------------------------------------------
+
+
+@dataclass
+class Caller:
+    """One agent of one tenant, as the load generator sends it."""
+
+    tenant_id: str
+    person_id: str
+    unit_id: str
+    customer_id: str
+    policy_id: str
+    unit_path: str
+    token: str = ""
+
+
+class Throwaway:
+    """A database on the local server, created here and dropped at the end."""
+
+    def __init__(self) -> None:
+        from sqlalchemy import create_engine, text
+
+        self.engine = create_engine(PG_SUPERUSER, isolation_level="AUTOCOMMIT")
+        self.name = f"insurdesk_bench_api_{uuid.uuid4().hex[:8]}"
+        with self.engine.connect() as conn:
+            if not conn.execute(
+                text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": APP_ROLE}
+            ).scalar():
+                conn.execute(text(f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS"))
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        base = self.engine.url
+        self.admin_url = base.set(database=self.name).render_as_string(hide_password=False)
+        self.app_url = base.set(database=self.name, username=APP_ROLE).render_as_string(
+            hide_password=False
+        )
+
+    def drop(self) -> None:
+        """Drop the database (connections forced off)."""
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.engine.dispose()
+
+
+def seed(state: dict[str, Any], tenants: int, cases: int) -> list[Any]:
+    """``tenants`` tenants (the test factory's world), ``cases`` cases each through the real
+    registration flow: 60 % at Beijing (half of them the Beijing agent's), 40 % at Shanghai,
+    received over the last 40 days (so some clocks are breached)."""
+    from core.auth.guards import load_access
+    from core.auth.principal import Principal
+    from core.cases.flows import make_context, register_case
+    from core.cases.schemas import CaseCreate
+    from core.cases.storage import LocalStorage
+    from core.db import Database
+    from core.logging import configure_logging
+    from core.people.permissions import ALL_PERMISSIONS
+    from core.plugins.host import PluginHost
+    from core.plugins.registry import build_registry
+    from tests.factories import make_tenant
+
+    configure_logging("ERROR")
+    db = Database(state["app_url"], state["admin_url"])
+    host = PluginHost(build_registry(), db, listen=False)
+    store = LocalStorage(Path(state["var_dir"]) / "attachments")
+    worlds = []
+    now = dt.datetime.now(dt.UTC)
+    categories = ["sales", "underwriting", "claims", "policy_service", "premium", "other"]
+    for t in range(tenants):
+        world = make_tenant(db, f"bench{t}")
+        worlds.append(world)
+        admin = world.people["admin"]
+        with db.tenant_transaction(world.id) as s:
+            principal = Principal(
+                tenant_id=world.id,
+                subject=str(admin.id),
+                kind="person",
+                scopes=ALL_PERMISSIONS,
+                person_id=admin.id,
+            )
+            ctx = make_context(s, load_access(s, principal), plugins=host, storage=store)
+            for i in range(cases):
+                unit = "bj" if i % 10 < 6 else "sh"
+                assignee = (
+                    world.people["agent_bj"].id
+                    if unit == "bj" and i % 2 == 0
+                    else world.people[f"agent_{unit}"].id
+                    if i % 3 == 0
+                    else None
+                )
+                received = now - dt.timedelta(minutes=(i * 7919) % (40 * 24 * 60))
+                body = {
+                    "type": "complaint",
+                    "channel": ["hotline", "online", "letter"][i % 3],
+                    "subject": f"投诉 {i}",
+                    "unit_id": str(world.units[unit].id),
+                    "customer_id": str(world.customers[unit].id),
+                    "policy_id": str(world.policies[unit].id),
+                    "category": categories[i % len(categories)],
+                    "received_at": received.isoformat(),
+                    "assignee_id": str(assignee) if assignee else None,
+                }
+                import msgspec
+
+                register_case(ctx, msgspec.convert(body, CaseCreate, str_keys=True))
+                if i % 200 == 199:
+                    s.flush()
+    host.close()
+    db.dispose()
+    return worlds
+
+
+def person_tokens(state: dict[str, Any], worlds: list[Any], base: str) -> list[Caller]:
+    """Each tenant's Beijing agent, signed in through the login form (authorization code)."""
+    from core.db import Database
+    from tests.cases.http import person_token
+
+    db = Database(state["app_url"], state["admin_url"])
+    callers = []
+    for w in worlds:
+        callers.append(
+            Caller(
+                tenant_id=str(w.id),
+                person_id=str(w.people["agent_bj"].id),
+                unit_id=str(w.units["bj"].id),
+                customer_id=str(w.customers["bj"].id),
+                policy_id=str(w.policies["bj"].id),
+                unit_path=w.units["bj"].path,
+                token=person_token(db, w, base, "agent_bj"),
+            )
+        )
+    db.dispose()
+    return callers
+
+
+class Server:
+    """``python bench/api.py serve KIND`` in a subprocess, on a free loopback port."""
+
+    def __init__(self, kind: str, state_file: Path, port: int, capture: Path | None = None) -> None:
+        self.kind = kind
+        self.port = port
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, str(HERE), "serve", kind, str(state_file), str(self.port)]
+        if capture is not None:
+            cmd.append(str(capture))
+        self.proc = subprocess.Popen(cmd, cwd=HERE.parents[1])
+        self._wait()
+
+    def _wait(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the {self.kind} server exited with {self.proc.returncode}")
+            try:
+                httpx.get(self.url + "/healthz", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the {self.kind} server did not start")
+
+    def stop(self) -> None:
+        """SIGINT (uvicorn's graceful stop), then wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def register_body(c: Caller) -> dict[str, Any]:
+    """The complaint both servers register (the same JSON the wrk script sends)."""
+    return {
+        "type": "complaint",
+        "channel": "hotline",
+        "subject": "理赔进度慢",
+        "description": "报案后三周无人联系",
+        "unit_id": c.unit_id,
+        "customer_id": c.customer_id,
+        "policy_id": c.policy_id,
+        "category": "claims",
+    }
+
+
+def headers(c: Caller) -> dict[str, str]:
+    """What both servers receive: the bearer token and the bare server's identity headers."""
+    return {
+        "Authorization": f"Bearer {c.token}",
+        "Content-Type": "application/json",
+        "X-Bench-Tenant": c.tenant_id,
+        "X-Bench-Person": c.person_id,
+        "X-Bench-Path": c.unit_path,
+    }
+
+
+def queue_path(c: Caller) -> str:
+    """The agent's queue, first page."""
+    return f"/api/v1/cases?assignee_id={c.person_id}&open=true"
+
+
+def one_of_each(base: str, c: Caller) -> tuple[Any, Any]:
+    """One registration and one queue page (checked), returning both responses."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=30) as http:
+        r = http.post("/api/v1/cases", json=register_body(c), headers=headers(c))
+        assert r.status_code == 201, r.text
+        q = http.get(queue_path(c), headers=headers(c))
+        assert q.status_code == 200, q.text
+    return r, q
+
+
+# -- the load generator: wrk with a Lua script, the same for both servers -----------------------
+
+LUA = """
+local callers = %(callers)s
+local scenario = "%(scenario)s"
+local n = 0
+request = function()
+  n = n + 1
+  local c = callers[(n %% #callers) + 1]
+  if scenario == "register" then
+    return wrk.format("POST", "/api/v1/cases", c.headers, c.body)
+  end
+  return wrk.format("GET", c.path, c.headers)
+end
+local codes = {}
+response = function(status, headers, body)
+  codes[status] = (codes[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'RESULT {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p95_us": %%d, "p99_us": %%d,'
+    .. ' "non2xx": %%d, "socket_errors": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def lua_string(value: str) -> str:
+    """A Lua string literal."""
+    return json.dumps(value, ensure_ascii=True)
+
+
+def lua_script(callers: list[Caller], scenario: str) -> str:
+    """The wrk script: round-robin over the tenants' agents, one request shape per scenario."""
+    entries = []
+    for c in callers:
+        hdrs = ", ".join(f"[{lua_string(k)}] = {lua_string(v)}" for k, v in headers(c).items())
+        entries.append(
+            "{headers = {"
+            + hdrs
+            + "}, body = "
+            + lua_string(json.dumps(register_body(c)))
+            + ", path = "
+            + lua_string(queue_path(c))
+            + "}"
+        )
+    return LUA % {"callers": "{" + ",\n".join(entries) + "}", "scenario": scenario}
+
+
+@dataclass
+class Result:
+    """One measured phase."""
+
+    scenario: str
+    server: str
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    requests: int
+    non2xx: int
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
+    """One wrk run (one thread: the servers need the second core more than wrk does)."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    ).stdout
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    return dict(json.loads(line.removeprefix("RESULT ")))
+
+
+def measure(url: str, scenario: str, server: str, script: Path, args: argparse.Namespace) -> Result:
+    """Warm up, then measure one scenario on one server."""
+    run_wrk(url, script, args.warmup, args.connections)
+    r = run_wrk(url, script, args.duration, args.connections)
+    seconds = r["duration_us"] / 1e6
+    return Result(
+        scenario=scenario,
+        server=server,
+        rps=r["requests"] / seconds,
+        p50_ms=r["p50_us"] / 1000,
+        p95_ms=r["p95_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
+        requests=r["requests"],
+        non2xx=r["non2xx"] + r["socket_errors"],
+    )
+
+
+def profile_full(
+    state_file: Path, port: int, scenario: str, script: Path, work: Path, args: argparse.Namespace
+) -> str:
+    """Sample the full-stack server with py-spy under the same load; the hottest frames."""
+    server = Server("full", state_file, port)
+    try:
+        run_wrk(server.url, script, args.warmup, args.connections)
+        raw = work / f"profile-{scenario}.txt"
+        spy = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "-p",
+                str(server.proc.pid),
+                "-d",
+                str(args.duration),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--idle",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        run_wrk(server.url, script, args.duration, args.connections)
+        _, err = spy.communicate(timeout=60)
+        if not raw.exists():
+            return f"py-spy failed: {err.decode()[-500:]}"
+    finally:
+        server.stop()
+    return summarize_profile(raw)
+
+
+BUCKETS = (
+    (
+        "waiting on PostgreSQL (psycopg wait)",
+        ("psycopg/waiting.py", "wait_c", "Connection.wait (psycopg"),
+    ),
+    ("deadline engine and plugins", ("core/deadlines/", "core/plugins/", "core/calendars/")),
+    ("SQLAlchemy ORM / Core (compile, flush, load rows)", ("sqlalchemy/",)),
+    ("auth (token verification, access)", ("core/auth/", "joserfc", "authlib", "jwt")),
+    ("rate limiter", ("core/api/ratelimit",)),
+    ("Litestar / msgspec (routing, DI, (de)serialization)", ("litestar/", "msgspec")),
+    ("thread handoff (anyio to_thread)", ("anyio/", "threading.py", "concurrent/")),
+    ("uvicorn / asyncio loop", ("uvicorn/", "asyncio/", "uvloop", "httptools")),
+)
+
+
+def summarize_profile(raw: Path) -> str:
+    """Attribute each sample to the first bucket matched from the leaf upwards; the busy
+    (non-idle) share per bucket, and the ten hottest leaf functions."""
+    totals: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    all_samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        all_samples += count
+        leaf = frames[-1]
+        idle = any(
+            key in leaf
+            for key in (
+                "wait (threading.py",
+                "_worker (concurrent",
+                "select (",
+                "epoll",
+                "run_forever",
+                "get (queue.py",
+                "acquire (",
+            )
+        )
+        if idle and not any("psycopg" in f for f in frames):
+            totals["idle (threads and loop waiting for work)"] = (
+                totals.get("idle (threads and loop waiting for work)", 0) + count
+            )
+            continue
+        leaves[leaf] = leaves.get(leaf, 0) + count
+        bucket = "other Python (application code)"
+        for frame in reversed(frames):
+            hit = next((name for name, keys in BUCKETS if any(k in frame for k in keys)), None)
+            if hit:
+                bucket = hit
+                break
+        totals[bucket] = totals.get(bucket, 0) + count
+    lines = [f"{all_samples} samples (all threads)"]
+    for name, count in sorted(totals.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {100 * count / max(all_samples, 1):5.1f} %  {name}")
+    lines.append("  hottest leaf frames:")
+    for leaf, count in sorted(leaves.items(), key=lambda kv: -kv[1])[:10]:
+        lines.append(f"  {100 * count / max(all_samples, 1):5.1f} %  {leaf}")
+    return "\n".join(lines)
+
+
+def capture_sql(
+    state_file: Path, port: int, work: Path, c: Caller
+) -> dict[str, list[dict[str, str]]]:
+    """The statements the full stack sends for one registration and one queue page."""
+    capture = work / "sql.jsonl"
+    server = Server("full", state_file, port, capture)
+    try:
+        one_of_each(server.url, c)  # warm: caches, prepared plugins
+        capture.write_text("")
+        import httpx
+
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            http.post("/api/v1/cases", json=register_body(c), headers=headers(c))
+            mark = len(capture.read_text().splitlines())
+            http.get(queue_path(c), headers=headers(c))
+        lines = [json.loads(x) for x in capture.read_text().splitlines()]
+    finally:
+        server.stop()
+    return {"register": lines[:mark], "queue": lines[mark:]}
+
+
+def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Print the table; True when every scenario meets the target ratio."""
+    ok = True
+    print(
+        f"\n{args.connections} connections, {args.duration} s per phase, "
+        f"{args.tenants} tenants x {args.cases} seeded cases"
+    )
+    print("scenario  | full rps  p50 ms  p95 ms | bare rps  p50 ms  p95 ms | ratio")
+    for scenario in ("register", "queue"):
+        full = next(r for r in results if r.scenario == scenario and r.server == "full")
+        bare = next(r for r in results if r.scenario == scenario and r.server == "bare")
+        ratio = full.rps / bare.rps
+        ok = ok and ratio >= TARGET_RATIO and full.non2xx == 0 and bare.non2xx == 0
+        print(
+            f"{scenario:9} | {full.rps:8.1f} {full.p50_ms:7.1f} {full.p95_ms:7.1f} |"
+            f" {bare.rps:8.1f} {bare.p50_ms:7.1f} {bare.p95_ms:7.1f} | {ratio:5.2f}"
+            f"  (errors: full {full.non2xx}, bare {bare.non2xx})"
+        )
+    print(f"target: full >= {TARGET_RATIO:.0%} of bare -> {'met' if ok else 'NOT met'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Set up, measure both scenarios on both servers, report, clean up."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tenants", type=int, default=10)
+    parser.add_argument("--cases", type=int, default=300, help="seeded cases per tenant")
+    parser.add_argument("--duration", type=int, default=15, help="seconds per measured phase")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per phase")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--profile", choices=["none", "py-spy"], default="py-spy")
+    parser.add_argument("--show-sql", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is needed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    db = Throwaway()
+    work = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    try:
+        from core.migrate import upgrade
+
+        upgrade(db.admin_url, db.app_url)
+        state = {"admin_url": db.admin_url, "app_url": db.app_url, "var_dir": str(work)}
+        state_file = work / "state.json"
+        state_file.write_text(json.dumps(state))
+        t0 = time.monotonic()
+        worlds = seed(state, args.tenants, args.cases)
+        took = time.monotonic() - t0
+        print(f"seeded {args.tenants} tenants x {args.cases} cases in {took:.0f} s")
+        full_port = free_port()  # the issuer is the URL: the full server keeps its port
+        server = Server("full", state_file, full_port)
+        try:
+            callers = person_tokens(state, worlds, server.url)
+        finally:
+            server.stop()
+        (work / "callers.json").write_text(json.dumps([c.__dict__ for c in callers]))
+        sql = capture_sql(state_file, full_port, work, callers[0])
+        if args.show_sql:
+            for name, statements in sql.items():
+                print(f"== {name}: {len(statements)} statements")
+                for s in statements:
+                    print(" ".join(s["sql"].split()))
+                    print("   ", s["params"])
+            return 0
+        results: list[Result] = []
+        for scenario in ("register", "queue"):
+            script = work / f"{scenario}.lua"
+            script.write_text(lua_script(callers, scenario))
+            for kind in ("full", "bare"):
+                server = Server(kind, state_file, full_port if kind == "full" else free_port())
+                try:
+                    results.append(measure(server.url, scenario, kind, script, args))
+                finally:
+                    server.stop()
+                print(results[-1])
+        profiles = {}
+        if args.profile == "py-spy":
+            for scenario in ("register", "queue"):
+                profiles[scenario] = profile_full(
+                    state_file, full_port, scenario, work / f"{scenario}.lua", work, args
+                )
+                print(f"== profile of the full stack, {scenario}:\n{profiles[scenario]}")
+        ok = report(results, sql, args)
+        if args.out:
+            args.out.write_text(
+                json.dumps(
+                    {
+                        "results": [r.__dict__ for r in results],
+                        "profiles": profiles,
+                        "statements": {k: len(v) for k, v in sql.items()},
+                        "args": {k: str(v) for k, v in vars(args).items()},
+                    },
+                    indent=2,
+                    ensure_ascii=False,
+                )
+            )
+        return 0 if ok else 1
+    finally:
+        db.drop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        kind, state_path, port = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+        cap = Path(sys.argv[5]) if len(sys.argv) > 5 else None
+        st = json.loads(state_path.read_text())
+        if kind == "full":
+            serve_full(st, port, cap)
+        else:
+            serve_bare(st, port)
+        sys.exit(0)
+    sys.exit(main())
