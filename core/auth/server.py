@@ -422,8 +422,8 @@ class AuthorizationServer(_AuthorizationServer):
         for value in asked:
             resource = check_resource(str(value), self.settings.issuer)
             if resource is None:
-                raise InvalidTargetError(
-                    f"resource {str(value)[:200]!r} is not this platform's API; use "
+                raise InvalidTargetError(  # never echo the value: RFC 6749 descriptions are ASCII
+                    "a resource is not this platform's API; use "
                     f"{resource_base(self.settings.issuer)}[/<collection>]"
                 )
             found.append(resource)
