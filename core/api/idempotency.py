@@ -25,13 +25,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import structlog
 from litestar.middleware import DefineMiddleware
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import delete, select, update
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -42,6 +42,7 @@ from core.db import Database, new_id, utcnow
 from core.settings import Settings
 
 log = structlog.get_logger("insurdesk.idempotency")
+_TABLE: Table = IdempotencyRecord.__table__  # type: ignore[assignment]
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -141,7 +142,7 @@ class IdempotencyStore:
                 insert = (
                     pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
                 )
-                table = IdempotencyRecord.__table__
+                table = _TABLE
                 new = session.execute(
                     insert(table)
                     .values(
@@ -252,9 +253,10 @@ class IdempotencyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass through, replay, refuse, or run and keep the response."""
+        method = str(scope.get("method", ""))
         if (
             scope["type"] != "http"
-            or scope.get("method") not in METHODS
+            or method not in METHODS
             or not scope.get("path", "").startswith(PREFIX)
         ):
             await self.app(scope, receive, send)
@@ -273,16 +275,14 @@ class IdempotencyMiddleware:
             )
         body = await self._read_body(receive)
         query = scope.get("query_string", b"").decode("latin-1")
-        print_ = fingerprint(
-            scope["method"], scope["path"], query, headers.get("content-type", ""), body
-        )
+        print_ = fingerprint(method, scope["path"], query, headers.get("content-type", ""), body)
         begin = await anyio.to_thread.run_sync(
             self.store.begin,
             principal.tenant_id,
             principal_key(principal),
             key,
             print_,
-            scope["method"],
+            method,
             scope["path"],
         )
         if begin.action == "mismatch":
@@ -315,7 +315,7 @@ class IdempotencyMiddleware:
         delivered = False
         settled = False
 
-        async def replay_receive() -> Message:
+        async def replay_receive() -> ReceiveMessage:
             nonlocal delivered
             if not delivered:
                 delivered = True
@@ -331,7 +331,7 @@ class IdempotencyMiddleware:
                     if lower not in _SKIP_HEADERS and not lower.startswith("ratelimit"):
                         kept.append((name.decode("latin-1"), value.decode("latin-1")))
             elif message["type"] == "http.response.body":
-                chunk = message.get("body", b"")
+                chunk = bytes(message.get("body", b""))
                 size += len(chunk)
                 if size <= MAX_STORED_BODY:
                     chunks.append(chunk)
@@ -374,7 +374,7 @@ class IdempotencyMiddleware:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
-            chunk = message.get("body", b"")
+            chunk = cast(bytes, message.get("body", b""))
             size += len(chunk)
             if size > self.max_body:
                 raise Problem(413, "the request body is too large")
@@ -388,8 +388,14 @@ async def _replay(send: Send, begin: Begin) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in begin.headers]
     headers.append((REPLAYED_HEADER.encode(), b"true"))
     headers.append((b"content-length", str(len(begin.body)).encode()))
-    await send({"type": "http.response.start", "status": begin.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": begin.body, "more_body": False})
+    start: Message = {
+        "type": "http.response.start",
+        "status": begin.status_code,
+        "headers": headers,
+    }
+    end: Message = {"type": "http.response.body", "body": begin.body, "more_body": False}
+    await send(start)
+    await send(end)
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -411,7 +411,7 @@ class AuthorizationServer(_AuthorizationServer):
             current_unit().audience = self._audience(request)
         except OAuth2Error as error:
             return self.handle_error_response(request, error)
-        return super().create_token_response(request)  # type: ignore[no-any-return]
+        return super().create_token_response(request)
 
     def _audience(self, request: OAuth2Request) -> list[str] | None:
         lists = request.payload.datalist if request.payload is not None else {}
@@ -456,7 +456,7 @@ class AuthorizationServer(_AuthorizationServer):
                         },
                     }
                 )
-        return super().handle_error_response(request, error)  # type: ignore[no-any-return]
+        return super().handle_error_response(request, error)
 
     def create_json_request(self, request: Any) -> Any:
         """No JSON endpoints (dynamic client registration is not offered)."""

@@ -158,7 +158,7 @@ def test_a_generated_client_creates_and_reads_a_case(
         assert isinstance(detail, models.CaseDetailOut)
         assert detail.case.type_ == models.CaseType.COMPLAINT
         replayed = register.sync_detailed(client=client, body=body, idempotency_key=key)
-        assert replayed.parsed.case.id == detail.case.id  # type: ignore[union-attr]
+        assert replayed.parsed.case.id == detail.case.id
 
         read = get_case.sync(case_id=detail.case.id, client=client)
         assert isinstance(read, models.CaseDetailOut)

@@ -28,7 +28,7 @@ NO_WORKER = "redis://127.0.0.1:1/0"
 
 
 @contextmanager
-def platform(settings: Settings, database: Database, **changes: object) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def platform(settings: Settings, database: Database, **changes: object) -> Iterator[TestClient]:
     """The platform with other rate-limit settings, in this process."""
     app = create_app(replace(settings, broker_url=NO_WORKER, **changes), database)  # type: ignore[arg-type]
     with TestClient(app, base_url=settings.issuer) as client:
@@ -79,7 +79,7 @@ def test_headers_then_429_with_retry_after(
             assert 0 <= int(answer.headers["ratelimit-reset"]) <= 60
         assert remaining == [4, 3, 2, 1, 0]
         refused = client.get("/api/v1/org-units", headers=first.headers)
-        body = problem(refused, 429)  # type: ignore[arg-type]
+        body = problem(refused, 429)
         assert body["type"] == "/problems/rate-limited"
         assert 1 <= int(refused.headers["retry-after"]) <= 12
         assert refused.headers["ratelimit-remaining"] == "0"
@@ -87,7 +87,7 @@ def test_headers_then_429_with_retry_after(
         for _ in range(3):
             assert client.get("/api/v1/org-units", headers=second.headers).status_code == 200
         tenant_refused = client.get("/api/v1/org-units", headers=second.headers)
-        problem(tenant_refused, 429)  # type: ignore[arg-type]
+        problem(tenant_refused, 429)
         assert tenant_refused.headers["ratelimit-limit"] == "8"
         # unauthenticated requests and the OAuth endpoints are not counted here
         assert client.get("/healthz").status_code == 200

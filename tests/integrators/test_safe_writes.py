@@ -236,7 +236,10 @@ def test_an_upload_retried_with_another_boundary_is_replayed(
 def test_a_malformed_key_is_a_400(api: httpx.Client, integrator: Integrator, key: bytes) -> None:
     answer = api.post(
         "/api/v1/clients",
-        headers={**integrator.headers, "Idempotency-Key": key},  # type: ignore[dict-item]
+        headers=[
+            (b"Authorization", integrator.headers["Authorization"].encode()),
+            (b"Idempotency-Key", key),
+        ],
         json={"name": "x", "scopes": ["org:read"]},
     )
     assert problem(answer, 400)["type"] == "/problems/invalid-idempotency-key"

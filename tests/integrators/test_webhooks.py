@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from core.app import create_app
@@ -237,7 +238,7 @@ def test_the_event_catalogue(api: httpx.Client, integrator: Integrator) -> None:
 
 
 @pytest.fixture(scope="module")
-def strict_app(app_settings: Settings, database: Database) -> Iterator[TestClient[object]]:
+def strict_app(app_settings: Settings, database: Database) -> Iterator[TestClient[Litestar]]:
     """The platform with production-like webhook rules (private addresses refused)."""
     app = create_app(replace(app_settings, webhook_allow_private=False), database)
     with TestClient(app, base_url=app_settings.issuer) as client:
@@ -260,14 +261,14 @@ def strict_app(app_settings: Settings, database: Database) -> Iterator[TestClien
     ],
 )
 def test_a_webhook_to_a_private_address_is_refused(
-    strict_app: TestClient[object], integrator: Integrator, url: str
+    strict_app: TestClient[Litestar], integrator: Integrator, url: str
 ) -> None:
     answer = strict_app.post(
         "/api/v1/webhooks",
         headers=integrator.headers,
         json={"url": url, "event_types": ["*"]},
     )
-    body = problem(answer, 422)  # type: ignore[arg-type]
+    body = problem(answer, 422)
     assert body["type"] == "/problems/webhook-url-refused"
 
 
@@ -281,4 +282,4 @@ def test_production_needs_https(
             headers=integrator.headers,
             json={"url": "http://erp.example.com/hooks", "event_types": ["*"]},
         )
-    assert problem(answer, 422)["detail"] == "webhook URLs must use https"  # type: ignore[arg-type]
+    assert problem(answer, 422)["detail"] == "webhook URLs must use https"
