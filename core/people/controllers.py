@@ -5,11 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.api.concurrency import (
+    IfMatch,
+    check_if_match,
+    claim_unchanged,
+    requires_if_match,
+    timestamp_etag,
+)
 from core.api.deps import API_DEPENDENCIES
 from core.api.pagination import Page, paginate
 from core.api.problems import Problem
@@ -57,10 +64,12 @@ class PeopleController(Controller):
         return paginate(session, stmt, Person.id, cursor=cursor, limit=limit, to_item=PersonOut.of)
 
     @get("/{person_id:uuid}", operation_id="getPerson", summary="One person", sync_to_thread=True)
-    def get_person(self, session: Session, access: Access, person_id: uuid.UUID) -> PersonOut:
-        """A person by id."""
+    def get_person(
+        self, session: Session, access: Access, person_id: uuid.UUID
+    ) -> Response[PersonOut]:
+        """A person by id, with its ``ETag``."""
         access.require_anywhere("people:read")
-        return PersonOut.of(services.get_person(session, person_id))
+        return _with_etag(services.get_person(session, person_id))
 
     @post("/", operation_id="createPerson", summary="Create a person", sync_to_thread=True)
     def create_person(self, session: Session, access: Access, data: PersonCreate) -> PersonOut:
@@ -85,17 +94,36 @@ class PeopleController(Controller):
         sync_to_thread=True,
     )
     def update_person(
-        self, session: Session, access: Access, person_id: uuid.UUID, data: PersonUpdate
-    ) -> PersonOut:
-        """Change display name, contact details or active flag."""
+        self,
+        session: Session,
+        access: Access,
+        person_id: uuid.UUID,
+        data: PersonUpdate,
+        if_match: IfMatch = None,
+    ) -> Response[PersonOut]:
+        """Change display name, contact details or active flag (``If-Match`` required of
+        integrators: 428 without it, 412 when stale)."""
         access.require_anywhere("people:write")
         person = services.get_person(session, person_id)
+        check_if_match(
+            if_match,
+            timestamp_etag(person.id, person.updated_at),
+            required=requires_if_match(access.principal),
+            what="the person",
+        )
+        claim_unchanged(session, person, what="the person")
         for field in ("display_name", "email", "phone", "active"):
             value = getattr(data, field)
             if value is not None:
                 setattr(person, field, value)
         session.commit()
-        return PersonOut.of(person)
+        return _with_etag(person)
+
+
+def _with_etag(person: Person) -> Response[PersonOut]:
+    return Response(
+        PersonOut.of(person), headers={"ETag": timestamp_etag(person.id, person.updated_at)}
+    )
 
 
 class RoleController(Controller):

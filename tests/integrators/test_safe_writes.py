@@ -36,6 +36,7 @@ def integrator(api: httpx.Client, admin: dict[str, str], live_server: LiveServer
             "policies:write",
             "org:read",
             "org:write",
+            "people:read",
             "people:write",
             "webhooks:admin",
             "clients:admin",
@@ -315,3 +316,21 @@ def test_two_writers_with_the_same_etag_one_wins(
         t.join()
     assert sorted(results).count(200) == 1, results
     assert all(r in (200, 412, 503) for r in results), results
+
+
+def test_a_stale_person_update_is_a_412(
+    api: httpx.Client, integrator: Integrator, world: TenantWorld
+) -> None:
+    url = f"/api/v1/people/{world.people['auditor'].id}"
+    etag = api.get(url, headers=integrator.headers).headers["etag"]
+    problem(api.patch(url, headers=integrator.headers, json={"phone": "010-1234567"}), 428)
+    changed = api.patch(
+        url, headers={**integrator.headers, "If-Match": etag}, json={"phone": "010-1234567"}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["etag"] != etag
+    stale = api.patch(
+        url, headers={**integrator.headers, "If-Match": etag}, json={"phone": "010-7654321"}
+    )
+    problem(stale, 412)
+    assert api.get(url, headers=integrator.headers).json()["phone"] == "010-1234567"
