@@ -59,15 +59,6 @@ from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
 
 IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
-IdempotencyKey = Annotated[
-    str | None,
-    Parameter(
-        header="Idempotency-Key",
-        required=False,
-        max_length=200,
-        description="Accepted and reserved: replay protection comes with the integrator API.",
-    ),
-]
 SORTS = ("due", "received", "-received")
 
 
@@ -201,12 +192,11 @@ class CaseController(Controller):
         sync_to_thread=True,
         status_code=201,
     )
-    def register(
-        self, ctx: CaseContext, data: CaseCreate, idempotency_key: IdempotencyKey = None
-    ) -> Response[CaseDetailOut]:
+    def register(self, ctx: CaseContext, data: CaseCreate) -> Response[CaseDetailOut]:
         """Register a complaint, appeal, consultation, claim report, whistle-blowing report or
         service request: number, category, clocks from the enabled plugins (statutory bound),
-        first timeline event, outbox, one transaction. Needs ``cases:write`` at the unit."""
+        first timeline event, outbox, one transaction. Needs ``cases:write`` at the unit.
+        ``Idempotency-Key`` makes retries safe (:mod:`core.api.idempotency`)."""
         case = flows.register_case(ctx, data)
         ctx.session.commit()
         return _with_etag(_detail(ctx, case), case, 201, Location=f"/api/v1/cases/{case.id}")
