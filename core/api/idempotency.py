@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +52,8 @@ PREFIX = "/api/"
 MAX_KEY_LENGTH = 255
 MAX_STORED_BODY = 5 * 1024 * 1024
 """Responses larger than this are not kept (the key is released instead)."""
+PURGE_SHARE = 0.01
+"""Share of keyed requests that also delete their tenant's expired keys (no scheduler job)."""
 RUNNING_LEASE = timedelta(minutes=2)
 """After this, a key whose first request never finished (a crashed process) is free again."""
 _SKIP_HEADERS = frozenset(
@@ -133,6 +136,12 @@ class IdempotencyStore:
         """Claim ``key`` for this request, or say how to answer it."""
         now = utcnow()
         with self.db.tenant_transaction(tenant_id) as session:
+            if random.random() < PURGE_SHARE:  # the tenant's expired keys, now and then
+                session.execute(
+                    delete(IdempotencyRecord)
+                    .where(IdempotencyRecord.expires_at <= now)
+                    .execution_options(synchronize_session=False)
+                )
             row = self._find(session, principal, key)
             if row is not None and _aware(row.expires_at) <= now:
                 session.delete(row)
@@ -223,7 +232,8 @@ class IdempotencyStore:
 
 
 def purge_expired(db: Database, *, now: datetime | None = None) -> int:
-    """Delete expired keys of every tenant (the platform path); returns how many."""
+    """Delete expired keys of every tenant (the platform path); returns how many. Requests
+    purge their own tenant's now and then (:data:`PURGE_SHARE`); this is for operators."""
     now = now or utcnow()
     with db.platform_transaction() as session:
         result = session.execute(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import threading
 import time
 import uuid
@@ -51,6 +52,8 @@ log = structlog.get_logger("insurdesk.ratelimit")
 PREFIX = "/api/"
 BACKENDS = ("auto", "redis", "database", "memory", "off")
 WINDOW_SECONDS = 60
+PURGE_SHARE = 0.001
+"""Share of requests (database backend) that also delete their tenant's idle buckets."""
 
 
 @dataclass(frozen=True)
@@ -252,11 +255,16 @@ class DatabaseBackend:
             f"stamp = {greatest}(rate_limit_buckets.stamp, {now}) "
             "RETURNING tokens, allowed"
         ).bindparams(bindparam("tenant", type_=Uuid()), bindparam("id", type_=Uuid()))
+        self.purge = text(
+            "DELETE FROM rate_limit_buckets WHERE tenant_id = :tenant AND stamp < :before"
+        ).bindparams(bindparam("tenant", type_=Uuid()))
 
     def _take(self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]) -> tuple[bool, list[float]]:
         levels: list[float] = []
         allowed = True
         with self.db.tenant_transaction(tenant_id) as session:
+            if random.random() < PURGE_SHARE:  # buckets untouched for an hour are full anyway
+                session.execute(self.purge, {"tenant": tenant_id, "before": time.time() - 3600})
             for b in buckets:
                 row = session.execute(
                     self.sql,
