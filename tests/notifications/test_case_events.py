@@ -152,12 +152,9 @@ def test_registering_a_complaint_and_asking_for_materials_notify_through_the_plu
     to_customer = [m for m in smtp.messages if m.rcpt == [f"customer.bj@{slug}.example.com"]]
     assert len(to_customer) == 2  # the acknowledgement and the materials notice, once each
     assert "医疗发票原件" in to_customer[-1].text and "诊断证明" in to_customer[-1].text
-    wait_until(lambda: len(webhooks.received) == 3)
-    assert sorted(h.json["type"] for h in webhooks.received) == [
-        "case.created",
-        "case.materials_missing",
-        "case.transitioned",
-    ]
+    expected = {"case.created", "case.transitioned", "case.materials_missing"}
+    wait_until(lambda: expected <= {h.json["type"] for h in webhooks.received})
+    assert len(webhooks.unique_ids()) == len(webhooks.received)  # one per event, none twice
     assert all(h.verified for h in webhooks.received)
 
 
@@ -192,7 +189,7 @@ def test_a_breach_reaches_the_branchs_escalation_contacts_from_its_plugin(
             session, person_id=manager.id, role_id=role.id, unit_id=world.units["company"].id
         )
     case_id = register(bg_db, world, host, LocalStorage(tmp_path_factory.mktemp("att")))
-    wait_until(lambda: len(webhooks.received) == 1)  # case.created went out
+    wait_until(lambda: "case.created" in {h.json["type"] for h in webhooks.received})
     with bg_db.tenant_transaction(world.id) as session:
         # Its complaint decision clock ran out an hour ago.
         session.execute(
