@@ -22,7 +22,7 @@ from core.outbox.models import OutboxEvent
 from core.settings import Settings
 from tests.conftest import LiveServer
 from tests.factories import TenantWorld
-from tests.outbox.fixtures import reachable_world, wait_until
+from tests.outbox.fixtures import must_get, reachable_world, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def dead_delivery(db: Database, world: TenantWorld) -> Delivery:
     """A webhook delivery that was given up on (its receiver kept answering 503)."""
     with db.tenant_transaction(world.id) as session:
         outbox_id = emit(session, "case.note_added", {"n": 1})
-        session.get(OutboxEvent, (world.id, outbox_id)).status = "done"
+        assert outbox_id is not None
+        must_get(session, OutboxEvent, world.id, outbox_id).status = "done"
         row = Delivery(
             outbox_id=outbox_id,
             event_type="case.note_added",

@@ -30,7 +30,7 @@ from core.plugins.services import Actor, enable_plugin, set_settings
 from core.scheduler.sweeps import escalate_breaches
 from core.settings import Settings
 from tests.factories import TenantWorld
-from tests.outbox.fixtures import SmtpSink, WebhookSink, wait_until
+from tests.outbox.fixtures import SmtpSink, WebhookSink, must_get, wait_until
 from tests.outbox.test_lifespan import enable_channels
 
 
@@ -112,7 +112,7 @@ def register(db: Database, world: TenantWorld, host: PluginHost, store: LocalSto
         str_keys=True,
     )
     with acting(db, world, host, "admin", store) as ctx:  # type: ignore[attr-defined]
-        return register_case(ctx, data).id  # type: ignore[no-any-return]
+        return register_case(ctx, data).id
 
 
 def test_registering_a_complaint_and_asking_for_materials_notify_through_the_plugins(
@@ -139,7 +139,7 @@ def test_registering_a_complaint_and_asking_for_materials_notify_through_the_plu
         )
     )
     with acting(bg_db, world, host, "agent_bj", store) as ctx:  # type: ignore[attr-defined]
-        case = ctx.session.get(Case, (world.id, case_id))  # type: ignore[attr-defined]
+        case = ctx.session.get(Case, (world.id, case_id))
         asked = TransitionIn(
             action="request_materials",
             notice_channel="email",
@@ -200,7 +200,7 @@ def test_a_breach_reaches_the_branchs_escalation_contacts_from_its_plugin(
     escalate_breaches(bg_db, utcnow(), plugins=host)
     (breach,) = outbox_ids(bg_db, world, "deadline.breached", case_id)
     with bg_db.tenant_session(world.id) as session:
-        payload = session.get(OutboxEvent, (world.id, breach)).payload
+        payload = must_get(session, OutboxEvent, world.id, breach).payload
     assert payload["contacts"] == [f"duty@{slug}.example.com"]
     wait_until(
         lambda: (

@@ -19,7 +19,7 @@ from core.outbox.backoff import backoff_delay
 from core.outbox.models import OutboxEvent
 from core.outbox.processing import EventView, Processor
 from tests.factories import TenantWorld
-from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels
+from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels, must_get
 
 EVENT = "case.note_added"  # endpoints only: one webhook delivery per event
 
@@ -42,7 +42,7 @@ def new_event(
     """Emit and commit an event; return its view."""
     with db.tenant_transaction(world.id) as session:
         outbox_id = emit(session, event_type, payload)
-        return EventView.of(session.get(OutboxEvent, (world.id, outbox_id)))
+        return EventView.of(must_get(session, OutboxEvent, world.id, outbox_id))
 
 
 def deliveries(db: Database, world: TenantWorld, outbox_id: uuid.UUID) -> list[Delivery]:
@@ -96,6 +96,7 @@ def test_a_failed_delivery_is_retried_with_backoff_and_then_sent(
     n.handle_event(event)
     (row,) = deliveries(bg_db, world, event.id)
     assert (row.status, row.attempts, row.last_error) == ("failed", 1, "HTTP 503 from the receiver")
+    assert row.next_attempt_at is not None
     assert (
         before + dt.timedelta(seconds=15)
         <= row.next_attempt_at
@@ -129,7 +130,7 @@ def test_after_the_last_attempt_a_delivery_is_dead_until_an_admin_retries_it(
 
     webhooks.fail_with = None
     with bg_db.tenant_transaction(world.id) as session:
-        retry_delivery(session, session.get(Delivery, (world.id, row.id)), actor="person:admin")
+        retry_delivery(session, must_get(session, Delivery, world.id, row.id), actor="person:admin")
     (manual,) = [r for r in retry_events(bg_db, world) if r.status == "pending"]
     processor(n).process(world.id, manual.id)
     (row,) = deliveries(bg_db, world, event.id)
@@ -161,7 +162,7 @@ def test_a_delivery_held_by_a_dead_worker_is_sent_after_its_lease_with_the_same_
     assert webhooks.received == []
     (check,) = retry_events(bg_db, world)
     (row,) = deliveries(bg_db, world, event.id)
-    assert row.status == "sending"
+    assert row.status == "sending" and row.lease_until is not None
     assert check.available_at > row.lease_until  # looked at again once the lease is over
     processor(n).process(world.id, check.id)
     assert webhooks.received == []  # still leased: nothing sent, nothing lost

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import update
@@ -37,6 +37,8 @@ from plugins.email_smtp import EmailChannel
 from plugins.webhook import WebhookChannel, verify
 from tests.conftest import CI, PostgresDatabases, make_settings
 from tests.factories import TenantWorld, make_tenant
+
+T = TypeVar("T")
 
 RABBITMQ_URL = os.environ.get("INSURDESK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 REDIS_URL = os.environ.get("INSURDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -162,14 +164,9 @@ def reachable_world(db: Database, prefix: str = "bg") -> TenantWorld:
                 .where(Person.id == person.id)
                 .values(email=f"{username}@{world.tenant.slug}.example.com")
             )
-        session.execute(
-            update(Customer)
-            .where(Customer.id == world.customers["bj"].id)
-            .values(
-                email=f"customer.bj@{world.tenant.slug}.example.com",
-                preferred_channel=ContactChannel.EMAIL,
-            )
-        )
+        customer = session.get_one(Customer, (world.id, world.customers["bj"].id))
+        customer.email = f"customer.bj@{world.tenant.slug}.example.com"  # encrypted on flush
+        customer.preferred_channel = ContactChannel.EMAIL
     return world
 
 
@@ -404,3 +401,11 @@ class TcpProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+def must_get(session: Any, model: type[T], tenant_id: uuid.UUID, row_id: uuid.UUID | None) -> T:
+    """The ``model`` row with that key; fails the test when there is none."""
+    assert row_id is not None
+    found = session.get(model, (tenant_id, row_id))
+    assert found is not None, f"no {model.__name__} {row_id}"
+    return found

@@ -14,7 +14,7 @@ from core.outbox.models import OutboxEvent
 from core.outbox.runtime import BackgroundRuntime, RuntimeOptions
 from core.settings import Settings
 from tests.factories import TenantWorld
-from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels, wait_until
+from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels, must_get, wait_until
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_a_case_event_reaches_each_recipient_once_through_the_broker(
     with runtime:
         wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.received) == 1)
         with bg_db.tenant_session(world.id) as session:
-            wait_until(lambda: session.get(OutboxEvent, (world.id, event_id)).status == "done")
+            wait_until(lambda: must_get(session, OutboxEvent, world.id, event_id).status == "done")
         assert queue_depth(runtime.broker) == 0
     with bg_db.tenant_session(world.id) as session:
         rows = session.scalars(select(Delivery).where(Delivery.outbox_id == event_id)).all()

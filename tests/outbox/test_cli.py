@@ -30,6 +30,7 @@ def _env(settings: Settings, broker_url: str) -> dict[str, str]:
         INSURDESK_ADMIN_DATABASE_URL=settings.effective_admin_database_url,
         INSURDESK_BROKER_URL=broker_url,
         INSURDESK_LOG_LEVEL="WARNING",
+        INSURDESK_MASTER_KEY=settings.master_key,  # the worker unwraps the same tenant keys
     )
     return env
 

@@ -11,7 +11,7 @@ from core.outbox.models import OutboxEvent
 from core.outbox.runtime import BackgroundRuntime, RuntimeOptions
 from core.settings import Settings
 from tests.factories import TenantWorld
-from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels, wait_until
+from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels, must_get, wait_until
 
 
 def test_a_case_event_is_delivered_once_per_recipient_and_channel(
@@ -28,7 +28,7 @@ def test_a_case_event_is_delivered_once_per_recipient_and_channel(
     with BackgroundRuntime(bg_settings, bg_db, options, channels=local_channels(smtp, webhooks)):
         wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.received) == 1)
         with bg_db.tenant_session(world.id) as session:
-            wait_until(lambda: session.get(OutboxEvent, (world.id, event_id)).status == "done")
+            wait_until(lambda: must_get(session, OutboxEvent, world.id, event_id).status == "done")
     with bg_db.tenant_session(world.id) as session:
         rows = session.scalars(select(Delivery).where(Delivery.outbox_id == event_id)).all()
     assert sorted((r.audience, r.channel, r.status) for r in rows) == [

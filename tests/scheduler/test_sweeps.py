@@ -22,7 +22,7 @@ from core.scheduler.models import ClockReminder
 from core.scheduler.reminders import remind_at
 from core.scheduler.sweeps import daily_digest, escalate_breaches, send_reminders
 from tests.factories import TenantWorld
-from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels
+from tests.outbox.fixtures import SmtpSink, WebhookSink, local_channels, must_get
 
 NOW = utcnow()
 
@@ -122,7 +122,7 @@ def test_a_case_resolved_before_its_reminder_gets_none(
     send_reminders(bg_db, NOW)
     (event,) = events(bg_db, world, "deadline.reminder")
     with bg_db.tenant_transaction(world.id) as session:
-        session.get(CaseClock, (world.id, late)).status = "met"
+        must_get(session, CaseClock, world.id, late).status = "met"
     notifier = Notifier(bg_db, Planner(local_channels(smtp, None)), Transports())
     notifier.handle_event(EventView.of(event))
     with bg_db.tenant_session(world.id) as session:
@@ -139,7 +139,7 @@ def test_an_extension_arms_the_reminder_again_for_the_new_due(
     send_reminders(bg_db, NOW)
     assert reminder_of(bg_db, world, clock_id).status == "sent"
     with bg_db.tenant_transaction(world.id) as session:
-        clock = session.get(CaseClock, (world.id, clock_id))
+        clock = must_get(session, CaseClock, world.id, clock_id)
         clock.due_at = clock.due_at + dt.timedelta(days=15)  # extended to 30 days
         clock.extensions = 1
     reminder = reminder_of(bg_db, world, clock_id)
@@ -176,7 +176,7 @@ def test_a_breach_is_escalated_once_up_the_organization_tree(
     (event,) = events(bg_db, world, "deadline.breached")
     assert event.payload["clock"]["id"] == str(clock_id)
     with bg_db.tenant_session(world.id) as session:
-        assert session.get(CaseClock, (world.id, clock_id)).breach_notified_at is not None
+        assert must_get(session, CaseClock, world.id, clock_id).breach_notified_at is not None
 
     notifier = Notifier(bg_db, Planner(local_channels(smtp, webhooks)), Transports())
     notifier.handle_event(EventView.of(event))
