@@ -162,6 +162,7 @@ _SCOPES: list[tuple[str, str | None, str | None]] = [
     (r"^/api/v1/plugin", "plugins:read", "plugins:admin"),
     (r"^/api/v1/clients", "clients:admin", "clients:admin"),
     (r"^/api/v1/webhooks", "webhooks:admin", "webhooks:admin"),
+    (r"^/api/v1/audit", "audit:read", "audit:read"),
     (
         r"^/api/v1/(deliveries|notification-templates|ops/)",
         "notifications:admin",
@@ -262,6 +263,14 @@ def finish(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 _finish_api_operation(path, method, op, etag=path in etag_paths)
             else:
                 _finish_public_operation(path, method, op)
+    oauth2 = components.get("securitySchemes", {}).get("oauth2")
+    if isinstance(oauth2, dict):
+        oauth2["description"] = (
+            (oauth2.get("description") or "")
+            + " A token may be restricted to resources with the RFC 8707 `resource` "
+            "parameter at the token endpoint (e.g. `<issuer>/api/v1/cases`); each operation's "
+            "security requirement names the scope it needs."
+        ).strip()
     _describe(schema, settings)
     return schema
 

@@ -29,7 +29,7 @@ EVENT_TYPES: dict[str, str] = {
     "case.answered": "The customer was given the decision.",
     "deadline.approaching": "A deadline clock of a case is near its due time.",
     "deadline.breached": "A deadline clock of a case passed its due time.",
-    "visit.completed": "A callback visit was completed.",
+    "visit.completed": "A callback visit was completed (reserved until visits are recorded).",
     "webhook.ping": "A test message, sent on request (POST /api/v1/webhooks/{id}/ping).",
 }
 """Public event types and what they mean (``*`` subscribes to all)."""
