@@ -7,12 +7,15 @@ Every error the API returns is ``application/problem+json`` with a stable ``type
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
+    InternalServerException,
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
@@ -98,7 +101,37 @@ def problem_response(request: Request[Any, Any, Any] | None, problem: Problem) -
     )
 
 
+_BODY_ERROR = re.compile(r"^(?P<message>.*?)(?: - at `\$\.data(?P<path>[^`]*)`)$", re.S)
+
+
+def _body_validation_error(exc: HTTPException) -> Problem | None:
+    """Litestar answers a body that fails validation with a 500 when the failing field shares
+    its name with a dependency (e.g. a body field ``settings``); that is the client's error."""
+    cause = exc.__cause__
+    if not isinstance(exc, InternalServerException) or not isinstance(
+        cause, msgspec.ValidationError
+    ):
+        return None
+    found = _BODY_ERROR.match(str(cause))
+    if found is None:
+        return None
+    key = found.group("path").lstrip(".") or None
+    error: dict[str, Any] = {"message": found.group("message"), "source": "body"}
+    if key:
+        error["key"] = key
+    return Problem(
+        400,
+        "the request body is invalid",
+        slug="validation-error",
+        title="Invalid request",
+        errors=[error],
+    )
+
+
 def _from_http_exception(exc: HTTPException) -> Problem:
+    body_error = _body_validation_error(exc)
+    if body_error is not None:
+        return body_error
     status = exc.status_code
     detail = exc.detail or _SLUG_BY_STATUS.get(status, ("error", "Error"))[1]
     extra: dict[str, Any] = {}

@@ -98,7 +98,7 @@ def _exercise(
             case.validate_response(
                 response, checks=[not_a_server_error, response_schema_conformance]
             )
-        except Exception as exc:  # collected and reported together
+        except (Exception, BaseExceptionGroup) as exc:  # FailureGroup is a BaseExceptionGroup
             failures.append(f"{case.method} {case.formatted_path}: {exc}"[:800])
             return
         if response.status_code >= 400:
