@@ -807,6 +807,8 @@ MAX_PERIOD_DAYS = 3 * 366
 
 
 def _period(start: date, end: date) -> None:
+    if not (date(1900, 1, 1) <= start and end <= date(2999, 12, 31)):
+        raise Problem(422, "dates must lie between 1900 and 2999", slug="invalid-period")
     if end < start:
         raise Problem(422, "end is before start", slug="invalid-period")
     if (end - start).days > MAX_PERIOD_DAYS:
