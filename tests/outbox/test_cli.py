@@ -30,8 +30,11 @@ def _env(settings: Settings, broker_url: str) -> dict[str, str]:
         INSURDESK_ADMIN_DATABASE_URL=settings.effective_admin_database_url,
         INSURDESK_BROKER_URL=broker_url,
         INSURDESK_LOG_LEVEL="WARNING",
-        INSURDESK_MASTER_KEY=settings.master_key,  # the worker unwraps the same tenant keys
     )
+    # The worker must unwrap the same tenant data keys as the test process (issue 7's keys).
+    master_key = getattr(settings, "master_key", "")
+    if master_key:
+        env["INSURDESK_MASTER_KEY"] = master_key
     return env
 
 
