@@ -31,7 +31,6 @@ from core.calendars import services as calendars
 from core.db import TENANT_KEY, utcnow
 from core.deadlines import DEFAULT_TZ, TenantCalendar
 from core.orgs.models import OrgUnit
-from core.outbox.services import emit
 from core.people.models import Person
 from core.plugins.freeze import thaw
 from core.plugins.host import CHANGED_KEY, NOTIFY_CHANNEL
@@ -386,13 +385,6 @@ def _change(
     session.flush()
     _announce(session, tenant_id, revision)
     _audit_change(session, tenant_id, actor, plugin, unit, action, version, new_enabled, changes)
-    emit(
-        session,
-        "plugin.settings_changed",
-        {"plugin": plugin, "unit_id": str(unit.id), "unit": unit.code, "change": action,
-         "version": version, "enabled": new_enabled, "changed": [c["path"] for c in changes]},
-        tenant_id=tenant_id,
-    )
     return current, True
 
 
