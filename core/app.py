@@ -50,6 +50,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     db = database or Database(
         settings.effective_database_url, settings.effective_admin_database_url
     )
+    if database is None:  # personal fields of this database are unwrapped with its master key
+        from core.privacy.keys import attach, key_manager_for
+
+        attach(db, key_manager_for(settings))
 
     from core.api.idempotency import idempotency_middleware
     from core.api.openapi import finished_openapi_plugin

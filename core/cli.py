@@ -23,6 +23,7 @@ CLI_GROUPS: tuple[tuple[str, str], ...] = (
     ("worker", "core.outbox.cli"),
     ("scheduler", "core.scheduler.cli"),
     ("audit", "core.audit.cli"),
+    ("privacy", "core.privacy.cli"),
 )
 """(group name, module with a ``cli`` Typer app): missing modules are skipped."""
 

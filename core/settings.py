@@ -98,6 +98,16 @@ class Settings:
     and tests, refused with production settings. Webhook URLs must use https with production
     settings either way."""
 
+    master_key: str = field(default="", repr=False)
+    """``INSURDESK_MASTER_KEY``: the platform master key that wraps every tenant's data keys
+    (32 bytes, base64; ``insurdesk privacy master-key`` makes one). Keep it in a secret store.
+    Empty: ``master_key_file``, else ``<var_dir>/master.key``, generated on first use
+    (docs/privacy.md)."""
+
+    master_key_file: Path | None = None
+    """``INSURDESK_MASTER_KEY_FILE``: a file holding the master key (base64), e.g. a mounted
+    Kubernetes secret."""
+
     @property
     def webhooks_may_reach_private(self) -> bool:
         """Whether webhook deliveries may go to non-public addresses (see

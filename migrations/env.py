@@ -6,6 +6,7 @@ from alembic import context
 
 from core.db import Base, UTCDateTime, make_engine
 from core.models import import_all_models
+from core.privacy.fields import SealedText
 from core.settings import load_settings
 
 import_all_models()
@@ -43,6 +44,8 @@ def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool
     """Render the project's column types as plain SQLAlchemy types in migration files."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, SealedText):
+        return "sa.Text()"
     return False
 
 

@@ -26,6 +26,11 @@ PG_SUPERUSER_URL = os.environ.get(
 )
 APP_ROLE = "insurdesk_app_test"
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+TEST_MASTER_KEY = "vN5/lIvmdKUzn/mW6p6qDnBuy93aCCzN6WDo3Du3BR8="
+"""The platform master key of the test run (tests only). Set in the environment, so the test
+process, its CLI invocations and the worker processes it starts all unwrap the same tenant keys;
+a developer's ``var/master.key`` is never created or used."""
+os.environ.setdefault("INSURDESK_MASTER_KEY", TEST_MASTER_KEY)
 
 
 def _pg_available() -> str | None:
@@ -98,6 +103,7 @@ def make_settings(tmp: Path, url: str, admin_url: str | None = None) -> Settings
         database_url=url,
         admin_database_url=admin_url or "",
         issuer="http://testserver",
+        master_key=os.environ["INSURDESK_MASTER_KEY"],
     )
 
 

@@ -22,6 +22,7 @@ from tests.auth.rows import add_auth_rows
 from tests.cases.rows import add_case_rows
 from tests.integrators.rows import add_integrator_rows
 from tests.notifications.rows import add_background_rows
+from tests.privacy.rows import add_privacy_rows
 
 PASSWORD = "correct horse battery staple"
 
@@ -112,6 +113,9 @@ def make_tenant(db: Database, prefix: str = "t") -> TenantWorld:
             add_case_rows(s, case=case, person_id=world.people[f"agent_{key}"].id)
         add_auth_rows(s, person_id=world.people["agent_bj"].id, unit_id=bj.id)
         add_background_rows(s, case_id=world.cases["bj"].id)
+        add_privacy_rows(
+            s, customer_id=world.customers["sh"].id, unit_id=sh.id, case_id=world.cases["sh"].id
+        )
         add_integrator_rows(s)
         apply_config(
             s,

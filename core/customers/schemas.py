@@ -10,9 +10,11 @@ import msgspec
 
 from core.api.schemas import Code, Email, Input, Name, Output, Phone
 from core.customers.models import ContactChannel, Customer, CustomerKind, LineOfBusiness, Policy
+from core.privacy.fields import view
 
 IdNumber = Annotated[str, msgspec.Meta(min_length=4, max_length=64, pattern=r"^[0-9A-Za-z\-]+$")]
 Address = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+BankAccount = Annotated[str, msgspec.Meta(min_length=8, max_length=34, pattern=r"^[0-9A-Za-z ]+$")]
 
 
 class CustomerCreate(Input):
@@ -26,6 +28,7 @@ class CustomerCreate(Input):
     phone: Phone | None = None
     email: Email | None = None
     address: Address | None = None
+    bank_account: BankAccount | None = None
     preferred_channel: ContactChannel = ContactChannel.PHONE
     preferred_language: Annotated[str, msgspec.Meta(pattern=r"^(zh-CN|en)$")] = "zh-CN"
 
@@ -37,12 +40,17 @@ class CustomerUpdate(Input):
     phone: Phone | None = None
     email: Email | None = None
     address: Address | None = None
+    bank_account: BankAccount | None = None
+    id_type: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    id_number: IdNumber | None = None
     preferred_channel: ContactChannel | None = None
     preferred_language: Annotated[str, msgspec.Meta(pattern=r"^(zh-CN|en)$")] | None = None
 
 
 class CustomerOut(Output):
-    """A customer."""
+    """A customer. Personal fields are masked (``138****5678``) unless ``masked`` is false:
+    the caller holds ``customers:read_clear`` at the customer's unit and declared a purpose
+    (``X-Purpose``), which is echoed in ``purpose``."""
 
     id: uuid.UUID
     kind: CustomerKind
@@ -53,26 +61,36 @@ class CustomerOut(Output):
     phone: str | None
     email: str | None
     address: str | None
+    bank_account: str | None
     preferred_channel: ContactChannel
     preferred_language: str
+    masked: bool
+    purpose: str | None
+    anonymized: bool
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, c: Customer) -> CustomerOut:
-        """Render a customer."""
+    def of(cls, c: Customer, *, clear: bool = False, purpose: str | None = None) -> CustomerOut:
+        """Render a customer, masked unless ``clear`` (an anonymized customer's name is its
+        anonymous token, shown as it is)."""
+        fields = view(c, clear=clear or c.anonymized_at is not None)
         return cls(
             id=c.id,
             kind=c.kind,
-            name=c.name,
+            name=fields["name"] or "",
             unit_id=c.unit_id,
             id_type=c.id_type,
-            id_number=c.id_number,
-            phone=c.phone,
-            email=c.email,
-            address=c.address,
+            id_number=fields["id_number"],
+            phone=fields["phone"],
+            email=fields["email"],
+            address=fields["address"],
+            bank_account=fields["bank_account"],
             preferred_channel=c.preferred_channel,
             preferred_language=c.preferred_language,
+            masked=not clear,
+            purpose=purpose if clear else None,
+            anonymized=c.anonymized_at is not None,
             created_at=c.created_at,
             updated_at=c.updated_at,
         )

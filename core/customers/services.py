@@ -10,10 +10,23 @@ from sqlalchemy.orm import Session
 
 from core.api.problems import Problem, not_found
 from core.customers.models import Customer, LineOfBusiness, Policy
+from core.privacy.crypto import keyring_of
 
 COOLING_OFF_DAYS = 15
 """Default cooling-off (犹豫期) for life and health policies over one year, in days
 (健康保险管理办法 2019 第十五条: at least 15 days; the policy contract may give more)."""
+
+
+def index_of(session: Session, field: str, value: str) -> str:
+    """The blind index of ``value`` for the customer field ``field`` in the session's tenant:
+    what an exact-match search compares with ``Customer.<field>_bidx`` (no row is decrypted).
+    """
+    sealed = Customer.__sealed_fields__[field]  # type: ignore[attr-defined]
+    if sealed.index is None:
+        raise ValueError(f"customer field {field!r} has no blind index")
+    return keyring_of(session).blind_index(
+        session, session.info["tenant_id"], field, sealed.normalize(value)
+    )
 
 
 def get_customer(session: Session, customer_id: uuid.UUID) -> Customer:

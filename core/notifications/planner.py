@@ -40,6 +40,7 @@ from core.notifications.templates import (
 from core.orgs.models import OrgUnit
 from core.outbox.processing import EventView
 from core.plugins.types import Notification, OutboundMessage
+from core.privacy.consent import notification_refusal
 from core.tenancy.models import Tenant
 
 CASE_TYPES_ZH = {
@@ -224,7 +225,13 @@ class Planner:
         contacts, want_endpoints = self._contacts(session, ctx, event)
         seen: set[tuple[str, str]] = set()
         for contact in contacts:
-            for item in self._for_contact(ctx, plan, templates, contact):
+            refusal = notification_refusal(session, event.event_type, event.payload, contact.ref)
+            planned = (
+                [_skipped(contact, contact.preferred or "email", refusal, _base(contact))]
+                if refusal
+                else self._for_contact(ctx, plan, templates, contact)
+            )
+            for item in planned:
                 if (item.channel, item.key) not in seen:
                     seen.add((item.channel, item.key))
                     plan.items.append(item)
@@ -265,6 +272,8 @@ class Planner:
                 found += rcpt.cs_division(session, ctx.unit)
             elif audience == "customer" and ctx.case is not None:
                 found += rcpt.customer(session, ctx.case.customer_id)
+            elif audience == "customer":  # about a customer, not a case (e.g. marketing)
+                found += rcpt.customer(session, _uuid(event.payload.get("customer_id")))
             elif audience == "contacts":
                 found += _literal_contacts(literal_contacts(event.payload), ctx.language)
         unique: dict[str, Contact] = {}
@@ -341,6 +350,10 @@ class Planner:
                     )
                 )
         return items
+
+
+def _base(contact: Contact) -> dict[str, str]:
+    return {"audience": contact.audience, "recipient_ref": contact.ref}
 
 
 def _skipped(contact: Contact, channel: str, why: str, base: Mapping[str, str]) -> Planned:

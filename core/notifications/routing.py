@@ -26,6 +26,9 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
 """Audiences per event type; any other event goes to the integrators' endpoints only."""
 
 DEFAULT_AUDIENCES: tuple[str, ...] = ("endpoint",)
+MARKETING_AUDIENCES: tuple[str, ...] = ("customer",)
+"""``marketing.*`` events (payload ``customer_id``) go to that customer, and only with their
+marketing consent (:func:`core.privacy.consent.notification_refusal`)."""
 
 CUSTOMER_STATES = frozenset(
     {
@@ -64,7 +67,8 @@ def literal_contacts(payload: Mapping[str, object]) -> list[str]:
 def audiences(event_type: str, payload: Mapping[str, object]) -> tuple[str, ...]:
     """The audiences of an event, in priority order (a person in two gets it once, as the
     first)."""
-    found = list(ROUTES.get(event_type, DEFAULT_AUDIENCES))
+    default = MARKETING_AUDIENCES if event_type.startswith("marketing.") else DEFAULT_AUDIENCES
+    found = list(ROUTES.get(event_type, default))
     if event_type == "case.transitioned" and payload.get("to_state") in CUSTOMER_STATES:
         found.insert(1, "customer")
     if literal_contacts(payload):

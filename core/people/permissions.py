@@ -16,6 +16,8 @@ PERMISSIONS: dict[str, str] = {
     "roles:read": "Read roles and role assignments",
     "roles:write": "Define roles and assign them",
     "customers:read": "Read customers (personal fields masked)",
+    "customers:read_clear": "Read customers' personal fields in clear for a declared purpose "
+    "(X-Purpose; every such read is audited)",
     "customers:write": "Create and change customers",
     "policies:read": "Read policies",
     "policies:write": "Create and change policies",
@@ -31,6 +33,8 @@ PERMISSIONS: dict[str, str] = {
     "clients:admin": "Register and manage API clients",
     "webhooks:admin": "Subscribe URLs to events; list and replay webhook deliveries",
     "audit:read": "Read the audit log",
+    "privacy:admin": "Customer-information protection: consents, data-subject requests, sharing "
+    "agreements, retention and legal holds, encryption keys, the privacy report",
     "stats:read": "Read statistics and reports",
     "notifications:admin": "Read the delivery log, dead letters and background-work metrics; "
     "retry deliveries; edit notification templates",
@@ -85,7 +89,8 @@ BUILTIN_ROLES: tuple[BuiltinRole, ...] = (
         "cs_division",
         "客服处",
         "Customer-service division",
-        _READ | {"cases:write", "cases:assign", "visits:write", "customers:write"},
+        _READ
+        | {"cases:write", "cases:assign", "visits:write", "customers:write", "customers:read_clear"},
         "客户服务管理规定 第五条",
     ),
     BuiltinRole(
@@ -96,6 +101,7 @@ BUILTIN_ROLES: tuple[BuiltinRole, ...] = (
             {
                 "org:read",
                 "customers:read",
+                "customers:read_clear",
                 "customers:write",
                 "policies:read",
                 "cases:read",

@@ -72,6 +72,7 @@ def slots_between(job: Job, last: dt.datetime | None, now: dt.datetime) -> list[
 
 def default_jobs(settings: Any = None) -> list[Job]:
     """Every periodic job of the platform. Add new ones here (visits, inspections, retention)."""
+    from core.privacy import jobs as privacy_jobs
     from core.scheduler import sweeps
 
     return [
@@ -97,5 +98,23 @@ def default_jobs(settings: Any = None) -> list[Job]:
             run=sweeps.outbox_retention,
             catch_up="latest",
             description="delete processed outbox rows that no delivery refers to (7 days)",
+        ),
+        Job(
+            "privacy_reencrypt",
+            every=dt.timedelta(minutes=5),
+            run=privacy_jobs.reencrypt_sweep,
+            catch_up="latest",
+            description="re-encrypt rows still on a retired data key, in batches; then erase "
+            "the retired keys no row uses (docs/privacy.md)",
+        ),
+        Job(
+            "privacy_retention",
+            every=dt.timedelta(days=1),
+            offset=dt.timedelta(hours=18),  # 02:00 Asia/Shanghai
+            run=privacy_jobs.retention_sweep,
+            catch_up="latest",
+            lease=dt.timedelta(hours=1),
+            description="anonymize customer data past its retention period, in batches, with "
+            "destruction records; never held data (docs/privacy.md)",
         ),
     ]

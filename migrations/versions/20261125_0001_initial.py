@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 16:09:06.198321
+Create Date: 2026-11-25 16:56:31.296290
 """
 
 from collections.abc import Sequence
@@ -28,9 +28,12 @@ TENANT_TABLES = [
     "case_views",
     "cases",
     "clock_reminders",
+    "consents",
     "customers",
     "deliveries",
+    "destruction_records",
     "idempotency_keys",
+    "legal_holds",
     "notification_templates",
     "oauth_authorization_codes",
     "oauth_clients",
@@ -43,9 +46,12 @@ TENANT_TABLES = [
     "plugin_setting_versions",
     "plugin_settings",
     "policies",
+    "privacy_requests",
     "rate_limit_buckets",
     "role_assignments",
     "roles",
+    "sharing_agreements",
+    "tenant_keys",
     "webhook_deliveries",
     "webhook_subscriptions",
 ]
@@ -133,6 +139,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_case_counters")),
         sa.UniqueConstraint("tenant_id", "key", name=op.f("uq_case_counters_tenant_id_key")),
     )
+    op.create_table(
+        "destruction_records",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("run_id", sa.String(length=40), nullable=False),
+        sa.Column("batch", sa.Integer(), nullable=False),
+        sa.Column("data_class", sa.String(length=40), nullable=False),
+        sa.Column("rule", sa.String(length=300), nullable=False),
+        sa.Column("method", sa.String(length=20), nullable=False),
+        sa.Column("cutoff", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("held", sa.Integer(), nullable=False),
+        sa.Column("subject_ids", sa.JSON(), nullable=False),
+        sa.Column("actor", sa.String(length=200), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_destruction_records")),
+    )
+    with op.batch_alter_table("destruction_records", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_destruction_records_tenant_at", ["tenant_id", "finished_at"], unique=False
+        )
+
     op.create_table(
         "idempotency_keys",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
@@ -358,6 +387,32 @@ def upgrade() -> None:
         sa.UniqueConstraint("job", "slot", name=op.f("uq_scheduler_runs_job_slot")),
     )
     op.create_table(
+        "sharing_agreements",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("third_party", sa.String(length=200), nullable=False),
+        sa.Column("third_party_kind", sa.String(length=32), nullable=False),
+        sa.Column("purpose", sa.String(length=300), nullable=False),
+        sa.Column("fields", sa.JSON(), nullable=False),
+        sa.Column("legal_basis", sa.String(length=32), nullable=False),
+        sa.Column("reference", sa.String(length=100), nullable=False),
+        sa.Column("starts_on", sa.Date(), nullable=False),
+        sa.Column("expires_on", sa.Date(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_sharing_agreements")),
+        sa.UniqueConstraint(
+            "tenant_id", "reference", name=op.f("uq_sharing_agreements_tenant_id_reference")
+        ),
+    )
+    with op.batch_alter_table("sharing_agreements", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_sharing_agreements_tenant_expires", ["tenant_id", "expires_on"], unique=False
+        )
+
+    op.create_table(
         "signing_keys",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("kid", sa.String(length=100), nullable=False),
@@ -371,6 +426,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_signing_keys")),
         sa.UniqueConstraint("kid", name=op.f("uq_signing_keys_kid")),
     )
+    op.create_table(
+        "tenant_keys",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("purpose", sa.String(length=16), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("wrapped", sa.Text(), nullable=True),
+        sa.Column("master_key_id", sa.String(length=100), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_tenant_keys")),
+        sa.UniqueConstraint(
+            "tenant_id", "purpose", "version", name=op.f("uq_tenant_keys_tenant_id_purpose_version")
+        ),
+    )
+    with op.batch_alter_table("tenant_keys", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_tenant_keys_tenant_purpose_status", ["tenant_id", "purpose", "status"], unique=False
+        )
+
     op.create_table(
         "tenants",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -440,12 +517,12 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("personal_enc", sa.Text(), nullable=True),
+        sa.Column("name_bidx", sa.String(length=32), nullable=True),
+        sa.Column("id_number_bidx", sa.String(length=32), nullable=True),
+        sa.Column("phone_bidx", sa.String(length=32), nullable=True),
+        sa.Column("key_version", sa.Integer(), nullable=False),
         sa.Column("id_type", sa.String(length=32), nullable=True),
-        sa.Column("id_number", sa.String(length=64), nullable=True),
-        sa.Column("phone", sa.String(length=32), nullable=True),
-        sa.Column("email", sa.String(length=254), nullable=True),
-        sa.Column("address", sa.String(length=500), nullable=True),
         sa.Column(
             "preferred_channel",
             sa.Enum(
@@ -462,6 +539,8 @@ def upgrade() -> None:
         ),
         sa.Column("preferred_language", sa.String(length=16), nullable=False),
         sa.Column("unit_id", sa.Uuid(), nullable=False),
+        sa.Column("anonymized_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("anonymous_token", sa.String(length=40), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -471,6 +550,20 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_customers")),
     )
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_customers_tenant_id_number_bidx", ["tenant_id", "id_number_bidx"], unique=False
+        )
+        batch_op.create_index(
+            "ix_customers_tenant_key_version", ["tenant_id", "key_version"], unique=False
+        )
+        batch_op.create_index(
+            "ix_customers_tenant_name_bidx", ["tenant_id", "name_bidx"], unique=False
+        )
+        batch_op.create_index(
+            "ix_customers_tenant_phone_bidx", ["tenant_id", "phone_bidx"], unique=False
+        )
+
     op.create_table(
         "deliveries",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
@@ -724,6 +817,33 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "consents",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("purpose", sa.String(length=32), nullable=False),
+        sa.Column("given", sa.Boolean(), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("notice_version", sa.String(length=40), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("recorded_by", sa.String(length=200), nullable=False),
+        sa.Column("evidence", sa.String(length=300), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "customer_id"],
+            ["customers.tenant_id", "customers.id"],
+            name=op.f("fk_consents_tenant_id_customer_id_customers"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_consents")),
+    )
+    with op.batch_alter_table("consents", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_consents_tenant_customer_purpose",
+            ["tenant_id", "customer_id", "purpose", "at"],
+            unique=False,
+        )
+
+    op.create_table(
         "policies",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -779,6 +899,57 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_policies")),
         sa.UniqueConstraint("tenant_id", "number", name=op.f("uq_policies_tenant_id_number")),
     )
+    op.create_table(
+        "privacy_requests",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("number", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("unit_id", sa.Uuid(), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_day", sa.Date(), nullable=False),
+        sa.Column("working_days", sa.Integer(), nullable=False),
+        sa.Column("handler_id", sa.Uuid(), nullable=True),
+        sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("sealed_enc", sa.Text(), nullable=True),
+        sa.Column("key_version", sa.Integer(), nullable=False),
+        sa.Column("refusal_reason", sa.Text(), nullable=True),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("result", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "customer_id"],
+            ["customers.tenant_id", "customers.id"],
+            name=op.f("fk_privacy_requests_tenant_id_customer_id_customers"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "handler_id"],
+            ["people.tenant_id", "people.id"],
+            name=op.f("fk_privacy_requests_tenant_id_handler_id_people"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "unit_id"],
+            ["org_units.tenant_id", "org_units.id"],
+            name=op.f("fk_privacy_requests_tenant_id_unit_id_org_units"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_privacy_requests")),
+        sa.UniqueConstraint(
+            "tenant_id", "number", name=op.f("uq_privacy_requests_tenant_id_number")
+        ),
+    )
+    with op.batch_alter_table("privacy_requests", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_privacy_requests_tenant_customer", ["tenant_id", "customer_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_privacy_requests_tenant_state_due", ["tenant_id", "state", "due_at"], unique=False
+        )
+
     op.create_table(
         "cases",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
@@ -1040,6 +1211,35 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "legal_holds",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("case_id", sa.Uuid(), nullable=True),
+        sa.Column("reason", sa.String(length=32), nullable=False),
+        sa.Column("reference", sa.String(length=100), nullable=True),
+        sa.Column("placed_by", sa.String(length=200), nullable=False),
+        sa.Column("placed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("released_by", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "case_id"],
+            ["cases.tenant_id", "cases.id"],
+            name=op.f("fk_legal_holds_tenant_id_case_id_cases"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "customer_id"],
+            ["customers.tenant_id", "customers.id"],
+            name=op.f("fk_legal_holds_tenant_id_customer_id_customers"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_legal_holds")),
+    )
+    with op.batch_alter_table("legal_holds", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_legal_holds_tenant_customer", ["tenant_id", "customer_id"], unique=False
+        )
+
+    op.create_table(
         "clock_reminders",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -1089,6 +1289,10 @@ def downgrade() -> None:
         )
 
     op.drop_table("clock_reminders")
+    with op.batch_alter_table("legal_holds", schema=None) as batch_op:
+        batch_op.drop_index("ix_legal_holds_tenant_customer")
+
+    op.drop_table("legal_holds")
     op.drop_table("case_events")
     with op.batch_alter_table("case_clocks", schema=None) as batch_op:
         batch_op.drop_index(
@@ -1122,7 +1326,16 @@ def downgrade() -> None:
         batch_op.drop_index("ix_cases_tenant_assignee")
 
     op.drop_table("cases")
+    with op.batch_alter_table("privacy_requests", schema=None) as batch_op:
+        batch_op.drop_index("ix_privacy_requests_tenant_state_due")
+        batch_op.drop_index("ix_privacy_requests_tenant_customer")
+
+    op.drop_table("privacy_requests")
     op.drop_table("policies")
+    with op.batch_alter_table("consents", schema=None) as batch_op:
+        batch_op.drop_index("ix_consents_tenant_customer_purpose")
+
+    op.drop_table("consents")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_webhook_deliveries_subscription")
         batch_op.drop_index("ix_webhook_deliveries_status")
@@ -1144,11 +1357,25 @@ def downgrade() -> None:
         batch_op.drop_index("ix_deliveries_status")
 
     op.drop_table("deliveries")
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_index("ix_customers_tenant_phone_bidx")
+        batch_op.drop_index("ix_customers_tenant_name_bidx")
+        batch_op.drop_index("ix_customers_tenant_key_version")
+        batch_op.drop_index("ix_customers_tenant_id_number_bidx")
+
     op.drop_table("customers")
     op.drop_table("case_views")
     op.drop_table("webhook_subscriptions")
     op.drop_table("tenants")
+    with op.batch_alter_table("tenant_keys", schema=None) as batch_op:
+        batch_op.drop_index("ix_tenant_keys_tenant_purpose_status")
+
+    op.drop_table("tenant_keys")
     op.drop_table("signing_keys")
+    with op.batch_alter_table("sharing_agreements", schema=None) as batch_op:
+        batch_op.drop_index("ix_sharing_agreements_tenant_expires")
+
+    op.drop_table("sharing_agreements")
     op.drop_table("scheduler_runs")
     op.drop_table("roles")
     op.drop_table("rate_limit_buckets")
@@ -1171,6 +1398,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_idempotency_keys_expires")
 
     op.drop_table("idempotency_keys")
+    with op.batch_alter_table("destruction_records", schema=None) as batch_op:
+        batch_op.drop_index("ix_destruction_records_tenant_at")
+
+    op.drop_table("destruction_records")
     op.drop_table("case_counters")
     op.drop_table("case_categories")
     op.drop_table("calendar_years")

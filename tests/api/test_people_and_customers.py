@@ -105,7 +105,9 @@ def test_agent_reads_only_its_branchs_customers(
 ) -> None:
     headers = auth(person_token(tenant_a, "agent_bj"))
     names = [c["name"] for c in api.get("/api/v1/customers", headers=headers).json()["items"]]
-    assert names == ["客户bj"]
+    assert names == ["客***"]  # masked without a declared purpose
+    clear = api.get("/api/v1/customers", headers={**headers, "X-Purpose": "callback"})
+    assert [c["name"] for c in clear.json()["items"]] == ["客户bj"]
     other = api.get(f"/api/v1/customers/{tenant_a.customers['sh'].id}", headers=headers)
     assert other.status_code == 404
     mine = api.get(f"/api/v1/customers/{tenant_a.customers['bj'].id}", headers=headers)
@@ -128,7 +130,8 @@ def test_customer_and_policy_creation(
     )
     assert customer.status_code == 201, customer.text
     found = api.get("/api/v1/customers", params={"phone": "13900001111"}, headers=admin)
-    assert [c["name"] for c in found.json()["items"]] == ["赵敏"]
+    assert [c["name"] for c in found.json()["items"]] == ["赵*"]
+    assert [c["phone"] for c in found.json()["items"]] == ["139****1111"]
     policy = api.post(
         "/api/v1/policies",
         headers=admin,
@@ -175,7 +178,8 @@ def test_a_client_acts_only_for_its_units(
     token = client_token(
         database, live_server, tenant_a, ["customers:read"], [tenant_a.units["sh"].id]
     )
-    names = [c["name"] for c in api.get("/api/v1/customers", headers=auth(token)).json()["items"]]
-    assert names == ["客户sh"]
+    items = api.get("/api/v1/customers", headers=auth(token)).json()["items"]
+    assert [c["id"] for c in items] == [str(tenant_a.customers["sh"].id)]
+    assert [c["name"] for c in items] == ["客***"]  # no customers:read_clear scope: masked
     no_scope = api.get("/api/v1/cases", headers=auth(token))
     assert no_scope.status_code == 403

@@ -33,6 +33,9 @@ ID_TABLES: dict[str, str] = {
     "view_id": "case_views",
     "webhook_id": "webhook_subscriptions",
     "category_id": "case_categories",
+    "request_id": "privacy_requests",
+    "agreement_id": "sharing_agreements",
+    "hold_id": "legal_holds",
 }
 """Path parameter → the table whose ids it takes."""
 

@@ -13,7 +13,7 @@ from core.plugins.registry import PluginLoadError, PluginRegistry, build_registr
 from tests.plugins.testing_plugins import Spy, info
 
 BUILTINS = ["statutory_cn", "service_rules_cn", "agency_policy", "branch_policy",
-            "email_smtp", "group_policy", "webhook"]
+            "email_smtp", "group_policy", "privacy_cn", "webhook"]
 
 
 def test_builtins_are_installed_in_calling_order_with_bilingual_metadata() -> None:

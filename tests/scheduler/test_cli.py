@@ -64,4 +64,10 @@ def test_scheduler_jobs_lists_the_registered_jobs(bg_settings: Settings) -> None
     )
     assert listing.returncode == 0, listing.stderr
     names = [line.split()[0] for line in listing.stdout.splitlines()]
-    assert names == ["deadline_sweep", "daily_digest", "outbox_retention"]
+    assert names == [
+        "deadline_sweep",
+        "daily_digest",
+        "outbox_retention",
+        "privacy_reencrypt",
+        "privacy_retention",
+    ]

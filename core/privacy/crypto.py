@@ -1,0 +1,295 @@
+"""Tenant keys in use: data keys (AES-256-GCM) and blind-index keys (HMAC-SHA256).
+
+A :class:`Keyring` belongs to one :class:`~core.privacy.keys.KeyManager` and caches the
+tenant keys it has unwrapped (a key version never changes, so the cache never goes stale; a
+destroyed version is simply never asked for again). Which version *new* writes use is read
+from the database at every flush that encrypts (``FOR SHARE`` on PostgreSQL), so a rotation is
+seen at once by every process, and a rotation waits for the writers that are still using the
+old version (its ``FOR UPDATE`` waits for their ``FOR SHARE``).
+
+Ciphertext format: ``v1:<key version>:<base64(nonce || AES-GCM ciphertext || tag)>``, with the
+associated data ``<tenant id>|<table>|<row id>``: a record moved to another row or tenant does
+not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import threading
+import uuid
+import weakref
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.db import new_id, utcnow
+from core.privacy.keys import KEY_BYTES, NONCE_BYTES, KeyManager, key_manager_of
+from core.privacy.models import TenantKey
+from core.privacy.tokens import TOKEN_PREFIX, DecryptionError, is_token, token_version
+
+__all__ = ["DecryptionError", "Keyring", "is_token", "keyring_for", "keyring_of", "token_version"]
+
+DATA, INDEX = "data", "index"
+
+
+def _context(tenant_id: uuid.UUID, purpose: str, version: int) -> bytes:
+    return f"insurdesk:tenant-key:{tenant_id}:{purpose}:{version}".encode()
+
+
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _insert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+class Keyring:
+    """The unwrapped tenant keys of one key manager (see the module docstring)."""
+
+    def __init__(self, manager: KeyManager) -> None:
+        self.manager = manager
+        self._ciphers: dict[tuple[uuid.UUID, int], AESGCM] = {}
+        self._index: dict[uuid.UUID, bytes] = {}
+        self._lock = threading.Lock()
+
+    # -- creating and rotating ----------------------------------------------------------------
+
+    def _new_row(self, tenant_id: uuid.UUID, purpose: str, version: int) -> dict[str, Any]:
+        key = os.urandom(KEY_BYTES)
+        wrapped = self.manager.wrap(key, context=_context(tenant_id, purpose, version))
+        return {
+            "tenant_id": tenant_id,
+            "id": new_id(),
+            "purpose": purpose,
+            "version": version,
+            "status": "active",
+            "wrapped": base64.b64encode(wrapped).decode("ascii"),
+            "master_key_id": self.manager.key_id,
+            "created_at": utcnow(),
+        }
+
+    def ensure_keys(self, session: Session, tenant_id: uuid.UUID) -> list[str]:
+        """Create the tenant's first data key and its index key if missing (idempotent, and
+        safe when two transactions try at once). Returns what was created."""
+        created = []
+        for purpose in (DATA, INDEX):
+            exists = session.scalar(
+                select(TenantKey.id)
+                .where(TenantKey.tenant_id == tenant_id, TenantKey.purpose == purpose)
+                .limit(1)
+            )
+            if exists is None:
+                result = session.execute(
+                    _insert(session)(TenantKey)
+                    .values(**self._new_row(tenant_id, purpose, 1))
+                    .on_conflict_do_nothing(index_elements=["tenant_id", "purpose", "version"])
+                )
+                if getattr(result, "rowcount", 1):
+                    created.append(f"{purpose} key")
+        return created
+
+    def rotate(self, session: Session, tenant_id: uuid.UUID) -> tuple[int, int]:
+        """Make a new data-key version the active one; the old one is retired (it still
+        decrypts). Waits for transactions still writing with the old version.
+
+        :returns: ``(old version, new version)``.
+        """
+        self.ensure_keys(session, tenant_id)
+        current = session.scalars(
+            select(TenantKey)
+            .where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.purpose == DATA,
+                TenantKey.status == "active",
+            )
+            .with_for_update()
+        ).one()
+        newest = session.scalar(
+            select(func.max(TenantKey.version)).where(
+                TenantKey.tenant_id == tenant_id, TenantKey.purpose == DATA
+            )
+        )
+        current.status, current.retired_at = "retired", utcnow()
+        session.flush()
+        version = int(newest or 0) + 1
+        session.execute(
+            _insert(session)(TenantKey).values(**self._new_row(tenant_id, DATA, version))
+        )
+        return current.version, version
+
+    def destroy(self, session: Session, tenant_id: uuid.UUID, version: int) -> None:
+        """Erase a retired data key's material (call only when no row uses it)."""
+        session.execute(
+            update(TenantKey)
+            .where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.purpose == DATA,
+                TenantKey.version == version,
+                TenantKey.status == "retired",
+            )
+            .values(status="destroyed", wrapped=None, destroyed_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        with self._lock:
+            self._ciphers.pop((tenant_id, version), None)
+
+    # -- using --------------------------------------------------------------------------------
+
+    def _unwrap(self, row: TenantKey | Any) -> bytes:
+        if row.wrapped is None:
+            raise DecryptionError(f"data key version {row.version} of the tenant was destroyed")
+        return self.manager.unwrap(
+            row.master_key_id,
+            base64.b64decode(row.wrapped),
+            context=_context(row.tenant_id, row.purpose, row.version),
+        )
+
+    def active_version(self, session: Session, tenant_id: uuid.UUID) -> int:
+        """The data-key version new writes use, locked ``FOR SHARE`` until the transaction
+        ends (a rotation waits for it); creates the tenant's keys when it has none."""
+        stmt = (
+            select(TenantKey.version)
+            .where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.purpose == DATA,
+                TenantKey.status == "active",
+            )
+            .with_for_update(read=True)
+        )
+        version = session.scalar(stmt)
+        if version is None:
+            self.ensure_keys(session, tenant_id)
+            version = session.scalar(stmt)
+        if version is None:
+            raise DecryptionError("the tenant has no active data key")
+        return int(version)
+
+    def cipher(self, session: Session | None, tenant_id: uuid.UUID, version: int) -> AESGCM:
+        """The AES-GCM cipher of data-key ``version`` (read and unwrapped once)."""
+        found = self._ciphers.get((tenant_id, version))
+        if found is not None:
+            return found
+        if session is None:
+            raise DecryptionError(
+                "the tenant's data key is not loaded and the record has no session"
+            )
+        row = session.execute(
+            select(
+                TenantKey.tenant_id,
+                TenantKey.purpose,
+                TenantKey.version,
+                TenantKey.wrapped,
+                TenantKey.master_key_id,
+            ).where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.purpose == DATA,
+                TenantKey.version == version,
+            )
+        ).first()
+        if row is None:
+            raise DecryptionError(f"the tenant has no data key version {version}")
+        aead = AESGCM(self._unwrap(row))
+        with self._lock:
+            self._ciphers[(tenant_id, version)] = aead
+        return aead
+
+    def index_key(self, session: Session | None, tenant_id: uuid.UUID) -> bytes:
+        """The tenant's blind-index key (created with the data key)."""
+        found = self._index.get(tenant_id)
+        if found is not None:
+            return found
+        if session is None:
+            raise DecryptionError("the tenant's index key is not loaded")
+        stmt = select(
+            TenantKey.tenant_id,
+            TenantKey.purpose,
+            TenantKey.version,
+            TenantKey.wrapped,
+            TenantKey.master_key_id,
+        ).where(TenantKey.tenant_id == tenant_id, TenantKey.purpose == INDEX)
+        row = session.execute(stmt).first()
+        if row is None:
+            self.ensure_keys(session, tenant_id)
+            row = session.execute(stmt).first()
+        if row is None:
+            raise DecryptionError("the tenant has no index key")
+        key = self._unwrap(row)
+        with self._lock:
+            self._index[tenant_id] = key
+        return key
+
+    # -- values -------------------------------------------------------------------------------
+
+    def has_cipher(self, tenant_id: uuid.UUID, token: str) -> bool:
+        """Whether the key ``token`` was made with is already unwrapped here."""
+        try:
+            return (tenant_id, token_version(token)) in self._ciphers
+        except DecryptionError:
+            return False
+
+    def seal(self, aead: AESGCM, version: int, plaintext: bytes, aad: bytes) -> str:
+        """The ciphertext token of ``plaintext``."""
+        nonce = os.urandom(NONCE_BYTES)
+        raw = binascii.b2a_base64(nonce + aead.encrypt(nonce, plaintext, aad), newline=False)
+        return f"{TOKEN_PREFIX}{version}:{raw.decode('ascii')}"
+
+    def open(
+        self, session: Session | None, tenant_id: uuid.UUID, token: str, aad: bytes
+    ) -> bytes:
+        """The plaintext of a token made for ``aad``.
+
+        :raises DecryptionError: another tenant's or row's record, or tampered with.
+        """
+        try:
+            _, version, data = token.split(":", 2)
+            raw = binascii.a2b_base64(data)
+            aead = self._ciphers.get((tenant_id, int(version)))
+        except (ValueError, binascii.Error) as exc:
+            raise DecryptionError("not an insurdesk ciphertext") from exc
+        if aead is None:
+            aead = self.cipher(session, tenant_id, int(version))
+        try:
+            return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad)
+        except InvalidTag as exc:
+            raise DecryptionError("a personal record failed to decrypt") from exc
+
+    def blind_index(
+        self, session: Session | None, tenant_id: uuid.UUID, field: str, normalized: str
+    ) -> str:
+        """HMAC-SHA256 of a normalized value under the tenant's index key (hex, 32 chars)."""
+        key = self.index_key(session, tenant_id)
+        return hmac.new(key, f"{field}:{normalized}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+_KEYRINGS: weakref.WeakKeyDictionary[Any, Keyring] = weakref.WeakKeyDictionary()
+_KEYRINGS_LOCK = threading.Lock()
+
+
+def keyring_for(manager: KeyManager) -> Keyring:
+    """The keyring of ``manager`` (one per manager per process)."""
+    found = _KEYRINGS.get(manager)
+    if found is None:
+        with _KEYRINGS_LOCK:
+            found = _KEYRINGS.get(manager)
+            if found is None:
+                found = _KEYRINGS[manager] = Keyring(manager)
+    return found
+
+
+def keyring_of(session: Session) -> Keyring:
+    """The keyring of the key manager that ``session``'s database uses."""
+    return keyring_for(key_manager_of(session.get_bind()))

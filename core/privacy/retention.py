@@ -1,0 +1,354 @@
+"""Retention and secure destruction (保险行业客户信息管理制度 (5)): per data class, what is due,
+and a batch destruction that writes a destruction record and never touches held data.
+
+Data classes (periods from ``privacy_cn`` at the customer's unit, :mod:`core.privacy.policy`):
+
+* ``prospect`` — a prospect (潜在客户) with no policy, ``prospect_retention_days`` after the last
+  contact (the customer's last change or case);
+* ``former_customer`` — a customer whose every policy ended, ``former_customer_retention_years``
+  after the last one ended, and never less than 保险法 第八十七条 (5 years for a policy of up to
+  one year, 10 for a longer one);
+* ``request_note`` — the free-text note of a closed data-subject request,
+  ``dsr_note_retention_days`` after it closed.
+
+Customers are anonymized (:func:`core.privacy.subjects.anonymize_customer`: the row and the
+cases pointing at it stay, the person goes); notes are erased. Customers under a hold (legal
+hold, open case, review window: :func:`core.privacy.subjects.holds_for`) are skipped and
+counted. Each batch is one transaction with one :class:`DestructionRecord` and one audit entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from core.audit import AuditActor, record
+from core.cases.models import Case
+from core.customers.models import Customer, CustomerKind, Policy
+from core.db import Database, utcnow
+from core.orgs.models import OrgUnit
+from core.privacy.models import DataSubjectRequest, DestructionRecord
+from core.privacy.policy import (
+    STATUTORY_RETENTION_YEARS_SHORT,
+    PrivacyPolicy,
+    policy_at,
+)
+from core.privacy.subjects import anonymize_customer, holds_for
+
+DEFAULT_BATCH = 200
+DATA_CLASSES = ("prospect", "former_customer", "request_note")
+_YEAR = dt.timedelta(days=365)
+_DEFAULT = PrivacyPolicy()
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    month = day.month - 1 + months
+    year, month = day.year + month // 12, month % 12 + 1
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    last = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+    return dt.date(year, month, min(day.day, last))
+
+
+def policy_end(policy: Policy, today: dt.date) -> dt.date | None:
+    """When the policy ended, or None while it runs (no term: it runs until its status says
+    otherwise)."""
+    if policy.term_months:
+        end = _add_months(policy.start_date, policy.term_months)
+        if end <= today:
+            return end
+    if policy.status != "in_force":
+        return max(policy.start_date, policy.updated_at.date())
+    return None
+
+
+@dataclass
+class Policies:
+    """The privacy policy of every unit of a tenant (units are few: resolved once per run)."""
+
+    by_unit: dict[uuid.UUID, PrivacyPolicy]
+
+    @classmethod
+    def load(cls, session: Session, tenant_id: uuid.UUID) -> Policies:
+        """Resolve the policy of each unit."""
+        units = session.execute(select(OrgUnit.id, OrgUnit.path)).all()
+        return cls({uid: policy_at(session, tenant_id, path) for uid, path in units})
+
+    def at(self, unit_id: uuid.UUID) -> PrivacyPolicy:
+        """The policy at ``unit_id`` (defaults for an unknown unit)."""
+        return self.by_unit.get(unit_id, _DEFAULT)
+
+    @property
+    def shortest_prospect(self) -> dt.timedelta:
+        """The shortest prospect period of any unit (a pre-filter for the query)."""
+        days = min((p.prospect_retention_days for p in self.by_unit.values()), default=730)
+        return dt.timedelta(days=days)
+
+
+@dataclass(frozen=True)
+class Due:
+    """A row whose retention ended."""
+
+    id: uuid.UUID
+    rule: str
+
+
+def _last_case_activity(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, dt.datetime]:
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Case.customer_id, func.max(func.coalesce(Case.closed_at, Case.received_at)))
+        .where(Case.customer_id.in_(ids))
+        .group_by(Case.customer_id)
+    ).all()
+    return {cid: when for cid, when in rows if cid is not None and when is not None}
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def due_prospects(
+    session: Session, policies: Policies, now: dt.datetime, after: uuid.UUID | None, limit: int
+) -> tuple[list[Due], uuid.UUID | None]:
+    """Prospects past their period, by id after ``after``; returns them and the last id seen."""
+    has_policy = (
+        select(Policy.id)
+        .where(or_(Policy.policyholder_id == Customer.id, Policy.insured_id == Customer.id))
+        .exists()
+    )
+    stmt = (
+        select(Customer)
+        .where(
+            Customer.kind == CustomerKind.PROSPECT,
+            Customer.anonymized_at.is_(None),
+            Customer.updated_at < now - policies.shortest_prospect,
+            ~has_policy,
+        )
+        .order_by(Customer.id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(Customer.id > after)
+    rows = session.scalars(stmt).all()
+    last = _last_case_activity(session, [c.id for c in rows])
+    found = []
+    for c in rows:
+        days = policies.at(c.unit_id).prospect_retention_days
+        latest = max(_aware(c.updated_at), _aware(last.get(c.id, c.updated_at)))
+        if latest < now - dt.timedelta(days=days):
+            found.append(Due(c.id, f"privacy_cn.prospect_retention_days={days}"))
+    return found, rows[-1].id if rows else None
+
+
+def due_former_customers(
+    session: Session, policies: Policies, now: dt.datetime, after: uuid.UUID | None, limit: int
+) -> tuple[list[Due], uuid.UUID | None]:
+    """Customers whose every policy ended long enough ago (see the module docstring)."""
+    stmt = (
+        select(Customer)
+        .where(
+            Customer.anonymized_at.is_(None),
+            Customer.updated_at < now - STATUTORY_RETENTION_YEARS_SHORT * _YEAR,
+        )
+        .order_by(Customer.id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(Customer.id > after)
+    rows = session.scalars(stmt).all()
+    ids = [c.id for c in rows]
+    by_customer: dict[uuid.UUID, list[Policy]] = defaultdict(list)
+    if ids:
+        for p in session.scalars(
+            select(Policy).where(or_(Policy.policyholder_id.in_(ids), Policy.insured_id.in_(ids)))
+        ):
+            for cid in {p.policyholder_id, p.insured_id} & set(ids):
+                if cid is not None:
+                    by_customer[cid].append(p)
+    last_case = _last_case_activity(session, ids)
+    today = now.date()
+    found = []
+    for c in rows:
+        held_policies = by_customer.get(c.id)
+        if not held_policies:
+            continue  # prospects and customers without policies: not this class
+        years = policies.at(c.unit_id).former_customer_retention_years
+        keep_until: dt.date | None = None
+        for p in held_policies:
+            end = policy_end(p, today)
+            if end is None:  # a policy still runs: a current customer
+                keep_until = None
+                break
+            short = p.term_months is not None and p.term_months <= 12
+            kept = STATUTORY_RETENTION_YEARS_SHORT if short else years
+            until = end + dt.timedelta(days=365 * kept)
+            keep_until = until if keep_until is None else max(keep_until, until)
+        if keep_until is None or keep_until > today:
+            continue
+        activity = last_case.get(c.id)
+        if activity is not None and _aware(activity) > now - dt.timedelta(days=365 * years):
+            continue
+        found.append(Due(c.id, f"privacy_cn.former_customer_retention_years={years}; 保险法/87"))
+    return found, rows[-1].id if rows else None
+
+
+def due_request_notes(
+    session: Session, policies: Policies, now: dt.datetime, after: uuid.UUID | None, limit: int
+) -> tuple[list[Due], uuid.UUID | None]:
+    """Closed requests whose note outlived its period."""
+    shortest = min((p.dsr_note_retention_days for p in policies.by_unit.values()), default=1095)
+    stmt = (
+        select(DataSubjectRequest)
+        .where(
+            DataSubjectRequest.sealed_enc.isnot(None),
+            DataSubjectRequest.completed_at < now - dt.timedelta(days=shortest),
+        )
+        .order_by(DataSubjectRequest.id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(DataSubjectRequest.id > after)
+    rows = session.scalars(stmt).all()
+    found = []
+    for r in rows:
+        days = policies.at(r.unit_id).dsr_note_retention_days
+        if r.completed_at is not None and _aware(r.completed_at) < now - dt.timedelta(days=days):
+            found.append(Due(r.id, f"privacy_cn.dsr_note_retention_days={days}"))
+    return found, rows[-1].id if rows else None
+
+
+Finder = Callable[
+    [Session, Policies, dt.datetime, uuid.UUID | None, int], tuple[list[Due], uuid.UUID | None]
+]
+FINDERS: dict[str, Finder] = {
+    "prospect": due_prospects,
+    "former_customer": due_former_customers,
+    "request_note": due_request_notes,
+}
+
+
+def iter_due(
+    session: Session, tenant_id: uuid.UUID, data_class: str, now: dt.datetime, limit: int = 500
+) -> Iterator[Due]:
+    """Every row of ``data_class`` past its period (held ones included)."""
+    policies = Policies.load(session, tenant_id)
+    after: uuid.UUID | None = None
+    while True:
+        found, after = FINDERS[data_class](session, policies, now, after, limit)
+        yield from found
+        if after is None:
+            return
+
+
+def backlog(
+    session: Session, tenant_id: uuid.UUID, now: dt.datetime | None = None
+) -> dict[str, dict[str, int]]:
+    """Per data class, how many rows are due and how many of those are held."""
+    now = now or utcnow()
+    out = {}
+    for data_class in DATA_CLASSES:
+        due = list(iter_due(session, tenant_id, data_class, now))
+        held = (
+            len(holds_for(session, [d.id for d in due], now)) if data_class != "request_note" else 0
+        )
+        out[data_class] = {"due": len(due), "held": held}
+    return out
+
+
+@dataclass
+class RetentionReport:
+    """What a retention run did, per data class."""
+
+    run_id: str
+    destroyed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATA_CLASSES, 0))
+    held: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATA_CLASSES, 0))
+    batches: int = 0
+
+
+def _destroy(session: Session, data_class: str, due: Due, actor: AuditActor, run_id: str) -> None:
+    if data_class == "request_note":
+        request = session.get(DataSubjectRequest, (session.info["tenant_id"], due.id))
+        if request is not None:
+            request.note = None
+        return
+    customer = session.get(Customer, (session.info["tenant_id"], due.id))
+    if customer is not None and customer.anonymized_at is None:
+        anonymize_customer(
+            session,
+            customer,
+            actor=actor,
+            reason=f"retention {data_class} ({run_id})",
+            audit=False,
+        )
+
+
+def run_retention(
+    db: Database,
+    tenant_id: uuid.UUID,
+    *,
+    actor: AuditActor,
+    now: dt.datetime | None = None,
+    batch: int = DEFAULT_BATCH,
+    max_batches: int | None = None,
+) -> RetentionReport:
+    """Destroy what is due in batches (one transaction, destruction record and audit entry
+    each), skipping held rows."""
+    now = now or utcnow()
+    report = RetentionReport(run_id=f"ret-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
+    for data_class in DATA_CLASSES:
+        after: uuid.UUID | None = None
+        while max_batches is None or report.batches < max_batches:
+            started = utcnow()
+            with db.tenant_transaction(tenant_id) as session:
+                policies = Policies.load(session, tenant_id)
+                found, after = FINDERS[data_class](session, policies, now, after, batch)
+                holds = (
+                    holds_for(session, [d.id for d in found], now)
+                    if data_class != "request_note"
+                    else {}
+                )
+                todo = [d for d in found if d.id not in holds]
+                for due in todo:
+                    _destroy(session, data_class, due, actor, report.run_id)
+                if todo or holds:
+                    report.batches += 1
+                    rules = sorted({d.rule for d in todo} or {d.rule for d in found})
+                    session.add(
+                        DestructionRecord(
+                            run_id=report.run_id,
+                            batch=report.batches,
+                            data_class=data_class,
+                            rule="; ".join(rules)[:300],
+                            method="erased" if data_class == "request_note" else "anonymized",
+                            cutoff=now,
+                            count=len(todo),
+                            held=len(holds),
+                            subject_ids=[str(d.id) for d in todo],
+                            actor=actor.label,
+                            started_at=started,
+                        )
+                    )
+                    record(
+                        session,
+                        action="privacy.destroyed",
+                        actor=actor,
+                        target=("destruction_run", report.run_id),
+                        details={
+                            "data_class": data_class,
+                            "batch": report.batches,
+                            "count": len(todo),
+                            "held": len(holds),
+                            "rules": rules,
+                        },
+                    )
+                report.destroyed[data_class] += len(todo)
+                report.held[data_class] += len(holds)
+            if after is None:
+                break
+    return report

@@ -1,0 +1,202 @@
+"""Retention: rows past their period are destroyed (anonymized) in batches with a destruction
+record; held ones (legal hold, open case, review window) are not; notes of old requests are
+erased; statutory minimums for former customers (保险法 第八十七条)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import httpx
+from sqlalchemy import select, update
+
+from core.audit import AuditActor
+from core.audit.models import AuditEntry
+from core.cases.models import Case, CaseType, Channel
+from core.customers.models import Customer, CustomerKind, LineOfBusiness, Policy
+from core.db import Database, utcnow
+from core.privacy.jobs import retention_sweep
+from core.privacy.models import DataSubjectRequest, DestructionRecord, LegalHold
+from core.privacy.retention import backlog, run_retention
+from core.scheduler.jobs import JobContext
+from core.settings import Settings
+from tests.api.conftest import TokenFor, auth
+from tests.factories import TenantWorld, make_tenant
+
+ACTOR = AuditActor.system("test_retention")
+LONG_AGO = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+
+
+def _customer(s: object, world: TenantWorld, name: str, kind: CustomerKind) -> Customer:
+    c = Customer(kind=kind, name=name, phone="13500000000", unit_id=world.units["bj"].id)
+    s.add(c)  # type: ignore[attr-defined]
+    s.flush()  # type: ignore[attr-defined]
+    return c
+
+
+def _age(database: Database, world: TenantWorld, ids: list[uuid.UUID]) -> None:
+    with database.platform_transaction() as s:
+        s.execute(
+            update(Customer.__table__)  # type: ignore[arg-type]
+            .where(Customer.__table__.c.tenant_id == world.id, Customer.__table__.c.id.in_(ids))
+            .values(updated_at=LONG_AGO, created_at=LONG_AGO)
+        )
+
+
+def _world(database: Database) -> tuple[TenantWorld, dict[str, uuid.UUID]]:
+    world = make_tenant(database, "ret")
+    ids: dict[str, uuid.UUID] = {}
+    with database.tenant_transaction(world.id) as s:
+        for i in range(5):
+            ids[f"prospect{i}"] = _customer(s, world, f"潜客{i}", CustomerKind.PROSPECT).id
+        ids["recent"] = _customer(s, world, "新潜客", CustomerKind.PROSPECT).id
+        ids["held"] = _customer(s, world, "争议潜客", CustomerKind.PROSPECT).id
+        ids["open_case"] = _customer(s, world, "在办潜客", CustomerKind.PROSPECT).id
+        short = _customer(s, world, "短险客户", CustomerKind.POLICYHOLDER)
+        long = _customer(s, world, "长险客户", CustomerKind.POLICYHOLDER)
+        ids["short"], ids["long"] = short.id, long.id
+        for customer, term, start in (
+            (short, 12, dt.date(2012, 1, 1)),
+            (long, 60, dt.date(2012, 1, 1)),
+        ):
+            s.add(
+                Policy(
+                    number=f"P-{uuid.uuid4().hex[:8]}",
+                    product_code="X",
+                    product_name="险",
+                    line_of_business=LineOfBusiness.ACCIDENT,
+                    term_months=term,
+                    start_date=start,
+                    unit_id=world.units["bj"].id,
+                    policyholder_id=customer.id,
+                )
+            )
+        s.add(
+            LegalHold(
+                customer_id=ids["held"],
+                reason="regulator_inquiry",
+                reference="监管函〔2026〕12号",
+                placed_by="person:admin",
+            )
+        )
+        s.add(
+            Case(
+                number=f"C-{uuid.uuid4().hex[:6]}",
+                type=CaseType.CONSULTATION,
+                channel=Channel.HOTLINE,
+                subject="咨询",
+                unit_id=world.units["bj"].id,
+                customer_id=ids["open_case"],
+                received_at=LONG_AGO,  # received long ago and still open: held
+            )
+        )
+        request = DataSubjectRequest(
+            number=f"DSR-OLD-{uuid.uuid4().hex[:4]}",
+            kind="access",
+            channel="letter",
+            state="completed",
+            customer_id=ids["recent"],
+            unit_id=world.units["bj"].id,
+            received_at=LONG_AGO,
+            due_at=LONG_AGO,
+            last_day=LONG_AGO.date(),
+            working_days=15,
+            created_by="test",
+            note="旧请求备注",
+            completed_at=LONG_AGO,
+        )
+        s.add(request)
+        s.flush()
+        ids["request"] = request.id
+    _age(database, world, [v for k, v in ids.items() if k not in ("recent", "request")])
+    return world, ids
+
+
+def test_due_rows_are_destroyed_in_batches_with_records_and_held_ones_are_not(
+    database: Database,
+) -> None:
+    world, ids = _world(database)
+    with database.tenant_session(world.id) as s:
+        before = backlog(s, world.id)
+    assert before["prospect"] == {"due": 7, "held": 2}
+    assert before["former_customer"] == {"due": 1, "held": 0}  # only the 1-year policy's
+    assert before["request_note"] == {"due": 1, "held": 0}
+    report = run_retention(database, world.id, actor=ACTOR, batch=2)
+    assert report.destroyed == {"prospect": 5, "former_customer": 1, "request_note": 1}
+    assert report.held == {"prospect": 2, "former_customer": 0, "request_note": 0}
+    with database.tenant_session(world.id) as s:
+        rows = {c.id: c for c in s.scalars(select(Customer))}
+        for i in range(5):
+            gone = rows[ids[f"prospect{i}"]]
+            assert gone.anonymized_at is not None and gone.phone is None
+            assert gone.name.startswith("匿名客户 ANON-")
+        assert rows[ids["short"]].anonymized_at is not None
+        for kept in ("recent", "held", "open_case", "long"):
+            assert rows[ids[kept]].anonymized_at is None, kept
+            assert rows[ids[kept]].phone == "13500000000"
+        assert s.get_one(DataSubjectRequest, (world.id, ids["request"])).note is None
+        records = s.scalars(
+            select(DestructionRecord)
+            .where(DestructionRecord.run_id == report.run_id)
+            .order_by(DestructionRecord.batch)
+        ).all()
+        assert sum(r.count for r in records if r.data_class == "prospect") == 5
+        assert max(r.count for r in records) <= 2  # batches of 2
+        assert sum(r.held for r in records if r.data_class == "prospect") == 2
+        assert all(r.method == "anonymized" for r in records if r.data_class != "request_note")
+        prospect = next(r for r in records if r.data_class == "prospect" and r.count)
+        assert prospect.rule == "privacy_cn.prospect_retention_days=730"
+        former = next(r for r in records if r.data_class == "former_customer")
+        assert former.subject_ids == [str(ids["short"])] and "保险法/87" in former.rule
+        audit = s.scalars(select(AuditEntry).where(AuditEntry.action == "privacy.destroyed")).all()
+        assert len(audit) == len(records)
+        assert backlog(s, world.id) == {
+            "prospect": {"due": 2, "held": 2},
+            "former_customer": {"due": 0, "held": 0},
+            "request_note": {"due": 0, "held": 0},
+        }
+    again = run_retention(database, world.id, actor=ACTOR)
+    assert sum(again.destroyed.values()) == 0
+
+
+def test_releasing_a_hold_lets_retention_proceed_and_the_job_runs_it(
+    database: Database, settings: Settings, api: httpx.Client, person_token: TokenFor
+) -> None:
+    world, ids = _world(database)
+    admin = auth(person_token(world, "admin"))
+    holds = api.get(
+        "/api/v1/privacy/legal-holds", headers=admin, params={"customer_id": str(ids["held"])}
+    ).json()
+    assert [h["reason"] for h in holds] == ["regulator_inquiry"]
+    released = api.post(f"/api/v1/privacy/legal-holds/{holds[0]['id']}/release", headers=admin)
+    assert released.status_code == 200 and released.json()["released_at"]
+    backlog_api = api.get("/api/v1/privacy/retention", headers=admin).json()["backlog"]
+    assert backlog_api["prospect"] == {"due": 7, "held": 1}
+    now = utcnow()
+    retention_sweep(JobContext(database, settings, now, now))
+    with database.tenant_session(world.id) as s:
+        assert s.get_one(Customer, (world.id, ids["held"])).anonymized_at is not None
+        assert s.get_one(Customer, (world.id, ids["open_case"])).anonymized_at is None
+    records = api.get("/api/v1/privacy/destruction-records", headers=admin).json()["items"]
+    assert any(str(ids["held"]) in r["subject_ids"] for r in records)
+    assert all(
+        r["actor"] == "system:privacy_retention" for r in records if r["run_id"] != "fixture"
+    )
+    placed = api.post(
+        "/api/v1/privacy/legal-holds",
+        headers=admin,
+        json={
+            "customer_id": str(ids["long"]),
+            "reason": "litigation",
+            "reference": "(2026)京0105民初1号",
+        },
+    )
+    assert placed.status_code == 201
+    other = make_tenant(database, "ret-other")
+    other_admin = auth(person_token(other, "admin"))
+    assert (
+        api.post(
+            f"/api/v1/privacy/legal-holds/{placed.json()['id']}/release", headers=other_admin
+        ).status_code
+        == 404
+    )
