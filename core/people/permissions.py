@@ -90,7 +90,13 @@ BUILTIN_ROLES: tuple[BuiltinRole, ...] = (
         "客服处",
         "Customer-service division",
         _READ
-        | {"cases:write", "cases:assign", "visits:write", "customers:write", "customers:read_clear"},
+        | {
+            "cases:write",
+            "cases:assign",
+            "visits:write",
+            "customers:write",
+            "customers:read_clear",
+        },
         "客户服务管理规定 第五条",
     ),
     BuiltinRole(
