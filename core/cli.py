@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -104,6 +105,8 @@ def build_cli() -> typer.Typer:
 
 def main() -> None:
     """Console-script entry point."""
+    # authlib announces a future rename of its httpx integration on import; not for operators.
+    warnings.filterwarnings("ignore", message=".*httpx module is deprecated.*")
     try:
         build_cli()()
     except KeyboardInterrupt:

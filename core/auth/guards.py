@@ -100,7 +100,7 @@ class Access:
             .where(or_(*(OrgUnit.path.startswith(p, autoescape=True) for p in prefixes)))
             .correlate(None)
         )
-        return unit_id_column.in_(visible)  # type: ignore[no-any-return]
+        return unit_id_column.in_(visible)
 
 
 def load_access(session: Session, principal: Principal) -> Access:
