@@ -4,14 +4,17 @@ integrator clients registered through the API and authenticated with authlib's c
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
+from sqlalchemy import update
 
 from core.db import Database
+from core.webhooks.models import WebhookSubscription
 from tests.api import conftest as api_fixtures
 from tests.api.conftest import TokenFor, auth
 from tests.conftest import LiveServer
@@ -21,6 +24,20 @@ api = api_fixtures.api
 """An HTTP client against the live server (the API tests' fixture)."""
 person_token = api_fixtures.person_token
 """People's tokens through the authorization-code flow (the API tests' fixture)."""
+
+
+@pytest.fixture(scope="module")
+def quiet_webhooks(database: Database) -> Iterator[None]:
+    """After the module, pause every subscription it left behind: their receivers are gone,
+    and the live server's worker would keep retrying (outbox rows other tests count)."""
+    yield
+    with database.platform_transaction() as session:
+        session.execute(
+            update(WebhookSubscription)
+            .where(WebhookSubscription.active.is_(True))
+            .values(active=False)
+            .execution_options(synchronize_session=False)
+        )
 
 
 @pytest.fixture(scope="module")

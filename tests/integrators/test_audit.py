@@ -17,6 +17,8 @@ from tests.conftest import LiveServer
 from tests.factories import TenantWorld
 from tests.integrators.conftest import register_client
 
+pytestmark = pytest.mark.usefixtures("quiet_webhooks")
+
 
 def entries(database: Database, world: TenantWorld, action: str) -> list[AuditEntry]:
     """The tenant's entries of ``action``, oldest first."""

@@ -7,9 +7,13 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
 from core.settings import Settings
 from tests.conftest import LiveServer
 from tests.factories import TenantWorld
+
+pytestmark = pytest.mark.usefixtures("quiet_webhooks")
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "integrators.md"
 

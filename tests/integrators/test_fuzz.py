@@ -30,6 +30,8 @@ from core.settings import Settings
 from tests.conftest import LiveServer
 from tests.factories import make_tenant
 
+pytestmark = pytest.mark.usefixtures("quiet_webhooks")
+
 schemathesis = pytest.importorskip("schemathesis")
 
 EXAMPLES = {"sqlite": 14, "postgres": 14}

@@ -20,6 +20,8 @@ from tests.conftest import LiveServer
 from tests.factories import TenantWorld
 from tests.integrators.conftest import Integrator, problem, register_client
 
+pytestmark = pytest.mark.usefixtures("quiet_webhooks")
+
 
 @pytest.fixture(scope="module")
 def integrator(api: httpx.Client, admin: dict[str, str], live_server: LiveServer) -> Integrator:

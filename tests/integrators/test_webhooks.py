@@ -20,6 +20,8 @@ from tests.factories import TenantWorld
 from tests.integrators.conftest import Integrator, problem, register_client
 from tests.integrators.receiver import Receiver, running_receiver, verify_signature
 
+pytestmark = pytest.mark.usefixtures("quiet_webhooks")
+
 COMPLAINT = {"type": "complaint", "channel": "api", "subject": "理赔款未到账"}
 
 
