@@ -22,7 +22,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from core.db import CrossTenantWriteError
 
@@ -173,6 +173,17 @@ def handle_integrity_error(request: Request[Any, Any, Any], exc: IntegrityError)
     )
 
 
+def handle_data_error(request: Request[Any, Any, Any], exc: DataError) -> Response[Any]:
+    """A value the database cannot store or compare (a NUL byte in text, a number out of
+    range): only a client's input gets here, so it is a 400, never a 500."""
+    log.info("data_error", path=request.url.path, error=str(exc.orig)[:200])
+    return problem_response(
+        request,
+        Problem(400, "a value in the request cannot be stored or compared: text may not "
+                "contain NUL characters and numbers must be within range", slug="invalid-value"),
+    )
+
+
 def handle_cross_tenant(
     request: Request[Any, Any, Any], exc: CrossTenantWriteError
 ) -> Response[Any]:
@@ -194,6 +205,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Problem: handle_problem,
     HTTPException: handle_http_exception,
     IntegrityError: handle_integrity_error,
+    DataError: handle_data_error,
     CrossTenantWriteError: handle_cross_tenant,
     Exception: handle_unexpected,
 }

@@ -127,6 +127,10 @@ class NoticeIn(Input):
     occurred_at: datetime | None = None
 
 
+SortOrder = Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)]
+"""Position of a category in lists (bounded, so it always fits the column)."""
+
+
 class CategoryCreate(Input):
     """A new category of the tenant's classification."""
 
@@ -135,7 +139,7 @@ class CategoryCreate(Input):
     name_en: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     parent_id: uuid.UUID | None = None
     case_types: list[CaseType] = []
-    sort_order: int = 0
+    sort_order: SortOrder = 0
 
 
 class CategoryUpdate(Input):
@@ -144,7 +148,7 @@ class CategoryUpdate(Input):
     name_zh: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
     name_en: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
     case_types: list[CaseType] | None = None
-    sort_order: int | None = None
+    sort_order: SortOrder | None = None
     active: bool | None = None
 
 
