@@ -100,8 +100,12 @@ async def token(request: Request[Any, Any, Any], settings: Settings, db: Databas
     )
 
 
-def _authenticate_person(unit: TenantUnit, username: str, password: str) -> Person | None:
-    """The active person of the unit's tenant with these credentials; same cost either way."""
+def _authenticate_person(
+    unit: TenantUnit, username: str, password: str
+) -> tuple[Person | None, str]:
+    """The active person of the unit's tenant with these credentials, and why not when not
+    (``unknown_user``, ``no_password``, ``wrong_password``, ``inactive``: for the audit log
+    only, never for the page); same cost either way."""
     person = None
     if username and len(username) <= 64:
         person = unit.session.scalars(
@@ -111,10 +115,48 @@ def _authenticate_person(unit: TenantUnit, username: str, password: str) -> Pers
         if not _DUMMY_HASH:
             _DUMMY_HASH.append(hash_password(uuid.uuid4().hex))
         verify_password(_DUMMY_HASH[0], password)  # equal time, no account enumeration
-        return None
-    if not verify_password(person.password_hash, password) or not person.active:
-        return None
-    return person
+        return None, "unknown_user" if person is None else "no_password"
+    if not verify_password(person.password_hash, password):
+        return person, "wrong_password"
+    if not person.active:
+        return person, "inactive"
+    return person, ""
+
+
+def _sign_in_failed(
+    unit: TenantUnit, person: Person | None, username: str, why: str, client_id: str
+) -> None:
+    """Keep a refused sign-in for the tenant's audit log (written after the rollback of the
+    request). An unknown username is named by a keyed fingerprint only: people type passwords
+    into the username field."""
+    from core.privacy.crypto import keyring_of
+
+    details: dict[str, Any] = {"client_id": client_id, "reason": why}
+    if person is not None:
+        target: tuple[str, object] | None = ("person", person.id)
+        details["username"] = person.username
+    else:
+        target = None
+        assert unit.tenant is not None
+        details["username_fingerprint"] = (
+            "fp:"
+            + keyring_of(unit.session).blind_index(
+                unit.session, unit.tenant.id, "audit.username", username[:200]
+            )[:16]
+        )
+    unit.audits.append(
+        {
+            "action": "auth.sign_in_failed",
+            "actor": AuditActor(
+                "person" if person is not None else "client",
+                f"person:{person.username}" if person is not None else f"client:{client_id}",
+                person.id if person is not None else None,
+                client_id,
+            ),
+            "target": target,
+            "details": details,
+        }
+    )
 
 
 def _authorize(
@@ -141,17 +183,20 @@ def _authorize(
             request=oauth_request, grant_user=None, grant=grant
         )
     username = form.get("username", "")
-    person = _authenticate_person(unit, username, form.get("password", ""))
-    if person is None:
+    client_id = grant.client.client_id
+    person, why = _authenticate_person(unit, username, form.get("password", ""))
+    if person is None or why:
+        unit.source = unit.source or oauth_request.source
+        _sign_in_failed(unit, person, username, why, client_id)
         return login_page(**page, username=username, error=INVALID_CREDENTIALS, status=401)
     person.last_sign_in_at = utcnow()
-    client_id = grant.client.client_id
     record(
         unit.session,
         action="auth.sign_in",
         actor=AuditActor("person", f"person:{person.username}", person.id, client_id),
         target=("person", person.id),
         details={"client_id": client_id, "scope": oauth_request.scope or ""},
+        source=oauth_request.source,
     )
     return server.create_authorization_response(
         request=oauth_request, grant_user=person, grant=grant

@@ -12,10 +12,13 @@ The tenant of the request comes from the token's ``tenant`` claim and nothing el
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any
 
 import anyio
+import structlog
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import (
@@ -25,12 +28,17 @@ from litestar.middleware import (
 )
 from litestar.middleware._utils import should_bypass_middleware
 from litestar.types import ASGIApp, Receive, Scope, Send
+from sqlalchemy import select
 
+from core.audit import AuditActor, record
 from core.auth.principal import Principal, current_principal
 from core.auth.server import AuthContext, auth_context
 from core.auth.tokens import TokenError, audience_allows, token_state
 from core.db import Database
+from core.people.models import Person
 from core.settings import Settings
+
+log = structlog.get_logger("insurdesk.auth")
 
 PROTECTED_PREFIX = "/api/"
 
@@ -56,10 +64,76 @@ def principal_from_claims(ctx: AuthContext, claims: dict[str, Any]) -> Principal
     )
 
 
-def authenticate_bearer(ctx: AuthContext, token: str) -> tuple[Principal, dict[str, Any]]:
-    """Verify ``token`` and return its principal and claims (blocking: run in a thread)."""
+REFUSAL_AUDIT_SECONDS = 300.0
+"""A refused token (revoked, disabled client or person) is recorded once per this period per
+process, so a client retrying with it cannot flood the audit log."""
+_recent_refusals: dict[str, float] = {}
+_refusals_lock = threading.Lock()
+
+
+def _first_refusal(jti: str) -> bool:
+    now = time.monotonic()
+    with _refusals_lock:
+        last = _recent_refusals.get(jti)
+        if last is not None and now - last < REFUSAL_AUDIT_SECONDS:
+            return False
+        if len(_recent_refusals) >= 4096:
+            _recent_refusals.clear()
+        _recent_refusals[jti] = now
+        return True
+
+
+def record_refused_token(
+    ctx: AuthContext, claims: dict[str, Any], why: str, source: str | None
+) -> None:
+    """Record ``auth.token_refused`` in the token's tenant: a correctly signed token that is
+    no longer accepted (revoked, client disabled, person deactivated). Tokens that do not
+    verify (bad signature, expired) name no tenant that can be trusted: they are only in the
+    structured log."""
+    jti = str(claims.get("jti", ""))
+    if not _first_refusal(jti):
+        return
+    tenant_id = uuid.UUID(str(claims["tenant"]))
+    client_id = str(claims.get("client_id", ""))
+    with ctx.db.tenant_transaction(tenant_id) as session:
+        person_id = None
+        label = f"client:{client_id}"
+        if claims.get("kind") == "person":
+            try:
+                person_id = uuid.UUID(str(claims["sub"]))
+            except ValueError:
+                person_id = None
+            username = (
+                session.scalar(select(Person.username).where(Person.id == person_id))
+                if person_id
+                else None
+            )
+            label = f"person:{username or claims.get('sub')}"
+        record(
+            session,
+            action="auth.token_refused",
+            actor=AuditActor(
+                "person" if person_id else "client", label[:200], person_id, client_id
+            ),
+            target=("oauth_client", client_id),
+            details={"client_id": client_id, "jti": jti, "reason": why},
+            source=source,
+        )
+    log.info("token_refused", tenant=str(tenant_id), client_id=client_id, reason=why)
+
+
+def authenticate_bearer(
+    ctx: AuthContext, token: str, source: str | None = None
+) -> tuple[Principal, dict[str, Any]]:
+    """Verify ``token`` and return its principal and claims (blocking: run in a thread).
+    A verified token refused by its tenant's state is recorded (:func:`record_refused_token`).
+    """
     claims = ctx.verifier.verify(token)
-    return principal_from_claims(ctx, claims), claims
+    try:
+        return principal_from_claims(ctx, claims), claims
+    except TokenError as exc:
+        record_refused_token(ctx, claims, exc.detail, source)
+        raise
 
 
 class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
@@ -100,7 +174,10 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException("missing bearer token")
         try:
-            principal, claims = await anyio.to_thread.run_sync(authenticate_bearer, self.ctx, token)
+            source = connection.client.host if connection.client else None
+            principal, claims = await anyio.to_thread.run_sync(
+                authenticate_bearer, self.ctx, token, source
+            )
         except TokenError as exc:
             raise NotAuthorizedException(exc.detail) from None
         if not audience_allows(claims.get("aud"), self.ctx.settings.issuer, connection.url.path):

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from core.audit import record
 from core.auth.audit import record_token_event
 from core.auth.hashing import digest, generate_handle
 from core.auth.keys import KeyStore
@@ -87,6 +88,9 @@ class TenantUnit:
         """The ``aud`` of the token to issue: RFC 8707 resources asked for (None: the API)."""
         self.refusals: list[dict[str, Any]] = []
         """Refused requests to record in the audit log after the rollback."""
+        self.audits: list[dict[str, Any]] = []
+        """Other entries to record after a rollback (``record`` keyword arguments without
+        ``source``): refused sign-ins."""
 
     def bind(self, tenant: Tenant) -> Session | None:
         """Open the session of ``tenant``; None if the request is already bound to another."""
@@ -520,13 +524,15 @@ class AuthContext:
                 unit.finish(False)
                 raise
             unit.finish((response.status_code or 200) < 400 or unit.commit_anyway)
-            if unit.refusals and unit.tenant is not None:
+            if (unit.refusals or unit.audits) and unit.tenant is not None:
                 self._record_refusals(unit)
             return response
 
     def _record_refusals(self, unit: TenantUnit) -> None:
         assert unit.tenant is not None
         with self.db.tenant_transaction(unit.tenant.id) as session:
+            for entry in unit.audits:
+                record(session, **entry, source=unit.source)
             for refusal in unit.refusals:
                 record_token_event(
                     session,
