@@ -108,6 +108,31 @@ class Settings:
     """``INSURDESK_MASTER_KEY_FILE``: a file holding the master key (base64), e.g. a mounted
     Kubernetes secret."""
 
+    attachment_storage: str = "local"
+    """``INSURDESK_ATTACHMENT_STORAGE``: where attachment files are kept: ``local`` (a directory,
+    ``<var_dir>/attachments``; the embedded default) or ``s3`` (an S3-compatible object store,
+    configured by the ``INSURDESK_S3_*`` variables)."""
+
+    s3_bucket: str = ""
+    """``INSURDESK_S3_BUCKET``: the bucket of the ``s3`` store (it must exist)."""
+
+    s3_prefix: str = ""
+    """``INSURDESK_S3_PREFIX``: prepended to every object key (e.g. ``insurdesk/``)."""
+
+    s3_endpoint_url: str = ""
+    """``INSURDESK_S3_ENDPOINT_URL``: the S3-compatible endpoint (MinIO, Ceph, a cloud's
+    object storage); empty: AWS. With an endpoint, path-style addressing is used."""
+
+    s3_region: str = ""
+    """``INSURDESK_S3_REGION``: the region name, where the store needs one."""
+
+    s3_access_key_id: str = ""
+    """``INSURDESK_S3_ACCESS_KEY_ID``: the access key; empty: boto3's usual credential chain
+    (``AWS_ACCESS_KEY_ID``..., an instance role)."""
+
+    s3_secret_access_key: str = field(default="", repr=False)
+    """``INSURDESK_S3_SECRET_ACCESS_KEY``: the secret key (keep it in a secret store)."""
+
     @property
     def webhooks_may_reach_private(self) -> bool:
         """Whether webhook deliveries may go to non-public addresses (see
@@ -161,4 +186,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     settings = Settings(**values)
     if settings.is_production and settings.load_demo_tenants:
         raise ValueError("INSURDESK_LOAD_DEMO_TENANTS is refused with production settings")
+    from core.cases.storage import check_settings
+
+    check_settings(settings)
     return settings

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from core.api.deps import API_DEPENDENCIES
 from core.auth.guards import Access
 from core.cases.flows import CaseContext, make_context
-from core.cases.storage import local_storage
+from core.cases.storage import storage_for
 from core.plugins.host import PluginHost
 from core.settings import Settings
 
@@ -17,7 +17,7 @@ def provide_case_context(
     session: Session, access: Access, plugins: PluginHost, settings: Settings
 ) -> CaseContext:
     """The flow context of this request: tenant, calendar, plugins, actor, attachment store."""
-    return make_context(session, access, plugins=plugins, storage=local_storage(settings.var_dir))
+    return make_context(session, access, plugins=plugins, storage=storage_for(settings))
 
 
 CASE_DEPENDENCIES: dict[str, Provide] = {

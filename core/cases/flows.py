@@ -48,7 +48,7 @@ from core.cases.models import (
     Channel,
 )
 from core.cases.schemas import CaseCreate, TransitionIn
-from core.cases.storage import AttachmentStorage, sha256_of
+from core.cases.storage import AttachmentStorage, put_in_transaction, sha256_of
 from core.customers.models import Customer, Policy
 from core.customers.services import get_customer, get_policy
 from core.db import Database, new_id, utcnow
@@ -1537,7 +1537,8 @@ def add_attachment(
         uploaded_at=ctx.now(),
     )
     attachment.storage_key = f"{ctx.tenant.id}/{case.id}/{attachment.id}"
-    ctx.storage.put(attachment.storage_key, data)
+    # Deleted again if this transaction does not commit (core.cases.storage).
+    put_in_transaction(ctx.session, ctx.storage, attachment.storage_key, data)
     ctx.session.add(attachment)
     record_event(
         ctx,

@@ -72,6 +72,7 @@ def slots_between(job: Job, last: dt.datetime | None, now: dt.datetime) -> list[
 
 def default_jobs(settings: Any = None) -> list[Job]:
     """Every periodic job of the platform. Add new ones here (visits, inspections, retention)."""
+    from core.cases.storage import attachment_sweep
     from core.privacy import jobs as privacy_jobs
     from core.scheduler import sweeps
 
@@ -116,5 +117,15 @@ def default_jobs(settings: Any = None) -> list[Job]:
             lease=dt.timedelta(hours=1),
             description="anonymize customer data past its retention period, in batches, with "
             "destruction records; never held data (docs/privacy.md)",
+        ),
+        Job(
+            "attachment_sweep",
+            every=dt.timedelta(days=1),
+            offset=dt.timedelta(hours=19),  # 03:00 Asia/Shanghai
+            run=attachment_sweep,
+            catch_up="latest",
+            lease=dt.timedelta(hours=1),
+            description="delete stored attachment files that no row refers to (left by a "
+            "process that died before its commit), once older than an hour (docs/cases.md)",
         ),
     ]

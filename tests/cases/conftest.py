@@ -23,6 +23,7 @@ from core.people.services import assign_role, create_person, get_role_by_key
 from core.plugins.host import PluginHost
 from core.plugins.registry import build_registry
 from tests.factories import PASSWORD, TenantWorld, make_tenant
+from tests.s3server import S3Server
 
 EXTRA_PEOPLE = (
     # username, built-in role, unit
@@ -138,3 +139,11 @@ def ids(items: Any) -> list[uuid.UUID]:
 
 DATA = Path(__file__).parent.parent / "deadlines" / "data"
 """The schedule files of the deadline tests (2026 notice, invented 2027 fixture)."""
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto's, a separate process) for the session."""
+    server = S3Server()
+    yield server
+    server.stop()

@@ -70,4 +70,5 @@ def test_scheduler_jobs_lists_the_registered_jobs(bg_settings: Settings) -> None
         "outbox_retention",
         "privacy_reencrypt",
         "privacy_retention",
+        "attachment_sweep",
     ]
