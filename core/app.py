@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     return Litestar(
         route_handlers=discover_routes(),
-        state=State({"settings": settings, "db": db, "plugins": plugins}),
+        state=State({"settings": settings, "db": db, "plugins": plugins, "rate_limiter": limiter}),
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "db": Provide(lambda: db, use_cache=True, sync_to_thread=False),

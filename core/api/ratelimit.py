@@ -32,7 +32,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -121,20 +121,24 @@ class Backend(Protocol):
 
 
 class MemoryBackend:
-    """Buckets in this process's memory (the embedded default: one process)."""
+    """Buckets in this process's memory (the embedded default: one process).
+
+    :param clock: seconds on a monotonic clock (tests pass a clock they move by hand).
+    """
 
     name = "memory"
     MAX_KEYS = 100_000
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._levels: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self.clock = clock
 
     async def take(
         self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
     ) -> tuple[bool, list[float]]:
         """See :class:`Backend` (atomic over the buckets)."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if len(self._levels) > self.MAX_KEYS:
                 self._levels.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -132,30 +133,60 @@ def test_a_failed_first_request_frees_the_key(
 def test_concurrent_retries_create_one_case(
     live_server: LiveServer, integrator: Integrator, world: TenantWorld, database: Database
 ) -> None:
+    """Six copies of one keyed request, released together by a barrier (so they overlap however
+    busy the machine is): one runs, the others get ``409 idempotency-key-in-use`` or, once it
+    finished, its answer replayed. Every answer is checked in the test's thread, and the
+    clients then retry their 409s as ``Retry-After`` says until each has the one case."""
     subject = f"并发重试 {uuid.uuid4().hex[:6]}"
     headers = {**integrator.headers, "Idempotency-Key": str(uuid.uuid4())}
-    statuses: list[int] = []
-    ids: set[str] = set()
-    lock = threading.Lock()
+    body = _complaint(world, subject)
+    copies = 6
+    barrier = threading.Barrier(copies)
+    answers: list[httpx.Response | BaseException] = [RuntimeError("not sent")] * copies
 
-    def send() -> None:
-        with httpx.Client(base_url=live_server.url, timeout=20) as http:
-            answer = http.post("/api/v1/cases", headers=headers, json=_complaint(world, subject))
-        with lock:
-            statuses.append(answer.status_code)
+    def send(i: int, http: httpx.Client) -> None:
+        try:
+            barrier.wait(timeout=60)
+            answers[i] = http.post("/api/v1/cases", headers=headers, json=body)
+        except BaseException as exc:  # reported by the test thread below
+            answers[i] = exc
+
+    clients = [httpx.Client(base_url=live_server.url, timeout=120) for _ in range(copies)]
+    try:
+        for http in clients:  # connect first: the barrier then releases only the requests
+            assert http.get("/healthz").status_code == 200
+        threads = [threading.Thread(target=send, args=(i, http)) for i, http in enumerate(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+        assert not any(t.is_alive() for t in threads)
+        ids: set[str] = set()
+        firsts = 0
+        for answer in answers:
+            assert isinstance(answer, httpx.Response), repr(answer)
             if answer.status_code == 201:
                 ids.add(answer.json()["case"]["id"])
+                firsts += answer.headers.get("idempotent-replayed") != "true"
             else:
-                assert answer.status_code == 409
+                assert answer.status_code == 409, answer.text
                 assert answer.json()["type"] == "/problems/idempotency-key-in-use"
                 assert answer.headers["retry-after"] == "1"
-
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert 201 in statuses and len(ids) == 1
+        assert firsts <= 1 and len(ids) <= 1
+        # The clients told to retry do so (bounded), and get the same case, replayed.
+        for i, answer in enumerate(answers):
+            assert isinstance(answer, httpx.Response)
+            for _ in range(60):
+                if answer.status_code != 409:
+                    break
+                time.sleep(float(answer.headers["retry-after"]))
+                answer = clients[i].post("/api/v1/cases", headers=headers, json=body)
+            assert answer.status_code == 201, answer.text
+            ids.add(answer.json()["case"]["id"])
+        assert len(ids) == 1
+    finally:
+        for http in clients:
+            http.close()
     assert _cases_with(database, world, subject) == 1
 
 
