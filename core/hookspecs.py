@@ -48,6 +48,7 @@ from core.plugins.types import (
     CalendarAdjustment,
     CaseFacts,
     CaseType,
+    ClockPause,
     CustomerFacts,
     FollowUp,
     FollowUpKind,
@@ -138,6 +139,32 @@ def insurdesk_deadline_rules(  # type: ignore[empty-body]
     Combined: all plugins' rules go to the deadline engine, which keeps, per clock, the earliest
     due. A policy rule whose due is later than the statutory due is ignored with a warning
     (never loosens the law); the warnings are returned with the clocks.
+    """
+
+
+@hookspec
+def insurdesk_clock_pauses(  # type: ignore[empty-body]
+    case: CaseFacts, settings: Mapping[str, Any]
+) -> list[ClockPause]:
+    """Say which deadline clocks stop while the case is in which lifecycle states.
+
+    Called at every transition of a case, before anything is written. When a transition enters
+    a state in which a clock pauses, the running clock is paused; when a later transition leaves
+    it for a state in which it does not pause, the clock resumes and its due moves by the days
+    the pause excluded (counted as the deadline engine counts pauses, on the unit's working-day
+    calendar for working-day clocks). Pauses for appraisal and mediation are acts of the handler
+    (``POST .../clocks/{clock}/pause``), not states, and are not asked here.
+
+    :param case: the facts of the case (``case.state`` is the state it leaves).
+    :param settings: this plugin's effective settings at the case's unit.
+    :returns: :class:`ClockPause` values, each naming a clock, the states in which it does not
+        run and the ``citation`` that allows it; ``[]`` for none.
+
+    Combined: the union of all plugins' pauses. A pause moves a due later, and only the law may
+    do that to a statutory period: a pause is honoured for a clock that has a statutory rule
+    in the case only when it comes from an always-on plugin (the statutory baseline); another
+    plugin's pause of such a clock is ignored and named in the transition's timeline event
+    (``pause_warnings``). Policy plugins may pause their own policy-only clocks.
     """
 
 
@@ -321,6 +348,7 @@ __all__ = [
     "CalendarAdjustment",
     "CaseFacts",
     "CaseType",
+    "ClockPause",
     "ClockState",
     "CustomerFacts",
     "DeadlineRule",

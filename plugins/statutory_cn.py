@@ -21,6 +21,22 @@ Sources (verbatim in ``shared/regulations``):
   第十九条 保全 accepted within 2 working days, missing materials within 5 working days;
   第二十条 finished within 5 working days of approval or payment; 第二十一条 lapse notice within
   10 working days; 第二十三条 life claim decided within 5 working days (30 days when complex).
+
+Which clocks stop while the customer's materials are awaited (``insurdesk_clock_pauses``):
+
+* ``claim.decision`` in ``awaiting_materials``: 最高人民法院关于适用《中华人民共和国保险法》
+  若干问题的解释（二）第十五条: "保险法第二十三条规定的三十日核定期间，应自保险人初次收到索赔
+  请求及投保人、被保险人或者受益人提供的有关证明和资料之日起算。保险人主张扣除投保人、被保险人
+  或者受益人补充提供有关证明和资料期间的，人民法院应予支持；扣除期间自保险人根据保险法第二十二条
+  规定作出的通知到达投保人、被保险人或者受益人之日起，至投保人、被保险人或者受益人按照通知要求
+  补充提供的有关证明和资料到达保险人之日止。" The same deduction applies to the 5-working-day
+  life period of 2010-life-service/23, which counts from the same claim;
+* ``policy_service.acceptance`` in ``awaiting_materials``: 2010-life-service/19 counts the 2 working
+  days "自收到资料齐全……的保全申请之日起", so they do not run while the application is incomplete;
+* ``complaint.decision`` does **not** pause: 2020-complaints/18 counts 15 days
+  "自收到消费投诉之日起" and excludes only appraisal (第十八条第二款) and mediation
+  (第二十三条), which are the handler's explicit pauses. A company may not stop the statutory
+  period while it waits for materials.
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from core.hookspecs import CaseFacts, DeadlineRule, PluginInfo, hookimpl
+from core.hookspecs import CaseFacts, ClockPause, DeadlineRule, PluginInfo, hookimpl
 
 NAME = "statutory_cn"
 VERSION = "2020.3.1"
@@ -140,6 +156,27 @@ def _new_policy_callback(case: CaseFacts) -> list[DeadlineRule]:
     )]
 
 
+CLAIM_MATERIALS_CITATION = "spc-insurance-2/15"
+"""保险法司法解释（二）第十五条: the time the claimant takes to add proof is not counted."""
+
+
+def pauses_2020(case: CaseFacts) -> list[ClockPause]:
+    """The clocks that stop while a case of these rules is in some states (module docstring)."""
+    if case.case_type == "claim_report":
+        return [ClockPause(
+            clock="claim.decision", states=("awaiting_materials",),
+            citation=CLAIM_MATERIALS_CITATION,
+            description="扣除被保险人或者受益人补充提供有关证明和资料的期间",
+        )]
+    if case.case_type == "service_request":
+        return [ClockPause(
+            clock="policy_service.acceptance", states=("awaiting_materials",),
+            citation="2010-life-service/19",
+            description="自收到资料齐全、符合合同约定条件的保全申请之日起2个工作日内完成受理",
+        )]
+    return []
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """The statutory rules in force from ``effective_from`` (a China date)."""
@@ -147,6 +184,7 @@ class RuleSet:
     effective_from: dt.date
     label: str
     rules: Callable[[CaseFacts, str], list[DeadlineRule]]
+    pauses: Callable[[CaseFacts], list[ClockPause]] = lambda case: []
 
 
 RULESETS: tuple[RuleSet, ...] = (
@@ -154,6 +192,7 @@ RULESETS: tuple[RuleSet, ...] = (
         dt.date(2020, 3, 1),
         "银行业保险业消费投诉处理管理办法 (2020) + 保险法 + 2010 人身保险服务规定",
         rules_2020,
+        pauses_2020,
     ),
 )
 
@@ -183,6 +222,10 @@ class StatutoryBaseline:
     def insurdesk_deadline_rules(self, case: CaseFacts, trigger: str) -> list[DeadlineRule]:
         return self.ruleset_for(case.received_at).rules(case, trigger)
 
+    @hookimpl
+    def insurdesk_clock_pauses(self, case: CaseFacts) -> list[ClockPause]:
+        return self.ruleset_for(case.received_at).pauses(case)
+
 
 INFO = PluginInfo(
     version=VERSION,
@@ -198,6 +241,7 @@ INFO = PluginInfo(
         "2020-complaints/18", "2020-complaints/20", "insurance-law/23", "insurance-law/24",
         "insurance-law/25", "2010-life-service/15", "2010-life-service/19",
         "2010-life-service/20", "2010-life-service/21", "2010-life-service/23",
+        CLAIM_MATERIALS_CITATION,
     ),
 )
 
@@ -214,3 +258,9 @@ def insurdesk_plugin_info() -> PluginInfo:
 def insurdesk_deadline_rules(case: CaseFacts, trigger: str) -> list[DeadlineRule]:
     """The statutory rules for ``trigger``, from the rule set in force when it was received."""
     return _BASELINE.insurdesk_deadline_rules(case, trigger)
+
+
+@hookimpl
+def insurdesk_clock_pauses(case: CaseFacts) -> list[ClockPause]:
+    """The clocks that stop while the case awaits materials, per the rule set in force."""
+    return _BASELINE.insurdesk_clock_pauses(case)

@@ -72,6 +72,8 @@ from core.deadlines import (
     restart,
     resume,
 )
+from core.deadlines.clocks import RESTART_CITATION, Restart
+from core.hookspecs import TRIGGERS
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
 from core.outbox import emit
@@ -79,6 +81,7 @@ from core.people.models import Person, Role, RoleAssignment
 from core.people.permissions import ALL_PERMISSIONS
 from core.plugins.flows import (
     PlannedFollowUp,
+    clock_pauses,
     deadline_rules,
     follow_ups_on_transition,
     plan_case_opening,
@@ -87,12 +90,14 @@ from core.plugins.flows import (
 from core.plugins.host import PluginHost
 from core.plugins.registry import build_registry
 from core.plugins.resolution import TenantPlugins
-from core.plugins.types import CaseFacts, PolicyFacts, UnitFacts
+from core.plugins.types import CaseFacts, ClockPause, PolicyFacts, UnitFacts
 from core.tenancy.models import Tenant
 
 log = structlog.get_logger("insurdesk.cases")
 
-MATERIALS_PAUSE_REASON = "awaiting materials"
+STATE_PAUSE_PREFIX = "state:"
+"""A pause reason starting with this is a state's pause (``insurdesk_clock_pauses``): the clock
+resumes when the case leaves the state. Handler pauses (mediation, appraisal) never start so."""
 FUTURE_SKEW = dt.timedelta(minutes=5)
 """How far in the future an ``occurred_at`` may lie (clock skew between client and server)."""
 
@@ -138,10 +143,6 @@ class CaseContext:
     """The tenant calendar (loaded years, tenant zone); :meth:`calendar_at` adds the
     plugins' adjustments of a unit."""
     plugins: PluginHost
-    materials_pauses: frozenset[str] = frozenset()
-    """Clocks a policy pauses while the customer's materials are awaited. No hook carries such
-    a policy yet, so none by default: the statutory periods run from receipt
-    (2020-complaints/18)."""
     now: Callable[[], dt.datetime] = utcnow
     storage: AttachmentStorage | None = None
     extension_policy: ExtensionPolicy = field(default=EXTENSION_POLICY)
@@ -961,6 +962,46 @@ def _set(
     changes.add(what, row, **extra)
 
 
+def _statutory_clocks(ctx: CaseContext, facts: CaseFacts) -> set[str]:
+    """Clocks for which a statutory rule exists in this case, whatever the trigger."""
+    tp = ctx.enabled_at(facts.unit.path)
+    found = {"regulator.report"}
+    for trigger in TRIGGERS:
+        found.update(r.clock for r in deadline_rules(tp, facts, trigger) if r.statutory)
+    return found
+
+
+def _state_pauses(
+    ctx: CaseContext, facts: CaseFacts, target: str
+) -> tuple[dict[str, ClockPause], list[dict[str, Any]]]:
+    """The clocks that do not run in ``target`` (``insurdesk_clock_pauses``), and the pauses
+    ignored because a plugin that is not always on tried to stop a statutory period."""
+    honoured: dict[str, ClockPause] = {}
+    ignored: list[dict[str, Any]] = []
+    statutory: set[str] | None = None
+    for item in clock_pauses(ctx.enabled_at(facts.unit.path), facts):
+        p = item.pause
+        if target not in p.states:
+            continue
+        if not item.always_on:
+            if statutory is None:
+                statutory = _statutory_clocks(ctx, facts)
+            if p.clock in statutory:
+                message = (
+                    f"plugin {p.source!r} would pause {p.clock} in {target} ({p.citation}); "
+                    "only the statutory baseline may stop a statutory period: ignored"
+                )
+                log.warning("clock_pause_ignored", plugin=p.source, clock=p.clock, state=target)
+                ignored.append({"clock": p.clock, "plugin": p.source, "message": message})
+                continue
+        honoured.setdefault(p.clock, p)
+    return honoured, ignored
+
+
+def _state_pause_reason(state: str, pause_rule: ClockPause) -> str:
+    return f"{STATE_PAUSE_PREFIX}{state} ({pause_rule.citation})"
+
+
 def _clock_effects(
     ctx: CaseContext,
     case: Case,
@@ -968,24 +1009,39 @@ def _clock_effects(
     t: Transition,
     at: dt.datetime,
     reason: str | None,
-) -> tuple[list[ClockState], list[RuleWarning], _ClockChanges]:
-    """Apply a transition to the case's clocks; new clocks are computed first (plugins)."""
-    new_states: list[ClockState] = []
-    warnings: list[RuleWarning] = []
+) -> tuple[list[ClockState], list[RuleWarning], _ClockChanges, list[dict[str, Any]]]:
+    """Apply a transition to the case's clocks; new clocks are computed first (plugins).
+
+    In order, per open clock: a clock paused by the state the case leaves resumes (when the new
+    state does not pause it too); then it is completed, cancelled or restarted as the table
+    says; a running clock that the new state pauses is paused. A restart counts the period
+    afresh on the rules resolved again at ``at``; a pause in progress (mediation, awaiting
+    materials) carries on. A restart of a clock that is no longer open (a closed case re-opened)
+    starts a new clock that records the one it follows.
+    """
     calendar = ctx.calendar_at(facts.unit)
+    target = t.target or case.state
+    why = reason or "new facts or reasons"
+    started: list[tuple[ClockState, str]] = []
+    warnings: list[RuleWarning] = []
     if t.trigger:
-        new_states, warnings = compute_clocks(ctx, facts, t.trigger, at, only=t.trigger_clocks)
+        states, warnings = compute_clocks(ctx, facts, t.trigger, at, only=t.trigger_clocks)
+        started = [(s, "started") for s in states]
+    fresh: dict[str, ClockState] = {}
+    if t.restarts:
+        states, more = compute_clocks(ctx, facts, t.restart_trigger, at, only=t.restarts)
+        fresh = {s.clock: s for s in states}
+        warnings = [*warnings, *more]
+    paused_in, ignored = _state_pauses(ctx, facts, target)
     changes = _ClockChanges()
+    restarted: set[str] = set()
     for row in services.open_clocks(ctx.session, case.id):
         state = to_state(row)
         try:
-            if t.materials == "pause" and row.clock in ctx.materials_pauses:
-                if row.status == "running":
-                    _set(row, pause(state, at, MATERIALS_PAUSE_REASON), changes, "paused")
-            elif (
-                t.materials == "resume"
-                and row.status == "paused"
-                and state.pause_reason == MATERIALS_PAUSE_REASON
+            if (
+                row.status == "paused"
+                and state.pause_reason.startswith(STATE_PAUSE_PREFIX)
+                and row.clock not in paused_in
             ):
                 _set(row, resume(state, at, calendar), changes, "resumed")
                 state = to_state(row)
@@ -997,22 +1053,61 @@ def _clock_effects(
                 row.status, row.completed_at = "cancelled", at
                 changes.add("cancelled", row)
             elif row.clock in t.restarts:
-                if state.paused_at is not None:
+                restarted.add(row.clock)
+                held = state.pause_reason if state.paused_at is not None else None
+                if held is not None:
                     state = resume(state, at, calendar)
+                rule = fresh[row.clock].rule if row.clock in fresh else None
+                renewed = restart(state, at, calendar, reason=why, rule=rule)
+                if held is not None:  # the mediation (or the wait) goes on
+                    renewed = pause(renewed, at, held)
+                _set(row, renewed, changes, "restarted")
+            elif row.status == "running" and row.clock in paused_in:
+                p = paused_in[row.clock]
                 _set(
                     row,
-                    restart(state, at, calendar, reason=reason or "new facts or reasons"),
+                    pause(state, at, _state_pause_reason(target, p)),
                     changes,
-                    "restarted",
+                    "paused",
+                    in_state=target,
+                    citation=p.citation,
+                    plugin=p.source,
                 )
         except ClockError as exc:
             raise Problem(409, str(exc), slug="clock-refused", clock=row.clock) from exc
-    for state in new_states:
+    for clock in t.restarts:
+        if clock in restarted or clock not in fresh:
+            continue
+        earlier = [r for r in services.clocks_of(ctx.session, case.id) if r.clock == clock]
+        follow = fresh[clock]
+        if earlier:
+            prev = to_state(earlier[-1])
+            follow = dataclasses.replace(
+                follow,
+                restarts=(
+                    *prev.restarts,
+                    Restart(
+                        at=at,
+                        reason=why,
+                        citation=RESTART_CITATION,
+                        previous_started_at=prev.started_at,
+                        previous_due_at=prev.due_at,
+                        previous_amount=prev.amount,
+                        previous_pauses=prev.pauses,
+                        previous_extensions=prev.extensions,
+                    ),
+                ),
+            )
+        started.append((follow, "restarted"))
+    for state, what in started:
+        if state.clock in paused_in:
+            p = paused_in[state.clock]
+            state = pause(state, at, _state_pause_reason(target, p))
         row = new_row(state)
         row.case_id = case.id
         ctx.session.add(row)
-        changes.add("started", row)
-    return new_states, warnings, changes
+        changes.add(what, row)
+    return [s for s, _ in started], warnings, changes, ignored
 
 
 @guarded
@@ -1069,7 +1164,7 @@ def transition(
 
     before = snapshot(case)
     from_state = case.state
-    _, warnings, changes = _clock_effects(ctx, case, facts, t, at, data.reason)
+    _, warnings, changes, ignored_pauses = _clock_effects(ctx, case, facts, t, at, data.reason)
     _apply_fields(ctx, case, t, data, at)
     old, new = diff(before, snapshot(case))
     approver = ctx.actor if t.permission == "cases:approve" else None
@@ -1089,6 +1184,7 @@ def transition(
             "clocks": changes.items,
             "rule_warnings": [_warning_json(w) for w in warnings],
             "follow_ups": [_follow_up_json(f) for f in follow_ups],
+            **({"pause_warnings": ignored_pauses} if ignored_pauses else {}),
             **({"citation": t.citation} if t.citation else {}),
         },
     )

@@ -4,7 +4,9 @@ A :class:`Transition` says, for one case type, from which states an ``action`` m
 the state it leads to, the permission the actor must hold (at the case's unit, or at its
 superior unit for a review 核查), the fields the request must carry, the named guards the
 flow checks, and what happens to the deadline clocks (completed, cancelled, restarted, started
-by a trigger, paused or resumed while waiting for materials where a policy says so).
+by a trigger). Which clocks stop in which states (a claim's decision period while the proof is
+awaited) is not in this table: the plugins say it (``insurdesk_clock_pauses``), and the flow
+pauses and resumes the clocks as the case enters and leaves those states.
 
 Nothing else in the code decides whether a transition is allowed: :func:`find` answers it and
 :mod:`core.cases.flows` carries it out. ``docs/cases.md`` holds the diagrams rendered from this
@@ -67,11 +69,13 @@ class Transition:
     :param guards: names from :data:`GUARDS` the flow checks.
     :param completes: clocks completed (met, or breached when late).
     :param cancels: clocks cancelled (no longer owed); :data:`OPEN_DEADLINES` for all.
-    :param restarts: running clocks counted afresh (new facts, 2020-complaints/18).
+    :param restarts: clocks counted afresh from the transition (new facts, 2020-complaints/18),
+        on the rules the plugins give for ``restart_trigger`` at that time: an open clock is
+        restarted; a completed one (a closed case re-opened) is followed by a new clock that
+        records the one it replaces.
+    :param restart_trigger: the trigger whose rules count the restarted clocks.
     :param trigger: the event that asks the plugins for new clocks (``complaint.decided``...).
     :param trigger_clocks: keep only these clocks of the trigger's rules (empty: all).
-    :param materials: ``pause``: pause the clocks a policy pauses while materials are awaited;
-        ``resume``: resume them.
     :param citation: the rule behind it.
     """
 
@@ -86,9 +90,9 @@ class Transition:
     completes: tuple[str, ...] = ()
     cancels: tuple[str, ...] = ()
     restarts: tuple[str, ...] = ()
+    restart_trigger: str = "received"
     trigger: str | None = None
     trigger_clocks: tuple[str, ...] = ()
-    materials: Literal["pause", "resume"] | None = None
     description: str = ""
     citation: str = ""
 
@@ -154,7 +158,6 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             "awaiting_materials",
             requires=("missing_materials", "notice_channel"),
             completes=_MATERIALS,
-            materials="pause",
             description="tell the complainant in one notice what materials to add",
             citation="seed:客户服务管理规定/12",
         ),
@@ -163,7 +166,6 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             ("awaiting_materials",),
             "materials_received",
             "under_review",
-            materials="resume",
             description="the materials are complete",
             citation="seed:客户服务管理规定/14",
         ),
@@ -292,9 +294,11 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             "in_progress",
             permission="cases:approve",
             requires=("reason",),
-            trigger="received",
-            trigger_clocks=_DECISION,
-            description="re-open a closed complaint (new facts): a new decision period",
+            restarts=_DECISION,
+            cancels=("complaint.review_request_window",),
+            description="re-open a closed complaint (new facts or reasons): a new decision "
+            "period from the re-opening; the review window of the superseded decision closes "
+            "(the new decision's answer opens a new one)",
             citation="2020-complaints/18",
         ),
         Transition(
@@ -379,7 +383,6 @@ def _claim_report() -> list[Transition]:
             "request_materials",
             "awaiting_materials",
             requires=("missing_materials", "notice_channel"),
-            materials="pause",
             description="ask at once and in one go for the missing proof",
             citation="insurance-law/22",
         ),
@@ -388,7 +391,6 @@ def _claim_report() -> list[Transition]:
             ("awaiting_materials",),
             "materials_received",
             "under_review",
-            materials="resume",
             description="the proof is complete",
         ),
         Transition(
@@ -577,7 +579,6 @@ def _service_request() -> list[Transition]:
             "awaiting_materials",
             requires=("missing_materials", "notice_channel"),
             completes=("policy_service.missing_materials",),
-            materials="pause",
             description="tell the applicant in one go what is missing",
             citation="2010-life-service/19",
         ),
@@ -589,7 +590,6 @@ def _service_request() -> list[Transition]:
             requires=("plan",),
             completes=("policy_service.acceptance",),
             cancels=("policy_service.missing_materials",),
-            materials="resume",
             description="register the need, assign a handler with a plan",
             citation="seed:保险售后服务管理办法/三.2",
         ),
@@ -749,8 +749,6 @@ def _table(case_type: CaseType) -> list[str]:
         if t.trigger:
             only = f" ({', '.join(t.trigger_clocks)})" if t.trigger_clocks else ""
             clocks.append(f"starts `{t.trigger}` clocks{only}")
-        if t.materials:
-            clocks.append(f"{t.materials}s policy-paused clocks")
         permission = t.permission + (" at the superior unit" if t.at == "superior" else "")
         guards = [f"*{g}*" for g in t.guards]
         requires = ", ".join([*(f"`{r}`" for r in t.requires), *guards]) or "—"

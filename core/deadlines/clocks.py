@@ -489,6 +489,7 @@ def restart(
     calendar: TenantCalendar,
     *,
     reason: str = "new facts or reasons",
+    rule: DeadlineRule | None = None,
 ) -> ClockState:
     """Count the period afresh from ``at``, the receipt of new facts or reasons.
 
@@ -497,11 +498,15 @@ def restart(
     The period returns to the rule's length (an extension must be granted again), earlier pauses
     no longer matter; what was replaced is kept in :attr:`ClockState.restarts`. A paused clock
     must be resumed first.
+
+    :param rule: the rule to count the new period on (the rules resolved again at ``at``: a
+        policy that was tighter at the first start may be looser now, and the statute bounds
+        it); default: the clock's rule.
     """
     _check_at(state, at, "restart")
     if state.paused_at is not None:
         raise ClockError(f"{state.clock} is paused since {state.paused_at}; resume it first")
-    rule = state.rule
+    rule = rule or state.rule
     result = compute_due(at, rule.amount, rule.unit, calendar, ends_at=rule.ends_at)
     record = Restart(
         at=at,
@@ -515,6 +520,7 @@ def restart(
     )
     return dataclasses.replace(
         state,
+        rule=rule,
         amount=rule.amount,
         unit=rule.unit,
         started_at=at,

@@ -35,6 +35,7 @@ from core.plugins.resolution import TenantPlugins
 from core.plugins.types import (
     CalendarAdjustment,
     CaseFacts,
+    ClockPause,
     FollowUp,
     InspectionSchedule,
     NotificationChannel,
@@ -181,6 +182,29 @@ def compute_deadlines(
             tenant=str(tp.tenant_id), reason=warning.message,
         )
     return DeadlinePlan(clocks, warnings)
+
+
+@dataclass(frozen=True)
+class PauseRule:
+    """A plugin's :class:`ClockPause`, and whether the plugin is always on (the statutory
+    baseline: only such a plugin may pause a clock that has a statutory rule)."""
+
+    pause: ClockPause
+    always_on: bool
+
+
+def clock_pauses(tp: TenantPlugins, case: CaseFacts) -> list[PauseRule]:
+    """The clocks the enabled plugins stop in which states (``insurdesk_clock_pauses``), each
+    stamped with its plugin as ``source``; the caller decides which it honours (see the hook)."""
+    hook = "insurdesk_clock_pauses"
+    found: list[PauseRule] = []
+    for plugin, value in call_each(tp, hook, case=case):
+        always_on = tp.registry.plugins[plugin].always_on
+        for pause in _items(tp, plugin, hook, value, ClockPause):
+            if pause.source != plugin:
+                pause = dataclasses.replace(pause, source=plugin)
+            found.append(PauseRule(pause, always_on))
+    return found
 
 
 # -- calendar -------------------------------------------------------------------------------------

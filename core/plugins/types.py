@@ -230,6 +230,32 @@ class FollowUp:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClockPause:
+    """A clock that stops while a case is in some states (``insurdesk_clock_pauses``).
+
+    The time a case spends in one of ``states`` is not counted in ``clock``: the clock is paused
+    when a transition enters such a state and resumed, with its remaining time, when one leaves
+    it (e.g. a claim's decision period while the insurer waits for the claimant's proof).
+
+    :param clock: the clock's name, e.g. ``claim.decision``.
+    :param states: lifecycle states (``awaiting_materials`` ...) in which it does not run.
+    :param citation: the rule that allows it, e.g. ``spc-insurance-2/15``.
+    """
+
+    clock: str
+    states: tuple[str, ...]
+    citation: str
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.clock or not self.states:
+            raise ValueError("a clock pause names a clock and at least one state")
+        if not self.citation:
+            raise ValueError(f"the pause of {self.clock} needs the citation that allows it")
+
+
+@dataclass(frozen=True, kw_only=True)
 class CalendarAdjustment:
     """Changes a plugin makes to a unit's working-day calendar.
 

@@ -77,42 +77,6 @@ def test_the_earliest_due_of_statute_and_policy_wins_per_clock(
         assert case.next_due_at == notice.due_at
 
 
-def test_awaiting_materials_pauses_the_decision_clock_only_where_a_policy_says_so(
-    acting: Acting, world: TenantWorld
-) -> None:
-    received = "2025-11-03T10:00:00+08:00"
-    plain = new_complaint(acting, world, received_at=received)
-    paused = new_complaint(acting, world, received_at=received)
-    policy = {"materials_pauses": frozenset({"complaint.decision"})}
-    for case_id, ctx in ((plain, {}), (paused, policy)):
-        act(
-            acting,
-            world,
-            case_id,
-            action="request_materials",
-            missing_materials=["授权委托书"],
-            notice_channel="phone",
-            occurred_at=dt.datetime(2025, 11, 5, 14, tzinfo=CN),
-            _ctx=ctx,
-        )
-    assert clocks(acting, world, plain)["complaint.decision"].status == "running"
-    assert clocks(acting, world, paused)["complaint.decision"].status == "paused"
-    for case_id, ctx in ((plain, {}), (paused, policy)):
-        act(
-            acting,
-            world,
-            case_id,
-            action="materials_received",
-            occurred_at=dt.datetime(2025, 11, 12, 11, tzinfo=CN),
-            _ctx=ctx,
-        )
-    # Without the policy: 15 days from 11-03 -> 11-18. With it: 11-06..11-12 are not counted.
-    assert clocks(acting, world, plain)["complaint.decision"].last_day == dt.date(2025, 11, 18)
-    resumed = clocks(acting, world, paused)["complaint.decision"]
-    assert resumed.status == "running" and resumed.last_day == dt.date(2025, 11, 25)
-    assert resumed.paused_seconds == 7 * 86400 - 3 * 3600
-
-
 def test_mediation_pauses_and_resumes_with_the_remaining_time(
     acting: Acting, world: TenantWorld
 ) -> None:

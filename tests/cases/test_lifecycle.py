@@ -214,6 +214,39 @@ def test_actions_the_state_does_not_allow_are_refused(
     assert unknown.value.status == 422
 
 
+STATE_CASES = [
+    pytest.param(case_type, state, id=f"{case_type.value}:{state}")
+    for case_type in CaseType
+    for state in lifecycle.states_of(case_type)
+    if state != lifecycle.INITIAL_STATE
+]
+
+
+@pytest.mark.parametrize(("case_type", "state"), STATE_CASES)
+def test_every_action_a_state_does_not_allow_is_refused_and_changes_nothing(
+    acting: Acting, world: TenantWorld, case_type: CaseType, state: str
+) -> None:
+    """Every state of every type, not only the first: each action of the type that the table
+    does not allow from it is a 409 naming the allowed ones, even for a senior manager."""
+    case_id = register(acting, world, case_type)
+    drive(acting, world, case_id, path_to(case_type, state))
+    allowed = sorted(lifecycle.actions_from(case_type, state))
+    actions = {t.action: t for t in lifecycle.transitions_of(case_type)}
+    with acting(world, "admin") as ctx:
+        version = services.get_case(ctx.session, case_id).version
+    refused = sorted(set(actions) - set(allowed))
+    assert refused or state == "closed"
+    for action in refused:
+        with pytest.raises(Problem) as err, acting(world, "manager_co") as ctx:
+            case = services.get_case(ctx.session, case_id)
+            flows.transition(ctx, case, payload(world, actions[action]), if_match=flows.etag(case))
+        assert (err.value.status, err.value.slug) == (409, "transition-not-allowed"), action
+        assert err.value.extra["allowed"] == allowed
+    with acting(world, "admin") as ctx:
+        after = services.get_case(ctx.session, case_id)
+        assert (after.state, after.version) == (state, version)
+
+
 def test_a_handler_cannot_close_an_unanswered_complaint(acting: Acting, world: TenantWorld) -> None:
     case_id = register(acting, world, CaseType.COMPLAINT)
     drive(acting, world, case_id, path_to(CaseType.COMPLAINT, "decided"))
