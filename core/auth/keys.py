@@ -9,12 +9,14 @@ Rotation publishes the new key at once and starts signing with it only after
 :data:`ACTIVATION_DELAY`, so every verifier that caches the JWKS has seen it first; the old key
 stays published until the last token it signed has expired, then it is deleted.
 
-The private halves are stored as PEM in clear for now; issue 7 wraps them with the platform
-master key.
+The private halves are stored only wrapped by the platform master key, through the same
+:class:`~core.privacy.keys.KeyManager` as the tenants' data keys (a KMS in production), bound to
+their ``kid``; :func:`rewrap_signing_keys` wraps them again when the master key changes.
 """
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 import zlib
@@ -31,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from core.auth.models import SigningKey, as_utc
 from core.db import Database, utcnow
+from core.privacy.keys import KeyManager, default_key_manager, key_manager_of, rewrap
 from core.tenancy.models import PlatformAuditEntry
 
 log = structlog.get_logger("insurdesk.auth.keys")
@@ -53,10 +56,34 @@ class NoSigningKeyError(RuntimeError):
     """No key may sign now: run ``insurdesk clients keys ensure`` (or start the app)."""
 
 
+def _context(kid: str) -> bytes:
+    return f"insurdesk:signing-key:{kid}".encode()
+
+
+def wrap_private_key(manager: KeyManager, kid: str, pem: bytes) -> tuple[str, str]:
+    """``(base64 of the wrapped PEM, master key id)`` of a signing key's private half."""
+    wrapped = manager.wrap(pem, context=_context(kid))
+    return base64.b64encode(wrapped).decode("ascii"), manager.key_id
+
+
+def unwrap_private_key(manager: KeyManager, row: SigningKey) -> bytes:
+    """The PEM of a stored signing key's private half.
+
+    :raises MasterKeyError: the master key that wrapped it is not configured here.
+    """
+    return manager.unwrap(
+        row.master_key_id, base64.b64decode(row.private_wrapped), context=_context(row.kid)
+    )
+
+
 def generate_signing_key(
-    algorithm: str = DEFAULT_ALGORITHM, *, activate_at: datetime | None = None
+    algorithm: str = DEFAULT_ALGORITHM,
+    *,
+    activate_at: datetime | None = None,
+    manager: KeyManager | None = None,
 ) -> SigningKey:
-    """A new, unsaved :class:`SigningKey` row (RSA 2048 for RS256, P-256 for ES256)."""
+    """A new, unsaved :class:`SigningKey` row (RSA 2048 for RS256, P-256 for ES256), its
+    private half wrapped by ``manager`` (default: the process's key manager)."""
     key: SigningJWK
     if algorithm == "RS256":
         key = RSAKey.generate_key(2048, private=True)
@@ -68,10 +95,14 @@ def generate_signing_key(
     public = dict(key.as_dict(private=False))
     public.update(kid=kid, alg=algorithm, use="sig")
     now = utcnow()
+    wrapped, master_key_id = wrap_private_key(
+        manager or default_key_manager(), kid, key.as_pem(private=True)
+    )
     return SigningKey(
         kid=kid,
         algorithm=algorithm,
-        private_pem=key.as_pem(private=True).decode("ascii"),
+        private_wrapped=wrapped,
+        master_key_id=master_key_id,
         public_jwk=public,
         created_at=now,
         activate_at=activate_at or now,
@@ -123,7 +154,9 @@ def ensure_signing_key(
             current = _current(session, now)
             if current is not None:
                 return current.kid
-            row = generate_signing_key(algorithm, activate_at=now)
+            row = generate_signing_key(
+                algorithm, activate_at=now, manager=key_manager_of(db.admin_engine)
+            )
             session.add(row)
             _audit(session, actor, "signing_key.create", kid=row.kid, algorithm=algorithm)
     except DBAPIError as exc:
@@ -157,7 +190,9 @@ def rotate_signing_key(
         _lock(session)
         current = _current(session, now)
         alg = algorithm or (current.algorithm if current else DEFAULT_ALGORITHM)
-        row = generate_signing_key(alg, activate_at=now + activate_after)
+        row = generate_signing_key(
+            alg, activate_at=now + activate_after, manager=key_manager_of(db.admin_engine)
+        )
         retire_at = row.activate_at
         for old in session.scalars(select(SigningKey).where(SigningKey.retire_at.is_(None))):
             old.retire_at = max(as_utc(old.activate_at), retire_at)
@@ -182,6 +217,39 @@ def rotate_signing_key(
         )
     log.info("signing_key_rotated", kid=row.kid, activate_at=row.activate_at.isoformat())
     return row.kid
+
+
+def rewrap_signing_keys(db: Database, *, actor: str = "platform") -> list[str]:
+    """Wrap every signing key that an older master key wrapped with the current one (after
+    the master key changed); returns their ``kid``. Platform-audited."""
+    manager = key_manager_of(db.admin_engine)
+    done = []
+    with db.platform_transaction() as session:
+        _lock(session)
+        for row in session.scalars(
+            select(SigningKey).where(SigningKey.master_key_id != manager.key_id)
+        ):
+            wrapped = rewrap(
+                manager,
+                row.master_key_id,
+                base64.b64decode(row.private_wrapped),
+                context=_context(row.kid),
+            )
+            previous = row.master_key_id
+            row.private_wrapped = base64.b64encode(wrapped).decode("ascii")
+            row.master_key_id = manager.key_id
+            done.append(row.kid)
+            _audit(
+                session,
+                actor,
+                "signing_key.rewrap",
+                kid=row.kid,
+                previous_master_key=previous,
+                master_key=manager.key_id,
+            )
+    if done:
+        log.info("signing_keys_rewrapped", kids=done)
+    return done
 
 
 def public_jwks(db: Database) -> dict[str, list[dict[str, Any]]]:
@@ -246,14 +314,18 @@ class KeyStore:
         with Session(self.db.engine) as session:
             rows: Sequence[SigningKey] = session.scalars(select(SigningKey)).all()
         known = {k.kid: k.key for k in self._keys}
+        manager = key_manager_of(self.db.engine)
         loaded = []
         for row in rows:
             params: KeyParameters = {"kid": row.kid, "alg": row.algorithm, "use": "sig"}
-            key = known.get(row.kid) or (
-                import_key(row.private_pem, "RSA", parameters=params)
-                if row.algorithm.startswith("RS")
-                else import_key(row.private_pem, "EC", parameters=params)
-            )
+            key = known.get(row.kid)
+            if key is None:
+                pem = unwrap_private_key(manager, row)
+                key = (
+                    import_key(pem, "RSA", parameters=params)
+                    if row.algorithm.startswith("RS")
+                    else import_key(pem, "EC", parameters=params)
+                )
             loaded.append(
                 LoadedKey(
                     kid=row.kid,

@@ -131,7 +131,11 @@ class SigningKey(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     kid: Mapped[str] = mapped_column(String(100), unique=True)
     algorithm: Mapped[str] = mapped_column(String(10))
-    private_pem: Mapped[str] = mapped_column(Text)
+    private_wrapped: Mapped[str] = mapped_column(Text)
+    """Base64 of the private key (PEM) wrapped by the platform master key
+    (:mod:`core.privacy.keys`, bound to the ``kid``); never stored in clear."""
+    master_key_id: Mapped[str] = mapped_column(String(100))
+    """Which master key wrapped it."""
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activate_at: Mapped[datetime] = mapped_column(default=utcnow)

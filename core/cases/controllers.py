@@ -28,6 +28,7 @@ from core.api.problems import Problem, not_found
 from core.auth.guards import Access
 from core.cases import flows, lifecycle, services, stats
 from core.cases.deps import CASE_DEPENDENCIES
+from core.cases.disclosure import Disclosure, disclose_case, disclose_cases
 from core.cases.flows import CaseContext
 from core.cases.models import Case, CaseCategory, CaseClock, CaseType, CaseView, Channel
 from core.cases.schemas import (
@@ -57,6 +58,7 @@ from core.cases.storage import StorageError, iter_file
 from core.db import utcnow
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
+from core.privacy.purposes import PurposeHeader
 
 IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
 SORTS = ("due", "received", "-received")
@@ -72,24 +74,46 @@ def _visible_case(session: Session, access: Access, case_id: uuid.UUID) -> tuple
     return case, unit
 
 
-def _detail(ctx: CaseContext, case: Case, unit: OrgUnit | None = None) -> CaseDetailOut:
+def _detail(
+    ctx: CaseContext, case: Case, unit: OrgUnit | None = None, *, strict: bool = False
+) -> CaseDetailOut:
+    """The case as the caller may see it (free text masked unless the request declared a
+    purpose the caller may use at the case's unit: then in clear, audited and committed).
+
+    :param strict: a read (a declared purpose the caller cannot use is a 403); after a write
+        that committed, the answer is masked instead.
+    """
     session = ctx.session
     unit = unit or get_unit(session, case.unit_id)
     now = ctx.now()
+    if strict:
+        disclosure = disclose_case(
+            session, ctx.access, case, purpose=ctx.purpose, source=ctx.source
+        )
+    else:
+        try:
+            disclosure = disclose_case(
+                session, ctx.access, case, purpose=ctx.purpose, source=ctx.source
+            )
+        except Problem:
+            disclosure = Disclosure()
     clocks = [ClockOut.of(c, now) for c in services.clocks_of(session, case.id)]
     open_ = [c for c in clocks if c.status in ("running", "paused", "breached", "window")]
     out = CaseOut.of(
         case,
-        show_reporter=ctx.access.can("cases:whistleblower", unit.path),
+        disclosure=disclosure,
         provisional=any(c.provisional for c in open_),
         breached=any(c.status == "breached" for c in clocks),
     )
-    return CaseDetailOut(
+    detail = CaseDetailOut(
         case=out,
         clocks=clocks,
         actions=lifecycle.actions_from(case.type, case.state),
         attachments=[AttachmentOut.of(a) for a in services.attachments_of(session, case.id)],
     )
+    if ctx.purpose is not None:
+        session.commit()  # the clear read's audit entry
+    return detail
 
 
 def _with_etag(body: Any, case: Case, status: int = 200, **headers: str) -> Response[Any]:
@@ -223,10 +247,14 @@ class CaseController(Controller):
         view_id: uuid.UUID | None = None,
         cursor: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+        purpose: PurposeHeader = None,
     ) -> Page[CaseOut]:
         """Cases of the units the caller may read, filtered; by default the nearest deadline
         first (cases without a running clock last). ``unit_id`` includes its sub-units unless
-        ``descendants=false``. ``view_id`` applies a saved view's filters first."""
+        ``descendants=false``. ``view_id`` applies a saved view's filters first. Free text is
+        masked unless ``X-Purpose`` is declared with ``customers:read_clear`` at the case's
+        unit (each clear row audited); a whistle-blower's identity needs
+        ``cases:whistleblower`` and a purpose."""
         session, access = ctx.session, ctx.access
         access.require_anywhere("cases:read")
         limit = check_limit(limit)
@@ -263,15 +291,25 @@ class CaseController(Controller):
                 select(OrgUnit).where(OrgUnit.id.in_({c.unit_id for c in page}))
             )
         }
+        shown = disclose_cases(
+            session,
+            access,
+            page,
+            purpose=purpose,
+            source=ctx.source,
+            paths={u.id: u.path for u in units.values()},
+        )
         items = [
             CaseOut.of(
                 c,
-                show_reporter=access.can("cases:whistleblower", units[c.unit_id].path),
+                disclosure=shown[c.id],
                 provisional=flags.get(c.id, (False, False))[0],
                 breached=flags.get(c.id, (False, False))[1],
             )
             for c in page
         ]
+        if purpose is not None:
+            session.commit()  # the clear reads' audit entries
         next_cursor = None
         if len(rows) > limit:
             last = page[-1]
@@ -299,11 +337,15 @@ class CaseController(Controller):
         )
 
     @get("/{case_id:uuid}", operation_id="getCase", summary="One case", sync_to_thread=True)
-    def get_case(self, ctx: CaseContext, case_id: uuid.UUID) -> Response[CaseDetailOut]:
+    def get_case(
+        self, ctx: CaseContext, case_id: uuid.UUID, purpose: PurposeHeader = None
+    ) -> Response[CaseDetailOut]:
         """A case with its clocks (provisional ones flagged), the actions its state allows and
-        its attachments; the whistle-blower's identity only with ``cases:whistleblower``."""
+        its attachments. Free text is masked unless ``X-Purpose`` is declared with
+        ``customers:read_clear`` at the case's unit (audited); the whistle-blower's identity
+        needs ``cases:whistleblower`` and a purpose."""
         case, unit = _visible_case(ctx.session, ctx.access, case_id)
-        return _with_etag(_detail(ctx, case, unit), case)
+        return _with_etag(_detail(ctx, case, unit, strict=True), case)
 
     @get(
         "/{case_id:uuid}/timeline",
@@ -311,14 +353,26 @@ class CaseController(Controller):
         summary="The case's timeline",
         sync_to_thread=True,
     )
-    def timeline(self, ctx: CaseContext, case_id: uuid.UUID) -> TimelineOut:
-        """Every event of the case, oldest first: who, when, what, why, before/after."""
+    def timeline(
+        self, ctx: CaseContext, case_id: uuid.UUID, purpose: PurposeHeader = None
+    ) -> TimelineOut:
+        """Every event of the case, oldest first: who, when, what, why, before/after. Free
+        text (reasons, notices, decisions) is masked unless ``X-Purpose`` is declared with
+        ``customers:read_clear`` at the case's unit (audited)."""
         case, _ = _visible_case(ctx.session, ctx.access, case_id)
-        return TimelineOut(
+        shown = disclose_case(
+            ctx.session, ctx.access, case, purpose=purpose, source=ctx.source, what="timeline"
+        )
+        out = TimelineOut(
             case_id=case.id,
             number=case.number,
-            events=[EventOut.of(e) for e in services.timeline(ctx.session, case.id)],
+            events=[
+                EventOut.of(e, clear=shown.clear) for e in services.timeline(ctx.session, case.id)
+            ],
         )
+        if purpose is not None:
+            ctx.session.commit()
+        return out
 
     @post(
         "/{case_id:uuid}/transitions",

@@ -46,6 +46,7 @@ from core.cases.models import (
     CaseEvent,
     CaseType,
     Channel,
+    split_texts,
 )
 from core.cases.schemas import CaseCreate, TransitionIn
 from core.cases.storage import AttachmentStorage, put_in_transaction, sha256_of
@@ -146,6 +147,10 @@ class CaseContext:
     now: Callable[[], dt.datetime] = utcnow
     storage: AttachmentStorage | None = None
     extension_policy: ExtensionPolicy = field(default=EXTENSION_POLICY)
+    purpose: str | None = None
+    """The purpose the caller declared (``X-Purpose``), for reading free text in clear."""
+    source: str | None = None
+    """The caller's network address (audit entries of clear reads)."""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -386,9 +391,14 @@ def record_event(
     data: dict[str, Any] | None = None,
     actor: Actor | None = None,
 ) -> CaseEvent:
-    """Append an event to the case's timeline (and bump the case's version)."""
+    """Append an event to the case's timeline (and bump the case's version). Its free text
+    (``reason``, and the :data:`~core.cases.models.EVENT_TEXT_KEYS` of ``before``, ``after``
+    and ``data``) is sealed with the tenant's data key."""
     who = actor or ctx.actor
     case.last_event_seq = (case.last_event_seq or 0) + 1
+    plain_before, plain_after, plain_data, texts = split_texts(
+        before or {}, after or {}, data or {}
+    )
     event = CaseEvent(
         case_id=case.id,
         seq=case.last_event_seq,
@@ -400,13 +410,14 @@ def record_event(
         actor_id=who.person_id,
         from_state=from_state,
         to_state=to_state,
-        reason=reason,
-        before=before or {},
-        after=after or {},
+        before=plain_before,
+        after=plain_after,
         approver=approver.label if approver else None,
         approver_id=approver.person_id if approver else None,
-        data=data or {},
+        data=plain_data,
     )
+    if reason is not None or texts is not None:  # the free text, sealed at the flush
+        event.reason, event.texts = reason, texts
     ctx.session.add(event)
     return event
 
@@ -1168,7 +1179,7 @@ def transition(
     _apply_fields(ctx, case, t, data, at)
     old, new = diff(before, snapshot(case))
     approver = ctx.actor if t.permission == "cases:approve" else None
-    record_event(
+    moved = record_event(
         ctx,
         case,
         "transition",
@@ -1210,7 +1221,8 @@ def transition(
             "action": t.action,
             "from_state": from_state,
             "to_state": case.state,
-            "reason": data.reason,
+            # The reason is free text (sealed in the timeline); the planner reads it there.
+            "event_seq": moved.seq,
         },
     )
     if t.action == "request_materials":

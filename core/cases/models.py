@@ -19,14 +19,16 @@ Tables (all tenant-owned, composite keys ``(tenant_id, id)``, composite foreign 
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Enum, Index, String, Text, UniqueConstraint, event, text
+from sqlalchemy import JSON, BigInteger, Enum, Index, String, UniqueConstraint, event, text
 from sqlalchemy.orm import Mapped, Mapper, mapped_column
 
 from core.db import Base, TenantScoped, Timestamped, tenant_fk, utcnow
+from core.privacy.fields import Sealed, SealedText
 
 
 def _enum(cls: type[enum.Enum], length: int = 32) -> Enum:
@@ -118,8 +120,12 @@ class Case(TenantScoped, Timestamped, Base):
     type: Mapped[CaseType] = mapped_column(_enum(CaseType))
     channel: Mapped[Channel] = mapped_column(_enum(Channel))
     state: Mapped[str] = mapped_column(String(32), default="registered")
-    subject: Mapped[str] = mapped_column(String(300))
-    description: Mapped[str | None] = mapped_column(Text, default=None)
+    sealed_enc: Mapped[str | None] = mapped_column(SealedText, default=None)
+    """The sealed record of the free text below (:data:`CASE_TEXT_FIELDS`,
+    :data:`REPORTER_FIELDS`): one AES-256-GCM ciphertext under the tenant's data key."""
+    key_version: Mapped[int] = mapped_column(default=0)
+    anonymized_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Set when retention removed the case's personal free text (the case record stays)."""
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     unit_id: Mapped[uuid.UUID]
     category_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
@@ -140,32 +146,20 @@ class Case(TenantScoped, Timestamped, Base):
     # 监管转办: the regulator's reference, its due date and the written report (第十三条).
     regulator_reference: Mapped[str | None] = mapped_column(String(100), default=None)
     regulator_due_date: Mapped[date | None] = mapped_column(default=None)
-    regulator_report: Mapped[str | None] = mapped_column(Text, default=None)
     regulator_reported_at: Mapped[datetime | None] = mapped_column(default=None)
 
-    # 举报: the reporter's identity, shown only with ``cases:whistleblower``.
+    # 举报: the reporter's identity (sealed below), shown only with ``cases:whistleblower``.
     reporter_anonymous: Mapped[bool] = mapped_column(default=False)
-    reporter_name: Mapped[str | None] = mapped_column(String(200), default=None)
-    reporter_contact: Mapped[str | None] = mapped_column(String(200), default=None)
-    reporter_id_number: Mapped[str | None] = mapped_column(String(64), default=None)
 
-    # Resolution (第十四条; 2020-complaints 第十九条).
+    # Resolution (第十四条; 2020-complaints 第十九条); the texts are sealed below.
     missing_materials: Mapped[list[str]] = mapped_column(JSON, default=list)
-    not_accepted_reason: Mapped[str | None] = mapped_column(Text, default=None)
     refer_to: Mapped[str | None] = mapped_column(String(300), default=None)
     """Where a request that is not the tenant's to handle belongs (whom to turn to)."""
-    decision: Mapped[str | None] = mapped_column(Text, default=None)
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
-    answer: Mapped[str | None] = mapped_column(Text, default=None)
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
     answer_channel: Mapped[str | None] = mapped_column(String(32), default=None)
-    review_reason: Mapped[str | None] = mapped_column(Text, default=None)
     review_requested_at: Mapped[datetime | None] = mapped_column(default=None)
-    review_decision: Mapped[str | None] = mapped_column(Text, default=None)
     review_decided_at: Mapped[datetime | None] = mapped_column(default=None)
-    plan: Mapped[str | None] = mapped_column(Text, default=None)
-    """A service request's handling plan (保险售后服务管理办法 三.2)."""
-    withdrawn_reason: Mapped[str | None] = mapped_column(Text, default=None)
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
 
     next_due_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -175,6 +169,46 @@ class Case(TenantScoped, Timestamped, Base):
     last_event_seq: Mapped[int] = mapped_column(default=0)
 
     __mapper_args__ = {"version_id_col": version}
+
+    # The free text of the case, sealed in ``sealed_enc`` (:mod:`core.privacy.fields`): what the
+    # customer wrote or said, and what the handlers wrote back. The API masks identifiers in it
+    # (phone, identity and bank-account numbers, e-mail addresses) unless the caller may read
+    # it in clear for a declared purpose (core.cases.disclosure).
+    __sealed_column__ = "sealed_enc"
+    subject = Sealed[str]()
+    description = Sealed[str | None]()
+    not_accepted_reason = Sealed[str | None]()
+    plan = Sealed[str | None]()
+    """A service request's handling plan (保险售后服务管理办法 三.2)."""
+    decision = Sealed[str | None]()
+    answer = Sealed[str | None]()
+    review_reason = Sealed[str | None]()
+    review_decision = Sealed[str | None]()
+    regulator_report = Sealed[str | None]()
+    withdrawn_reason = Sealed[str | None]()
+    reporter_name = Sealed[str | None]()
+    reporter_contact = Sealed[str | None]()
+    reporter_id_number = Sealed[str | None]()
+
+
+CASE_TEXT_FIELDS: tuple[str, ...] = (
+    "subject",
+    "description",
+    "not_accepted_reason",
+    "plan",
+    "decision",
+    "answer",
+    "review_reason",
+    "review_decision",
+    "regulator_report",
+    "withdrawn_reason",
+)
+"""A case's free-text fields (sealed; masked in the API without clear access)."""
+REPORTER_FIELDS: tuple[str, ...] = ("reporter_name", "reporter_contact", "reporter_id_number")
+"""A whistle-blower's identity (sealed; shown only with ``cases:whistleblower`` and a purpose)."""
+EVENT_TEXT_KEYS: frozenset[str] = frozenset({*CASE_TEXT_FIELDS, "content"})
+"""Keys of a timeline event's ``before``/``after``/``data`` that hold free text: kept in the
+event's sealed record, not in its JSON columns (``content`` is a notice's body)."""
 
 
 class CaseEvent(TenantScoped, Base):
@@ -205,13 +239,50 @@ class CaseEvent(TenantScoped, Base):
     """``person:<username>``, ``client:<client id>`` or ``system:<what>``."""
     from_state: Mapped[str | None] = mapped_column(String(32), default=None)
     to_state: Mapped[str | None] = mapped_column(String(32), default=None)
-    reason: Mapped[str | None] = mapped_column(Text, default=None)
     before: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Values before the change, without free text (that is in ``texts``)."""
     after: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     approver_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     approver: Mapped[str | None] = mapped_column(String(200), default=None)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    """Kind-specific details: a notice's channel and text, a clock's old and new due ..."""
+    """Kind-specific details: a notice's channel, a clock's old and new due ... (a notice's
+    text is in ``texts``)."""
+    sealed_enc: Mapped[str | None] = mapped_column(SealedText, default=None)
+    """The sealed record of ``reason`` and ``texts``."""
+    key_version: Mapped[int] = mapped_column(default=0)
+
+    __sealed_column__ = "sealed_enc"
+    reason = Sealed[str | None]()
+    """Why (a transition's reason, an extension's or a pause's): free text, sealed."""
+    texts = Sealed[str | None]()
+    """JSON ``{"before": {...}, "after": {...}, "data": {...}}`` of the free-text keys
+    (:data:`EVENT_TEXT_KEYS`) split off ``before``/``after``/``data`` (:func:`split_texts`)."""
+
+
+def split_texts(
+    before: dict[str, Any], after: dict[str, Any], data: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str | None]:
+    """``before``, ``after`` and ``data`` without their free text, and that text as the JSON
+    of :attr:`CaseEvent.texts` (None when there is none)."""
+    parts: dict[str, dict[str, Any]] = {}
+    plain = []
+    for name, values in (("before", before), ("after", after), ("data", data)):
+        texts = {k: v for k, v in values.items() if k in EVENT_TEXT_KEYS}
+        if texts:
+            parts[name] = texts
+        plain.append({k: v for k, v in values.items() if k not in EVENT_TEXT_KEYS})
+    encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")) if parts else None
+    return plain[0], plain[1], plain[2], encoded
+
+
+def event_parts(e: CaseEvent) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """An event's ``before``, ``after`` and ``data`` with their free text put back."""
+    texts: dict[str, dict[str, Any]] = json.loads(e.texts) if e.texts else {}
+    return (
+        {**(e.before or {}), **texts.get("before", {})},
+        {**(e.after or {}), **texts.get("after", {})},
+        {**(e.data or {}), **texts.get("data", {})},
+    )
 
 
 class AppendOnlyError(RuntimeError):
@@ -220,6 +291,9 @@ class AppendOnlyError(RuntimeError):
 
 @event.listens_for(CaseEvent, "before_update")
 def _refuse_event_update(_mapper: Mapper[Any], _conn: Any, target: CaseEvent) -> None:
+    # Only the platform rewrites an event's sealed record, with single-column UPDATEs that
+    # never go through the ORM: re-encryption under a new key (core.privacy.rotation) and the
+    # erasure of its free text at the end of retention (core.privacy.retention).
     raise AppendOnlyError(f"timeline event {target.id} is append-only")
 
 

@@ -10,7 +10,11 @@ import msgspec
 
 from core.api.schemas import Input, Output
 from core.cases.clocks import is_window
+from core.cases.disclosure import MASKED as MASKED_CASE
+from core.cases.disclosure import Disclosure
 from core.cases.models import (
+    CASE_TEXT_FIELDS,
+    EVENT_TEXT_KEYS,
     Attachment,
     Case,
     CaseCategory,
@@ -20,7 +24,9 @@ from core.cases.models import (
     CaseView,
     Channel,
     ServiceKind,
+    event_parts,
 )
+from core.privacy.masking import mask_text
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
@@ -264,13 +270,18 @@ class CaseOut(Output):
     updated_at: datetime
     provisional: bool = False
     breached: bool = False
+    masked: bool = True
+    """True: identifiers in the free text are masked (declare a purpose in ``X-Purpose``,
+    holding ``customers:read_clear`` at the case's unit, to read it in clear)."""
 
     @classmethod
-    def of(cls, c: Case, *, show_reporter: bool, **extra: Any) -> CaseOut:
-        """Render a case; the reporter's identity only when ``show_reporter``."""
+    def of(cls, c: Case, *, disclosure: Disclosure = MASKED_CASE, **extra: Any) -> CaseOut:
+        """Render a case: free text masked unless ``disclosure.clear``, the reporter's
+        identity only when ``disclosure.reporter``."""
         reporter = None
+        text = _texts(c, clear=disclosure.clear)
         if c.type == CaseType.WHISTLEBLOWING:
-            if show_reporter:
+            if disclosure.reporter:
                 reporter = ReporterOut(
                     anonymous=c.reporter_anonymous,
                     name=c.reporter_name,
@@ -293,8 +304,8 @@ class CaseOut(Output):
             type=c.type,
             channel=c.channel,
             state=c.state,
-            subject=c.subject,
-            description=c.description,
+            subject=text["subject"] or "",
+            description=text["description"],
             received_at=c.received_at,
             unit_id=c.unit_id,
             category_id=c.category_id,
@@ -309,22 +320,31 @@ class CaseOut(Output):
             regulator_reported_at=c.regulator_reported_at,
             reporter=reporter,
             missing_materials=list(c.missing_materials or []),
-            not_accepted_reason=c.not_accepted_reason,
+            not_accepted_reason=text["not_accepted_reason"],
             refer_to=c.refer_to,
-            plan=c.plan,
-            decision=c.decision,
+            plan=text["plan"],
+            decision=text["decision"],
             decided_at=c.decided_at,
-            answer=c.answer,
+            answer=text["answer"],
             answered_at=c.answered_at,
-            review_decision=c.review_decision,
+            review_decision=text["review_decision"],
             review_decided_at=c.review_decided_at,
             closed_at=c.closed_at,
             next_due_at=c.next_due_at,
             version=c.version,
             created_at=c.created_at,
             updated_at=c.updated_at,
+            masked=not disclosure.clear,
             **extra,
         )
+
+
+def _texts(c: Case, *, clear: bool) -> dict[str, str | None]:
+    """The case's free-text fields, in clear or with identifiers masked (one decryption)."""
+    values = {name: getattr(c, name) for name in CASE_TEXT_FIELDS}
+    if clear:
+        return values
+    return {name: mask_text(v) if v else v for name, v in values.items()}
 
 
 class CaseDetailOut(Output):
@@ -356,8 +376,13 @@ class EventOut(Output):
     data: dict[str, Any]
 
     @classmethod
-    def of(cls, e: CaseEvent) -> EventOut:
-        """Render an event."""
+    def of(cls, e: CaseEvent, *, clear: bool = False) -> EventOut:
+        """Render an event: its free text in clear, or with identifiers masked."""
+        before, after, data = event_parts(e)
+        reason = e.reason
+        if not clear:
+            reason = mask_text(reason) if reason else reason
+            before, after, data = (_masked_texts(part) for part in (before, after, data))
         return cls(
             seq=e.seq,
             at=e.at,
@@ -368,13 +393,20 @@ class EventOut(Output):
             actor_id=e.actor_id,
             from_state=e.from_state,
             to_state=e.to_state,
-            reason=e.reason,
-            before=e.before or {},
-            after=e.after or {},
+            reason=reason,
+            before=before,
+            after=after,
             approver=e.approver,
             approver_id=e.approver_id,
-            data=e.data or {},
+            data=data,
         )
+
+
+def _masked_texts(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: mask_text(v) if k in EVENT_TEXT_KEYS and isinstance(v, str) else v
+        for k, v in values.items()
+    }
 
 
 class TimelineOut(Output):

@@ -92,13 +92,13 @@ class CustomerController(Controller):
         if unit_id is not None:
             stmt = stmt.where(Customer.unit_id == unit_id)
         if phone:
-            stmt = stmt.where(Customer.phone_bidx == services.index_of(session, "phone", phone))
+            stmt = stmt.where(Customer.phone_bidx.in_(services.indexes_of(session, "phone", phone)))
         if id_number:
             stmt = stmt.where(
-                Customer.id_number_bidx == services.index_of(session, "id_number", id_number)
+                Customer.id_number_bidx.in_(services.indexes_of(session, "id_number", id_number))
             )
         if name:
-            stmt = stmt.where(Customer.name_bidx == services.index_of(session, "name", name))
+            stmt = stmt.where(Customer.name_bidx.in_(services.indexes_of(session, "name", name)))
         page = paginate(session, stmt, Customer.id, cursor=cursor, limit=limit, to_item=_same)
         items = flows.disclose(
             session, access, page.items, purpose=purpose, source=source_of(request)

@@ -97,13 +97,14 @@ def disclose_one(
 
 
 def fingerprint(session: Session, field: str, value: str) -> str:
-    """A keyed hash of ``value`` (the tenant's index key): lets an auditor confirm a value
-    seen in the audit log without the log holding it."""
+    """A keyed hash of ``value`` (the tenant's active index key; ``fp<v>:`` names versions
+    after the first): lets an auditor confirm a value seen in the audit log without the log
+    holding it, as long as that index-key version is kept."""
     keyring = keyring_of(session)
-    return (
-        "fp:"
-        + keyring.blind_index(session, session.info["tenant_id"], f"audit.{field}", value)[:16]
-    )
+    tenant_id = session.info["tenant_id"]
+    version = keyring.active_index_version(session, tenant_id)
+    prefix = "fp:" if version == 1 else f"fp{version}:"
+    return prefix + keyring.blind_index(session, tenant_id, f"audit.{field}", value, version)[:16]
 
 
 TRACKED_FIELDS: tuple[str, ...] = (

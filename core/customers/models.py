@@ -59,8 +59,9 @@ class Customer(TenantScoped, Timestamped, Base):
     as one record encrypted with the tenant's data key (``personal_enc``,
     :mod:`core.privacy.fields`); name, phone and identity number have keyed blind indexes
     (``*_bidx``) for exact-match search.
-    ``key_version`` is the data-key version the row is encrypted with (rotation re-encrypts
-    rows below the active one). An anonymized customer (deletion on request, retention) keeps
+    ``key_version`` is the data-key version the row is encrypted with, ``index_version`` the
+    index-key version of its blind indexes (rotation re-encrypts and re-indexes rows below the
+    active ones). An anonymized customer (deletion on request, retention) keeps
     its row, so cases and policies still point at it, with ``anonymized_at`` set and no
     personal data left.
     """
@@ -81,6 +82,8 @@ class Customer(TenantScoped, Timestamped, Base):
     id_number_bidx: Mapped[str | None] = mapped_column(String(32), default=None)
     phone_bidx: Mapped[str | None] = mapped_column(String(32), default=None)
     key_version: Mapped[int] = mapped_column(default=0)
+    index_version: Mapped[int] = mapped_column(default=0)
+    """The index-key version the ``*_bidx`` columns were computed with (0: none)."""
     id_type: Mapped[str | None] = mapped_column(String(32), default=None)
     preferred_channel: Mapped[ContactChannel] = mapped_column(
         _enum(ContactChannel), default=ContactChannel.PHONE

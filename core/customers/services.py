@@ -18,15 +18,28 @@ COOLING_OFF_DAYS = 15
 
 
 def index_of(session: Session, field: str, value: str) -> str:
-    """The blind index of ``value`` for the customer field ``field`` in the session's tenant:
-    what an exact-match search compares with ``Customer.<field>_bidx`` (no row is decrypted).
-    """
+    """The blind index of ``value`` for the customer field ``field`` in the session's tenant,
+    under the active index key (what a new row gets)."""
+    return indexes_of(session, field, value)[0]
+
+
+def indexes_of(session: Session, field: str, value: str) -> list[str]:
+    """The blind indexes of ``value`` for the customer field ``field`` in the session's
+    tenant, one per index-key version still in use (the active one first; two while an
+    index-key rotation re-indexes the rows): what an exact-match search compares
+    ``Customer.<field>_bidx`` with (``.in_(...)``; no row is decrypted)."""
+    from core.privacy.crypto import INDEX
+
     sealed = Customer.__sealed_fields__[field]  # type: ignore[attr-defined]
     if sealed.index is None:
         raise ValueError(f"customer field {field!r} has no blind index")
-    return keyring_of(session).blind_index(
-        session, session.info["tenant_id"], field, sealed.normalize(value)
-    )
+    keyring = keyring_of(session)
+    tenant_id = session.info["tenant_id"]
+    normalized = sealed.normalize(value)
+    active = keyring.active_index_version(session, tenant_id)
+    versions = keyring.usable_versions(session, tenant_id, INDEX) or [active]
+    ordered = [active, *(v for v in versions if v != active)]
+    return [keyring.blind_index(session, tenant_id, field, normalized, v) for v in ordered]
 
 
 def get_customer(session: Session, customer_id: uuid.UUID) -> Customer:

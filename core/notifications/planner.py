@@ -407,6 +407,9 @@ class _Context:
     case: Any = None
     unit: OrgUnit | None = None
     reason: str | None = None
+    reason_text: str | None = None
+    """The reason of the timeline event the payload names (``event_seq``): free text is
+    sealed in the timeline, never carried in the outbox."""
 
     @property
     def language(self) -> str:
@@ -437,6 +440,9 @@ class _Context:
             ctx.unit = session.get(OrgUnit, (tid, unit_id))
         if event.event_type in CLOCK_EVENTS:
             ctx.reason = _clock_reason(session, event)
+        seq = event.payload.get("event_seq")
+        if ctx.case is not None and isinstance(seq, int):
+            ctx.reason_text = _event_reason(session, ctx.case, seq)
         return ctx
 
     @property
@@ -457,6 +463,8 @@ class _Context:
     def render_context(self, contact: Contact) -> dict[str, Any]:
         payload: dict[str, Any] = dict(self.event.payload)
         case = self.case
+        if self.reason_text is not None:
+            payload["reason"] = self.reason_text
         clock = dict(payload.get("clock") or {})
         clock["due_local"] = self.local(clock.get("due_at"))
         cases = [
@@ -495,6 +503,15 @@ def _uuid(value: object) -> uuid.UUID | None:
         except ValueError:
             return None
     return None
+
+
+def _event_reason(session: Session, case: Any, seq: int) -> str | None:
+    from core.cases.models import CaseEvent
+
+    found = session.scalars(
+        select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.seq == seq)
+    ).first()
+    return found.reason if found is not None else None
 
 
 def _clock_reason(session: Session, event: EventView) -> str | None:

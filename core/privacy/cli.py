@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.audit import AuditActor
@@ -66,9 +66,46 @@ def _tenant(db: Database, slug: str) -> uuid.UUID:
 def master_key() -> None:
     """Print a new random master key (base64) for INSURDESK_MASTER_KEY or a key file.
 
-    Changing the master key of an existing deployment needs the tenant keys re-wrapped first
-    (not automated yet): keep the old key until then."""
+    To change the master key of a running deployment: set INSURDESK_MASTER_KEY to
+    "<new>,<old>" (newest first) everywhere, run `insurdesk privacy rewrap` (or let the
+    privacy_reencrypt job do it), then remove the old key."""
     typer.echo(new_master_key())
+
+
+@cli.command("rewrap")
+def rewrap_keys() -> None:
+    """Wrap every stored key (each tenant's data and index keys, the OAuth signing keys) that
+    an older master key wrapped with the current, first, master key of INSURDESK_MASTER_KEY.
+    Nothing is re-encrypted; afterwards the old master key can be removed."""
+    from core.auth.keys import rewrap_signing_keys
+    from core.privacy.keys import key_manager_of
+    from core.privacy.rotation import rewrap_tenant
+
+    db = _database()
+    try:
+        actor = _actor()
+        signing = rewrap_signing_keys(db, actor=actor.label)
+        with Session(db.engine) as session:
+            tenant_ids = list(session.scalars(select(Tenant.id)))
+        total = 0
+        for tenant_id in tenant_ids:
+            with db.tenant_transaction(tenant_id) as session:
+                total += rewrap_tenant(session, tenant_id, actor=actor)
+        with db.platform_session() as session:
+            left = session.scalar(
+                select(func.count())
+                .select_from(TenantKey)
+                .where(
+                    TenantKey.wrapped.isnot(None),
+                    TenantKey.master_key_id != key_manager_of(db.admin_engine).key_id,
+                )
+            )
+    finally:
+        db.dispose()
+    typer.echo(
+        f"re-wrapped {total} tenant keys and {len(signing)} signing keys; "
+        f"left on older master keys: {left or 0}"
+    )
 
 
 @cli.command("keys")
@@ -106,6 +143,10 @@ def keys(
     typer.echo(f"rows on retired versions: {sum(left.values())} {left}")
 
 
+def _erased(destroyed: list[str]) -> str:
+    return ", ".join(d.replace(":", " v") for d in destroyed) or "none"
+
+
 @cli.command("rotate-keys")
 def rotate_keys(
     tenant: TenantOption,
@@ -119,28 +160,38 @@ def rotate_keys(
             help="Re-encrypt now (default), or leave it to the privacy_reencrypt job.",
         ),
     ] = True,
+    index: Annotated[
+        bool,
+        typer.Option(
+            "--index",
+            help="Rotate the blind-index key instead of the data key (every blind index is "
+            "recomputed; searches find both versions meanwhile).",
+        ),
+    ] = False,
 ) -> None:
-    """Rotate the tenant's data key without downtime: new writes use the new key at once,
-    old rows are re-encrypted in batches while the service runs, then the old key is erased."""
+    """Rotate the tenant's data key (or index key) without downtime: new writes use the new
+    key at once, old rows (customers, cases, timelines, request notes) are re-encrypted or
+    re-indexed in batches while the service runs, then the old key is erased."""
+    purpose = "index" if index else "data"
     db = _database()
     try:
         tenant_id = _tenant(db, tenant)
         actor = _actor()
         if reencrypt:
-            report = rotate_and_reencrypt(db, tenant_id, actor=actor, batch=batch)
+            report = rotate_and_reencrypt(db, tenant_id, actor=actor, batch=batch, purpose=purpose)
         else:
             from core.privacy.rotation import rotate
 
             with db.tenant_transaction(tenant_id) as session:
-                old, new = rotate(session, tenant_id, actor=actor)
-            typer.echo(f"tenant {tenant}: data key v{old} retired, v{new} active")
+                old, new = rotate(session, tenant_id, actor=actor, purpose=purpose)
+            typer.echo(f"tenant {tenant}: {purpose} key v{old} retired, v{new} active")
             return
     finally:
         db.dispose()
     typer.echo(
-        f"tenant {tenant}: data key v{report.old_version} retired, v{report.new_version} active; "
-        f"{report.reencrypted} rows re-encrypted in {report.batches} batches; "
-        f"erased: {', '.join(f'v{v}' for v in report.destroyed) or 'none'}"
+        f"tenant {tenant}: {purpose} key v{report.old_version} retired, v{report.new_version} "
+        f"active; {report.reencrypted} rows rewritten in {report.batches} batches; "
+        f"erased: {_erased(report.destroyed)}"
     )
 
 
@@ -159,7 +210,7 @@ def reencrypt(
         db.dispose()
     typer.echo(
         f"tenant {tenant}: {report.reencrypted} rows re-encrypted; "
-        f"erased: {', '.join(f'v{v}' for v in report.destroyed) or 'none'}"
+        f"erased: {_erased(report.destroyed)}"
     )
 
 

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 import uuid
 import weakref
 from typing import Any
@@ -31,13 +32,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.db import new_id, utcnow
-from core.privacy.keys import KEY_BYTES, NONCE_BYTES, KeyManager, key_manager_of
+from core.privacy.keys import KEY_BYTES, NONCE_BYTES, KeyManager, key_manager_of, rewrap
 from core.privacy.models import TenantKey
 from core.privacy.tokens import TOKEN_PREFIX, DecryptionError, is_token, token_version
 
 __all__ = ["DecryptionError", "Keyring", "is_token", "keyring_for", "keyring_of", "token_version"]
 
 DATA, INDEX = "data", "index"
+ACTIVE_INDEX_TTL = 5.0
+"""Seconds a process trusts its idea of the active index-key version for searches (writes
+read it under ``FOR SHARE`` at every flush that indexes)."""
 
 
 def _context(tenant_id: uuid.UUID, purpose: str, version: int) -> bytes:
@@ -63,12 +67,14 @@ class Keyring:
     def __init__(self, manager: KeyManager) -> None:
         self.manager = manager
         self._ciphers: dict[tuple[uuid.UUID, int], AESGCM] = {}
-        self._index: dict[uuid.UUID, bytes] = {}
+        self._index: dict[tuple[uuid.UUID, int], bytes] = {}
+        self._active_index: dict[uuid.UUID, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
     # -- creating and rotating ----------------------------------------------------------------
 
-    def _new_row(self, tenant_id: uuid.UUID, purpose: str, version: int) -> dict[str, Any]:
+    def new_key_row(self, tenant_id: uuid.UUID, purpose: str, version: int) -> dict[str, Any]:
+        """The values of a new ``tenant_keys`` row: a random key, wrapped."""
         key = os.urandom(KEY_BYTES)
         wrapped = self.manager.wrap(key, context=_context(tenant_id, purpose, version))
         return {
@@ -95,16 +101,19 @@ class Keyring:
             if exists is None:
                 result = session.execute(
                     _insert(session)(TenantKey)
-                    .values(**self._new_row(tenant_id, purpose, 1))
+                    .values(**self.new_key_row(tenant_id, purpose, 1))
                     .on_conflict_do_nothing(index_elements=["tenant_id", "purpose", "version"])
                 )
                 if getattr(result, "rowcount", 1):
                     created.append(f"{purpose} key")
         return created
 
-    def rotate(self, session: Session, tenant_id: uuid.UUID) -> tuple[int, int]:
-        """Make a new data-key version the active one; the old one is retired (it still
-        decrypts). Waits for transactions still writing with the old version.
+    def rotate(
+        self, session: Session, tenant_id: uuid.UUID, purpose: str = DATA
+    ) -> tuple[int, int]:
+        """Make a new version of the tenant's ``purpose`` key (``data`` or ``index``) the
+        active one; the old one is retired (it still decrypts, or still finds rows not yet
+        re-indexed). Waits for transactions still writing with the old version.
 
         :returns: ``(old version, new version)``.
         """
@@ -113,31 +122,36 @@ class Keyring:
             select(TenantKey)
             .where(
                 TenantKey.tenant_id == tenant_id,
-                TenantKey.purpose == DATA,
+                TenantKey.purpose == purpose,
                 TenantKey.status == "active",
             )
             .with_for_update()
         ).one()
         newest = session.scalar(
             select(func.max(TenantKey.version)).where(
-                TenantKey.tenant_id == tenant_id, TenantKey.purpose == DATA
+                TenantKey.tenant_id == tenant_id, TenantKey.purpose == purpose
             )
         )
         current.status, current.retired_at = "retired", utcnow()
         session.flush()
         version = int(newest or 0) + 1
         session.execute(
-            _insert(session)(TenantKey).values(**self._new_row(tenant_id, DATA, version))
+            _insert(session)(TenantKey).values(**self.new_key_row(tenant_id, purpose, version))
         )
+        if purpose == INDEX:
+            with self._lock:
+                self._active_index.pop(tenant_id, None)
         return current.version, version
 
-    def destroy(self, session: Session, tenant_id: uuid.UUID, version: int) -> None:
-        """Erase a retired data key's material (call only when no row uses it)."""
+    def destroy(
+        self, session: Session, tenant_id: uuid.UUID, version: int, purpose: str = DATA
+    ) -> None:
+        """Erase a retired key's material (call only when no row uses it)."""
         session.execute(
             update(TenantKey)
             .where(
                 TenantKey.tenant_id == tenant_id,
-                TenantKey.purpose == DATA,
+                TenantKey.purpose == purpose,
                 TenantKey.version == version,
                 TenantKey.status == "retired",
             )
@@ -145,11 +159,45 @@ class Keyring:
             .execution_options(synchronize_session=False)
         )
         with self._lock:
-            self._ciphers.pop((tenant_id, version), None)
+            if purpose == DATA:
+                self._ciphers.pop((tenant_id, version), None)
+            else:
+                self._index.pop((tenant_id, version), None)
+                self._active_index.pop(tenant_id, None)
+
+    def rewrap(self, session: Session, tenant_id: uuid.UUID) -> list[tuple[str, int, str]]:
+        """Wrap the tenant's keys that an older master key wrapped with the current one
+        (the key material is unchanged: no row needs re-encrypting). Returns
+        ``(purpose, version, previous master key id)`` of each key re-wrapped."""
+        current = self.manager.key_id
+        rows = session.scalars(
+            select(TenantKey)
+            .where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.wrapped.isnot(None),
+                TenantKey.master_key_id != current,
+            )
+            .with_for_update()
+        ).all()
+        done = []
+        for row in rows:
+            assert row.wrapped is not None
+            wrapped = rewrap(
+                self.manager,
+                row.master_key_id,
+                base64.b64decode(row.wrapped),
+                context=_context(row.tenant_id, row.purpose, row.version),
+            )
+            done.append((row.purpose, row.version, row.master_key_id))
+            row.wrapped = base64.b64encode(wrapped).decode("ascii")
+            row.master_key_id = current
+        session.flush()
+        return done
 
     # -- using --------------------------------------------------------------------------------
 
-    def _unwrap(self, row: TenantKey | Any) -> bytes:
+    def unwrap_row(self, row: TenantKey | Any) -> bytes:
+        """The key material of a ``tenant_keys`` row (an ORM object or a result row)."""
         if row.wrapped is None:
             raise DecryptionError(f"data key version {row.version} of the tenant was destroyed")
         return self.manager.unwrap(
@@ -158,25 +206,38 @@ class Keyring:
             context=_context(row.tenant_id, row.purpose, row.version),
         )
 
-    def active_version(self, session: Session, tenant_id: uuid.UUID) -> int:
-        """The data-key version new writes use, locked ``FOR SHARE`` until the transaction
-        ends (a rotation waits for it); creates the tenant's keys when it has none."""
-        stmt = (
-            select(TenantKey.version)
-            .where(
-                TenantKey.tenant_id == tenant_id,
-                TenantKey.purpose == DATA,
-                TenantKey.status == "active",
-            )
-            .with_for_update(read=True)
+    def active_version(
+        self, session: Session, tenant_id: uuid.UUID, purpose: str = DATA, *, lock: bool = True
+    ) -> int:
+        """The ``purpose`` key version new writes use, locked ``FOR SHARE`` until the
+        transaction ends (a rotation waits for it); creates the tenant's keys when it has
+        none."""
+        stmt = select(TenantKey.version).where(
+            TenantKey.tenant_id == tenant_id,
+            TenantKey.purpose == purpose,
+            TenantKey.status == "active",
         )
+        if lock:
+            stmt = stmt.with_for_update(read=True)
         version = session.scalar(stmt)
         if version is None:
             self.ensure_keys(session, tenant_id)
             version = session.scalar(stmt)
         if version is None:
-            raise DecryptionError("the tenant has no active data key")
+            raise DecryptionError(f"the tenant has no active {purpose} key")
         return int(version)
+
+    def usable_versions(self, session: Session, tenant_id: uuid.UUID, purpose: str) -> list[int]:
+        """Versions of ``purpose`` not destroyed, active first (a search during an index-key
+        rotation compares the blind index of each)."""
+        rows = session.execute(
+            select(TenantKey.version, TenantKey.status).where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.purpose == purpose,
+                TenantKey.status != "destroyed",
+            )
+        ).all()
+        return [v for v, _ in sorted(rows, key=lambda r: (r[1] != "active", -r[0]))]
 
     def cipher(self, session: Session | None, tenant_id: uuid.UUID, version: int) -> AESGCM:
         """The AES-GCM cipher of data-key ``version`` (read and unwrapped once)."""
@@ -202,34 +263,55 @@ class Keyring:
         ).first()
         if row is None:
             raise DecryptionError(f"the tenant has no data key version {version}")
-        aead = AESGCM(self._unwrap(row))
+        aead = AESGCM(self.unwrap_row(row))
         with self._lock:
             self._ciphers[(tenant_id, version)] = aead
         return aead
 
-    def index_key(self, session: Session | None, tenant_id: uuid.UUID) -> bytes:
-        """The tenant's blind-index key (created with the data key)."""
-        found = self._index.get(tenant_id)
+    def active_index_version(self, session: Session | None, tenant_id: uuid.UUID) -> int:
+        """The active index-key version, as searches use it (read again after
+        :data:`ACTIVE_INDEX_TTL` seconds; writes lock it instead, see :meth:`active_version`)."""
+        now = time.monotonic()
+        cached = self._active_index.get(tenant_id)
+        if cached is not None and (session is None or now - cached[1] <= ACTIVE_INDEX_TTL):
+            return cached[0]
+        if session is None:
+            raise DecryptionError("the tenant's index key is not loaded")
+        version = self.active_version(session, tenant_id, INDEX, lock=False)
+        with self._lock:
+            self._active_index[tenant_id] = (version, now)
+        return version
+
+    def index_key(
+        self, session: Session | None, tenant_id: uuid.UUID, version: int | None = None
+    ) -> bytes:
+        """The tenant's blind-index key ``version`` (default: the active one; created with
+        the data key)."""
+        if version is None:
+            version = self.active_index_version(session, tenant_id)
+        found = self._index.get((tenant_id, version))
         if found is not None:
             return found
         if session is None:
             raise DecryptionError("the tenant's index key is not loaded")
-        stmt = select(
-            TenantKey.tenant_id,
-            TenantKey.purpose,
-            TenantKey.version,
-            TenantKey.wrapped,
-            TenantKey.master_key_id,
-        ).where(TenantKey.tenant_id == tenant_id, TenantKey.purpose == INDEX)
-        row = session.execute(stmt).first()
+        row = session.execute(
+            select(
+                TenantKey.tenant_id,
+                TenantKey.purpose,
+                TenantKey.version,
+                TenantKey.wrapped,
+                TenantKey.master_key_id,
+            ).where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.purpose == INDEX,
+                TenantKey.version == version,
+            )
+        ).first()
         if row is None:
-            self.ensure_keys(session, tenant_id)
-            row = session.execute(stmt).first()
-        if row is None:
-            raise DecryptionError("the tenant has no index key")
-        key = self._unwrap(row)
+            raise DecryptionError(f"the tenant has no index key version {version}")
+        key = self.unwrap_row(row)
         with self._lock:
-            self._index[tenant_id] = key
+            self._index[(tenant_id, version)] = key
         return key
 
     # -- values -------------------------------------------------------------------------------
@@ -247,9 +329,7 @@ class Keyring:
         raw = binascii.b2a_base64(nonce + aead.encrypt(nonce, plaintext, aad), newline=False)
         return f"{TOKEN_PREFIX}{version}:{raw.decode('ascii')}"
 
-    def open(
-        self, session: Session | None, tenant_id: uuid.UUID, token: str, aad: bytes
-    ) -> bytes:
+    def open(self, session: Session | None, tenant_id: uuid.UUID, token: str, aad: bytes) -> bytes:
         """The plaintext of a token made for ``aad``.
 
         :raises DecryptionError: another tenant's or row's record, or tampered with.
@@ -268,10 +348,16 @@ class Keyring:
             raise DecryptionError("a personal record failed to decrypt") from exc
 
     def blind_index(
-        self, session: Session | None, tenant_id: uuid.UUID, field: str, normalized: str
+        self,
+        session: Session | None,
+        tenant_id: uuid.UUID,
+        field: str,
+        normalized: str,
+        version: int | None = None,
     ) -> str:
-        """HMAC-SHA256 of a normalized value under the tenant's index key (hex, 32 chars)."""
-        key = self.index_key(session, tenant_id)
+        """HMAC-SHA256 of a normalized value under the tenant's index key ``version``
+        (default: the active one), hex, 32 chars."""
+        key = self.index_key(session, tenant_id, version)
         return hmac.new(key, f"{field}:{normalized}".encode(), hashlib.sha256).hexdigest()[:32]
 
 

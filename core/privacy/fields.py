@@ -164,7 +164,22 @@ def sealed_column(obj: object) -> str:
 def aad(obj: Any) -> bytes:
     """The associated data binding a record to its tenant, table and row:
     ``<tenant id bytes>|<table>|<row id bytes>``."""
-    return b"|".join((obj.tenant_id.bytes, obj.__tablename__.encode(), obj.id.bytes))
+    return aad_for(obj.tenant_id, obj.__tablename__, obj.id)
+
+
+def aad_for(tenant_id: uuid.UUID, table: str, row_id: uuid.UUID) -> bytes:
+    """:func:`aad` from its parts (re-encryption and migrations work on rows, not objects)."""
+    return b"|".join((tenant_id.bytes, table.encode(), row_id.bytes))
+
+
+def encode_record(record: dict[str, str]) -> bytes:
+    """The plaintext of a sealed record."""
+    return _encode.encode(record)
+
+
+def decode_record(plaintext: bytes) -> dict[str, str]:
+    """A sealed record's fields from its plaintext."""
+    return _decode.decode(plaintext)
 
 
 def _keyring(obj: Any, session: Session | None) -> Keyring:
@@ -248,7 +263,12 @@ def reseal(obj: Any) -> None:
         setattr(obj, name, getattr(obj, name))
 
 
-def _seal_pending(session: Session, obj: Any, versions: dict[uuid.UUID, int]) -> None:
+def _seal_pending(
+    session: Session,
+    obj: Any,
+    versions: dict[uuid.UUID, int],
+    index_versions: dict[uuid.UUID, int],
+) -> None:
     pending: dict[str, str | None] = obj.__dict__.get(_PENDING) or {}
     if not pending:
         return
@@ -265,9 +285,7 @@ def _seal_pending(session: Session, obj: Any, versions: dict[uuid.UUID, int]) ->
         version = versions[tenant_id] = keyring.active_version(session, tenant_id)
     before = obj.__dict__.get(_CLEAR)
     old = before[1] if before else {}
-    record: dict[str, str] = {
-        k: v for k, v in pending.items() if v is not None and k in fields
-    }
+    record: dict[str, str] = {k: v for k, v in pending.items() if v is not None and k in fields}
     column = sealed_column(obj)
     if record:
         for name, value in list(record.items()):
@@ -283,16 +301,30 @@ def _seal_pending(session: Session, obj: Any, versions: dict[uuid.UUID, int]) ->
     else:
         setattr(obj, column, None)
         obj.__dict__.pop(_CLEAR, None)
-    for name, field in fields.items():
-        if field.index is not None and (name not in old or old.get(name) != record.get(name)):
-            indexed: str | None = record.get(name)
-            setattr(
-                obj,
-                field.index,
-                None
-                if indexed is None
-                else keyring.blind_index(session, tenant_id, name, field.normalize(indexed)),
+    indexed = {name: field for name, field in fields.items() if field.index is not None}
+    if indexed:
+        from core.privacy.crypto import INDEX
+
+        index_version = index_versions.get(tenant_id)
+        if index_version is None:
+            index_version = index_versions[tenant_id] = keyring.active_version(
+                session, tenant_id, INDEX
             )
+        # A row still indexed with a retired index key is indexed afresh, every field.
+        everything = getattr(obj, "index_version", None) != index_version
+        for name, field in indexed.items():
+            if everything or name not in old or old.get(name) != record.get(name):
+                indexed_value: str | None = record.get(name)
+                setattr(
+                    obj,
+                    str(field.index),
+                    None
+                    if indexed_value is None
+                    else keyring.blind_index(
+                        session, tenant_id, name, field.normalize(indexed_value), index_version
+                    ),
+                )
+        obj.index_version = index_version
     obj.key_version = version if record else 0
     obj.__dict__[_PENDING] = {}
 
@@ -300,9 +332,10 @@ def _seal_pending(session: Session, obj: Any, versions: dict[uuid.UUID, int]) ->
 @event.listens_for(Session, "before_flush")
 def _encrypt_before_flush(session: Session, _ctx: Any, _instances: Any) -> None:
     versions: dict[uuid.UUID, int] = {}
+    index_versions: dict[uuid.UUID, int] = {}
     for obj in list(session.new) + list(session.dirty):
         if sealed_fields(obj):
-            _seal_pending(session, obj, versions)
+            _seal_pending(session, obj, versions, index_versions)
 
 
 __all__ = [

@@ -1,8 +1,12 @@
 """Scheduler jobs of the privacy domain (registered in :func:`core.scheduler.jobs.default_jobs`).
 
-* ``privacy_reencrypt`` — finds, across tenants (one query per encrypted table on the platform
-  path), rows still encrypted with a retired data-key version and re-encrypts them in batches
-  per tenant, then erases the retired keys nobody uses any more.
+* ``privacy_reencrypt`` — key rotation in the background: re-wraps the OAuth signing keys and
+  every tenant's keys that an older master key wrapped (after ``INSURDESK_MASTER_KEY`` put a
+  new key first), finds across tenants (one query per encrypted table on the platform path)
+  rows still on a retired data-key or index-key version and re-encrypts / re-indexes them in
+  batches per tenant, then erases the retired keys nobody uses any more.
+* ``privacy_retention`` — destroys what is past its retention period (see
+  :mod:`core.privacy.retention`).
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import uuid
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.orm import aliased
 
 from core.audit import AuditActor
 from core.db import Database
+from core.privacy.keys import key_manager_of
 from core.privacy.models import TenantKey
-from core.privacy.rotation import reencrypt_all, sealed_models
+from core.privacy.rotation import indexed_fields, reencrypt_all, sealed_models
 from core.scheduler.jobs import JobContext
 
 log = structlog.get_logger("insurdesk.privacy")
@@ -26,28 +32,54 @@ REENCRYPT_MAX_BATCHES = 20
 
 
 def tenants_to_reencrypt(db: Database) -> list[uuid.UUID]:
-    """Tenants with rows on an older data-key version than their active one."""
+    """Tenants with key work left: rows on an older data-key or index-key version than the
+    active one, retired keys not erased yet, or keys wrapped by an older master key."""
     found: set[uuid.UUID] = set()
+    current_master = key_manager_of(db.admin_engine).key_id
     with db.platform_session() as session:
+        data = aliased(TenantKey)
+        index = aliased(TenantKey)
         for model in sealed_models():
-            rows = session.scalars(
-                select(model.tenant_id)
+            table = model.__table__
+            stmt = (
+                select(table.c.tenant_id)
                 .join(
-                    TenantKey,
-                    (TenantKey.tenant_id == model.tenant_id)
-                    & (TenantKey.purpose == "data")
-                    & (TenantKey.status == "active"),
+                    data,
+                    (data.tenant_id == table.c.tenant_id)
+                    & (data.purpose == "data")
+                    & (data.status == "active"),
                 )
-                .where(model.key_version > 0, model.key_version < TenantKey.version)
                 .distinct()
             )
-            found.update(rows)
+            stale = table.c.key_version < data.version
+            if indexed_fields(model):
+                stmt = stmt.join(
+                    index,
+                    (index.tenant_id == table.c.tenant_id)
+                    & (index.purpose == "index")
+                    & (index.status == "active"),
+                )
+                stale = stale | (table.c.index_version < index.version)
+            found.update(session.scalars(stmt.where(table.c.key_version > 0, stale)))
+        found.update(
+            session.scalars(
+                select(TenantKey.tenant_id)
+                .where(
+                    (TenantKey.status == "retired")
+                    | (TenantKey.wrapped.isnot(None) & (TenantKey.master_key_id != current_master))
+                )
+                .distinct()
+            )
+        )
     return sorted(found)
 
 
 def reencrypt_sweep(ctx: JobContext) -> None:
     """The ``privacy_reencrypt`` job body."""
+    from core.auth.keys import rewrap_signing_keys
+
     db = ctx.db
+    rewrap_signing_keys(db, actor="system:privacy_reencrypt")
     actor = AuditActor.system("privacy_reencrypt")
     for tenant_id in tenants_to_reencrypt(db):
         report = reencrypt_all(
@@ -61,6 +93,7 @@ def reencrypt_sweep(ctx: JobContext) -> None:
             "privacy_reencrypted",
             tenant=str(tenant_id),
             rows=report.reencrypted,
+            rewrapped=report.rewrapped,
             left=sum(report.left.values()),
             destroyed=report.destroyed,
         )

@@ -13,6 +13,12 @@ Where the master key comes from, in order (:func:`key_manager_for`):
 2. ``INSURDESK_MASTER_KEY_FILE``: a file holding that base64 text;
 3. the embedded default: ``<var_dir>/master.key``, generated (mode 0600) on first use.
 
+Each may hold several keys (comma-, space- or line-separated), **newest first**: the newest
+wraps, all of them unwrap. That is how the master key changes (docs/privacy.md): put the new
+key in front, re-wrap every stored key (``insurdesk privacy rewrap``, or the ``privacy_rewrap``
+job), then remove the old one. A KMS implementation names its keys the same way (``key_id``
+next to every wrapped key) and may offer a native ``rewrap``.
+
 Which key manager a session uses: the one attached to its engine with :func:`attach`
 (``create_app`` attaches the one of its settings), else the process default built from the
 environment (:func:`default_key_manager`), which is what every CLI and worker process reads.
@@ -27,6 +33,7 @@ import os
 import secrets
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -62,40 +69,70 @@ class KeyManager(Protocol):
 
 
 class LocalKeyManager:
-    """A :class:`KeyManager` holding the master key in memory (AES-256-GCM key wrapping)."""
+    """A :class:`KeyManager` holding the master keys in memory (AES-256-GCM key wrapping).
 
-    def __init__(self, master_key: bytes) -> None:
-        if len(master_key) != KEY_BYTES:
-            raise MasterKeyError(f"the master key must be {KEY_BYTES} bytes")
-        self._aead = AESGCM(master_key)
-        self._key_id = "local:" + hashlib.sha256(b"insurdesk-master:" + master_key).hexdigest()[:16]
+    :param master_key: the current master key, or a list of them, **newest first**: the
+        newest wraps, every one of them unwraps what it wrapped (so a master key can be
+        changed without downtime: add the new one in front, let ``insurdesk privacy rewrap``
+        or the ``privacy_rewrap`` job re-wrap every stored key, then drop the old one).
+    """
+
+    def __init__(self, master_key: bytes | Sequence[bytes]) -> None:
+        keys = [master_key] if isinstance(master_key, bytes) else list(master_key)
+        if not keys:
+            raise MasterKeyError("no master key")
+        self._aeads: dict[str, AESGCM] = {}
+        for raw in keys:
+            if len(raw) != KEY_BYTES:
+                raise MasterKeyError(f"the master key must be {KEY_BYTES} bytes")
+            key_id = "local:" + hashlib.sha256(b"insurdesk-master:" + raw).hexdigest()[:16]
+            self._aeads.setdefault(key_id, AESGCM(raw))
+        self._key_id = next(iter(self._aeads))
+        self._aead = self._aeads[self._key_id]
 
     def __repr__(self) -> str:
-        return f"LocalKeyManager({self._key_id})"
+        return f"LocalKeyManager({', '.join(self._aeads)})"
 
     @property
     def key_id(self) -> str:
-        """``local:<fingerprint>``: a fingerprint of the master key, never the key."""
+        """``local:<fingerprint>`` of the newest master key (never the key)."""
         return self._key_id
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every master key this manager can unwrap with, newest first."""
+        return tuple(self._aeads)
+
     def wrap(self, key: bytes, *, context: bytes) -> bytes:
-        """``nonce || AES-GCM(master, key, aad=context)``."""
+        """``nonce || AES-GCM(newest master, key, aad=context)``."""
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._aead.encrypt(nonce, key, context)
 
     def unwrap(self, key_id: str, wrapped: bytes, *, context: bytes) -> bytes:
-        """The key inside ``wrapped``."""
-        if key_id != self._key_id:
+        """The key inside ``wrapped``, with whichever master key ``key_id`` names."""
+        aead = self._aeads.get(key_id)
+        if aead is None:
             raise MasterKeyError(
-                f"the key was wrapped by master key {key_id}, this process holds {self._key_id}: "
-                "set INSURDESK_MASTER_KEY (or _FILE) to the deployment's master key"
+                f"the key was wrapped by master key {key_id}, this process holds "
+                f"{', '.join(self._aeads)}: set INSURDESK_MASTER_KEY (or _FILE) to the "
+                "deployment's master keys"
             )
         from cryptography.exceptions import InvalidTag
 
         try:
-            return self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
+            return aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
         except InvalidTag as exc:
             raise MasterKeyError("a wrapped key failed its integrity check") from exc
+
+
+def rewrap(manager: KeyManager, key_id: str, wrapped: bytes, *, context: bytes) -> bytes:
+    """``wrapped`` (by master key ``key_id``) wrapped again by the manager's current master
+    key. A KMS implementation may offer ``rewrap`` itself (e.g. a re-encrypt call that never
+    returns the key); it is used when present."""
+    native = getattr(manager, "rewrap", None)
+    if callable(native):
+        return bytes(native(key_id, wrapped, context=context))
+    return manager.wrap(manager.unwrap(key_id, wrapped, context=context), context=context)
 
 
 def new_master_key() -> str:
@@ -113,7 +150,16 @@ def _decode(text: str, where: str) -> bytes:
     return raw
 
 
-def _key_file(path: Path, *, create: bool) -> bytes:
+def _decode_list(text: str, where: str) -> list[bytes]:
+    """Master keys separated by commas, spaces or lines, newest first (``#`` comments)."""
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
+    items = [i for i in ",".join(lines).replace(" ", ",").split(",") if i.strip()]
+    if not items:
+        raise MasterKeyError(f"{where}: no master key")
+    return [_decode(item, where) for item in items]
+
+
+def _key_file(path: Path, *, create: bool) -> list[bytes]:
     if not path.exists():
         if not create:
             raise MasterKeyError(f"INSURDESK_MASTER_KEY_FILE: {path} does not exist")
@@ -121,10 +167,10 @@ def _key_file(path: Path, *, create: bool) -> bytes:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process created it first: use theirs
-            return _decode(path.read_text(), str(path))
+            return _decode_list(path.read_text(), str(path))
         with os.fdopen(fd, "w") as fh:
             fh.write(new_master_key() + "\n")
-    return _decode(path.read_text(), str(path))
+    return _decode_list(path.read_text(), str(path))
 
 
 class _LazyKeyManager:
@@ -150,6 +196,11 @@ class _LazyKeyManager:
         """The master key's id (reads the key)."""
         return self._get().key_id
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every configured master key's id, newest first."""
+        return self._get().key_ids
+
     def wrap(self, key: bytes, *, context: bytes) -> bytes:
         """See :meth:`LocalKeyManager.wrap`."""
         return self._get().wrap(key, context=context)
@@ -159,10 +210,10 @@ class _LazyKeyManager:
         return self._get().unwrap(key_id, wrapped, context=context)
 
 
-def _master_key_bytes(settings: Any) -> bytes:
+def _master_key_bytes(settings: Any) -> list[bytes]:
     configured = getattr(settings, "master_key", "") or ""
     if configured:
-        return _decode(configured, "INSURDESK_MASTER_KEY")
+        return _decode_list(configured, "INSURDESK_MASTER_KEY")
     file = getattr(settings, "master_key_file", None)
     if file:
         return _key_file(Path(file), create=False)

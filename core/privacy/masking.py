@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from core.notifications.masking import mask_email
@@ -21,6 +22,7 @@ __all__ = [
     "mask_id_number",
     "mask_name",
     "mask_phone",
+    "mask_text",
 ]
 
 _AREA_ENDS = ("区", "县", "旗", "州", "盟")
@@ -81,3 +83,30 @@ def mask(field: str, value: str | None) -> str | None:
     if value is None:
         return None
     return MASKERS[field](value)
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_NUMBER = re.compile(r"(?<![0-9A-Za-z])\+?\d(?:[ \-]?\d){5,}[Xx]?(?![0-9A-Za-z])")
+_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}")
+"""A run of digits, possibly with spaces or dashes inside and an ``X`` at the end (identity
+numbers): phone, identity-card, bank-card and policy numbers in free text."""
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    text = match.group(0)
+    digits = sum(c.isdigit() for c in text)
+    if digits < 7 or _DATE.match(text):  # amounts, counts, dates (and their times)
+        return text
+    kept = "".join(c for c in text if c.isalnum())
+    sign = "+" if text.startswith("+") else ""
+    return sign + kept[:3] + "*" * (len(kept) - 7) + kept[-4:]
+
+
+def mask_text(text: str) -> str:
+    """Free text (a case's description, a decision, a notice) with the identifiers it
+    contains masked: e-mail addresses (``z***@example.com``) and every number of seven
+    digits or more (phone, identity, bank-card numbers: ``138****5678``). Names and the
+    narrative stay: the people who may read the case need them to work it."""
+    if not text:
+        return text
+    return _NUMBER.sub(_mask_number, _EMAIL.sub(lambda m: mask_email(m.group(0)), text))

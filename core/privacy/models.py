@@ -89,6 +89,7 @@ class DataSubjectRequest(TenantScoped, Timestamped, Base):
         tenant_fk("customer_id", "customers"),
         tenant_fk("unit_id", "org_units"),
         tenant_fk("handler_id", "people"),
+        tenant_fk("case_id", "cases"),
         UniqueConstraint("tenant_id", "number"),
         Index("ix_privacy_requests_tenant_state_due", "tenant_id", "state", "due_at"),
         Index("ix_privacy_requests_tenant_customer", "tenant_id", "customer_id"),
@@ -108,6 +109,9 @@ class DataSubjectRequest(TenantScoped, Timestamped, Base):
     working_days: Mapped[int]
     """The period applied (``privacy_cn.dsr_working_days`` at the unit, default 15)."""
     handler_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    case_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    """The request's case (type ``data_subject_request``): what puts it in the handlers' work
+    queue, with its deadline clock, reminders and escalation (docs/decisions/0006)."""
     created_by: Mapped[str] = mapped_column(String(200))
     sealed_enc: Mapped[str | None] = mapped_column(SealedText, default=None)
     """The encrypted ``note``."""

@@ -1,15 +1,24 @@
-"""Key rotation without downtime.
+"""Key rotation without downtime: data keys, blind-index keys and the master key.
 
-1. :func:`rotate` makes a new data-key version active (new writes use it at once; the old
-   version is ``retired`` and still decrypts).
-2. :func:`reencrypt_batch` re-encrypts, in batches, rows still on an older version (rows being
-   written concurrently are skipped on PostgreSQL, ``FOR UPDATE SKIP LOCKED``, and picked up by
-   the next batch); the ``privacy_reencrypt`` scheduler job and ``insurdesk privacy rotate-keys``
-   call it until nothing is left.
+1. :func:`rotate` makes a new version of a tenant's data key (or, with ``purpose="index"``,
+   of its blind-index key) active: new writes use it at once, the old version is ``retired``
+   and still decrypts (an index search compares the blind index of every version still in
+   use).
+2. :func:`reencrypt_batch` re-encrypts, in batches, the rows of every encrypted table
+   (customers, cases, timeline events, request notes) still on an older data-key version, and
+   recomputes the blind indexes of rows on an older index-key version. Rows being written
+   concurrently are skipped on PostgreSQL (``FOR UPDATE SKIP LOCKED``) and picked up by the
+   next batch. Each row is rewritten with one ``UPDATE`` of its ciphertext (and indexes): its
+   ``updated_at`` and a case's version (the ETags) stay as they were, and no ORM event fires.
+   The ``privacy_reencrypt`` scheduler job and ``insurdesk privacy rotate-keys`` call it until
+   nothing is left.
 3. :func:`destroy_unused` erases retired versions that no row uses any more.
+4. :func:`rewrap_tenant` re-wraps a tenant's keys that an older **master** key wrapped with the
+   current one (``INSURDESK_MASTER_KEY`` lists the new key first, then the old one); nothing is
+   re-encrypted. The same job does it for every tenant, and for the OAuth signing keys.
 
 Each step is recorded in the tenant audit log (``privacy.key_rotated``,
-``privacy.key_destroyed``).
+``privacy.key_destroyed``, ``privacy.key_rewrapped``).
 """
 
 from __future__ import annotations
@@ -18,17 +27,23 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
 
 from core.audit import AuditActor, record
 from core.db import Base, Database
-from core.privacy.crypto import DATA, keyring_of
-from core.privacy.fields import reseal
+from core.privacy.crypto import DATA, INDEX, keyring_of
+from core.privacy.fields import (
+    MASK_VERSION,
+    aad_for,
+    decode_record,
+    encode_record,
+    sealed_fields,
+)
 from core.privacy.models import TenantKey
 
 DEFAULT_BATCH = 500
+PURPOSES = (DATA, INDEX)
 
 
 def sealed_models() -> list[Any]:
@@ -39,107 +54,185 @@ def sealed_models() -> list[Any]:
     )
 
 
-def active_version(session: Session, tenant_id: uuid.UUID) -> int:
-    """The tenant's active data-key version (keys are created if missing)."""
-    return keyring_of(session).active_version(session, tenant_id)
+def indexed_fields(model: Any) -> dict[str, Any]:
+    """The model's sealed fields with a blind index (its rows have ``index_version``)."""
+    return {name: f for name, f in model.__sealed_fields__.items() if f.index is not None}
 
 
-def rotate(session: Session, tenant_id: uuid.UUID, *, actor: AuditActor) -> tuple[int, int]:
-    """Start using a new data key version; returns ``(old, new)``."""
-    old, new = keyring_of(session).rotate(session, tenant_id)
+def active_version(session: Session, tenant_id: uuid.UUID, purpose: str = DATA) -> int:
+    """The tenant's active key version of ``purpose`` (keys are created if missing)."""
+    return keyring_of(session).active_version(session, tenant_id, purpose)
+
+
+def rotate(
+    session: Session, tenant_id: uuid.UUID, *, actor: AuditActor, purpose: str = DATA
+) -> tuple[int, int]:
+    """Start using a new version of the tenant's ``purpose`` key; returns ``(old, new)``."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown key purpose {purpose!r}")
+    old, new = keyring_of(session).rotate(session, tenant_id, purpose)
     record(
         session,
         action="privacy.key_rotated",
         actor=actor,
-        target=("tenant_key", f"data:{new}"),
-        details={"purpose": DATA, "retired_version": old, "active_version": new},
+        target=("tenant_key", f"{purpose}:{new}"),
+        details={"purpose": purpose, "retired_version": old, "active_version": new},
         tenant_id=tenant_id,
     )
     return old, new
 
 
+def _pending(model: Any, data_version: int, index_version: int) -> Any:
+    table = model.__table__
+    stale = table.c.key_version < data_version
+    if indexed_fields(model):
+        stale = stale | (table.c.index_version < index_version)
+    return (table.c.key_version > 0) & stale
+
+
 def pending_rows(session: Session, tenant_id: uuid.UUID) -> dict[str, int]:
-    """Per table, how many rows are encrypted with an older version than the active one."""
-    version = active_version(session, tenant_id)
+    """Per table, how many rows are on an older data-key (or index-key) version than the
+    active one."""
+    data = active_version(session, tenant_id)
+    index = active_version(session, tenant_id, INDEX)
     counts = {}
     for model in sealed_models():
-        counts[model.__tablename__] = int(
+        table = model.__table__
+        counts[table.name] = int(
             session.scalar(
                 select(func.count())
-                .select_from(model)
-                .where(
-                    model.tenant_id == tenant_id,
-                    model.key_version > 0,
-                    model.key_version < version,
-                )
+                .select_from(table)
+                .where(table.c.tenant_id == tenant_id, _pending(model, data, index))
             )
             or 0
         )
     return counts
 
 
+def _remasked(model: Any, record: dict[str, str]) -> dict[str, str]:
+    """``record`` with the masked forms its fields keep, computed by today's rules."""
+    if record.get("#") == MASK_VERSION:
+        return record
+    out = {k: v for k, v in record.items() if not k.startswith("#")}
+    for name, sealed in sealed_fields(model).items():
+        if sealed.mask is not None and out.get(name) is not None:
+            out["#" + name] = sealed.mask(out[name])
+    out["#"] = MASK_VERSION
+    return out
+
+
 def reencrypt_batch(session: Session, tenant_id: uuid.UUID, *, batch: int = DEFAULT_BATCH) -> int:
-    """Re-encrypt up to ``batch`` rows on an older key version with the active one (in the
-    caller's transaction); returns how many rows were re-encrypted."""
-    version = active_version(session, tenant_id)
+    """Re-encrypt (and re-index) up to ``batch`` rows that are on an older key version, with
+    the active ones, in the caller's transaction; returns how many rows were rewritten."""
+    keyring = keyring_of(session)
+    data = keyring.active_version(session, tenant_id)
+    index = keyring.active_version(session, tenant_id, INDEX)
+    aead = keyring.cipher(session, tenant_id, data)
     done = 0
     for model in sealed_models():
         if done >= batch:
             break
-        rows = session.scalars(
-            select(model)
-            .where(
-                model.tenant_id == tenant_id,
-                model.key_version > 0,
-                model.key_version < version,
-            )
-            .order_by(model.id)
+        table = model.__table__
+        column = table.c[model.__sealed_column__]
+        indexed = indexed_fields(model)
+        rows = session.execute(
+            select(table.c.id, column)
+            .where(table.c.tenant_id == tenant_id, _pending(model, data, index))
+            .order_by(table.c.id)
             .limit(batch - done)
             .with_for_update(skip_locked=True)
         ).all()
-        for row in rows:
-            reseal(row)
-            if hasattr(row, "updated_at"):  # same data: keep the ETag (timestamp) as it was
-                flag_modified(row, "updated_at")
+        for row_id, token in rows:
+            bound = aad_for(tenant_id, table.name, row_id)
+            fields = _remasked(model, decode_record(keyring.open(session, tenant_id, token, bound)))
+            values: dict[str, Any] = {
+                column.key: keyring.seal(aead, data, encode_record(fields), bound),
+                "key_version": data,
+            }
+            for name, sealed in indexed.items():
+                value = fields.get(name)
+                values[str(sealed.index)] = (
+                    None
+                    if value is None
+                    else keyring.blind_index(
+                        session, tenant_id, name, sealed.normalize(value), index
+                    )
+                )
+            if indexed:
+                values["index_version"] = index
+            if "updated_at" in table.c:  # the same data: the ETag (timestamp) stays
+                values["updated_at"] = table.c.updated_at
+            session.execute(
+                update(table)
+                .where(table.c.tenant_id == tenant_id, table.c.id == row_id, column == token)
+                .values(**values)
+            )
         done += len(rows)
-    session.flush()
     return done
 
 
-def destroy_unused(session: Session, tenant_id: uuid.UUID, *, actor: AuditActor) -> list[int]:
-    """Erase retired data-key versions no row uses any more; returns the versions erased."""
+def _in_use(session: Session, tenant_id: uuid.UUID, purpose: str, version: int) -> bool:
+    for model in sealed_models():
+        table = model.__table__
+        if purpose == INDEX:
+            if not indexed_fields(model):
+                continue
+            used = (table.c.index_version == version) & (table.c.key_version > 0)
+        else:
+            used = table.c.key_version == version
+        found = session.scalar(
+            select(table.c.id).where(table.c.tenant_id == tenant_id, used).limit(1)
+        )
+        if found is not None:
+            return True
+    return False
+
+
+def destroy_unused(session: Session, tenant_id: uuid.UUID, *, actor: AuditActor) -> list[str]:
+    """Erase retired data- and index-key versions that no row uses any more; returns them as
+    ``<purpose>:<version>``."""
     keyring = keyring_of(session)
-    retired = session.scalars(
-        select(TenantKey.version).where(
-            TenantKey.tenant_id == tenant_id,
-            TenantKey.purpose == DATA,
-            TenantKey.status == "retired",
+    retired = session.execute(
+        select(TenantKey.purpose, TenantKey.version).where(
+            TenantKey.tenant_id == tenant_id, TenantKey.status == "retired"
         )
     ).all()
     destroyed = []
-    for version in retired:
-        in_use = any(
-            session.scalar(
-                select(model.id)
-                .where(model.tenant_id == tenant_id, model.key_version == version)
-                .limit(1)
-            )
-            is not None
-            for model in sealed_models()
-        )
-        if in_use:
+    for purpose, version in sorted(retired):
+        if _in_use(session, tenant_id, purpose, version):
             continue
-        keyring.destroy(session, tenant_id, version)
+        keyring.destroy(session, tenant_id, version, purpose)
         record(
             session,
             action="privacy.key_destroyed",
             actor=actor,
-            target=("tenant_key", f"data:{version}"),
-            details={"purpose": DATA, "version": version, "reason": "no row uses it"},
+            target=("tenant_key", f"{purpose}:{version}"),
+            details={"purpose": purpose, "version": version, "reason": "no row uses it"},
             tenant_id=tenant_id,
         )
-        destroyed.append(version)
+        destroyed.append(f"{purpose}:{version}")
     return destroyed
+
+
+def rewrap_tenant(session: Session, tenant_id: uuid.UUID, *, actor: AuditActor) -> int:
+    """Re-wrap the tenant's keys that an older master key wrapped (audited); returns how
+    many."""
+    keyring = keyring_of(session)
+    done = keyring.rewrap(session, tenant_id)
+    if done:
+        record(
+            session,
+            action="privacy.key_rewrapped",
+            actor=actor,
+            target=("tenant_keys", str(tenant_id)),
+            details={
+                "keys": [f"{purpose}:{version}" for purpose, version, _ in done],
+                "previous_master_keys": sorted({previous for _, _, previous in done}),
+                "master_key": keyring.manager.key_id,
+            },
+            tenant_id=tenant_id,
+        )
+    return len(done)
 
 
 @dataclass
@@ -148,10 +241,12 @@ class RotationReport:
 
     old_version: int | None = None
     new_version: int | None = None
+    purpose: str = DATA
     reencrypted: int = 0
     batches: int = 0
-    destroyed: list[int] = field(default_factory=list)
+    destroyed: list[str] = field(default_factory=list)
     left: dict[str, int] = field(default_factory=dict)
+    rewrapped: int = 0
 
 
 def reencrypt_all(
@@ -163,9 +258,12 @@ def reencrypt_all(
     max_batches: int | None = None,
     report: RotationReport | None = None,
 ) -> RotationReport:
-    """Re-encrypt the tenant's old rows in batches, one transaction each, then erase the
-    retired keys nobody uses. Other writers go on meanwhile."""
+    """Re-wrap the tenant's keys if the master key changed, re-encrypt (and re-index) its
+    old rows in batches, one transaction each, then erase the retired keys nobody uses. Other
+    writers go on meanwhile."""
     report = report or RotationReport()
+    with db.tenant_transaction(tenant_id) as session:
+        report.rewrapped = rewrap_tenant(session, tenant_id, actor=actor)
     while max_batches is None or report.batches < max_batches:
         with db.tenant_transaction(tenant_id) as session:
             n = reencrypt_batch(session, tenant_id, batch=batch)
@@ -181,9 +279,17 @@ def reencrypt_all(
 
 
 def rotate_and_reencrypt(
-    db: Database, tenant_id: uuid.UUID, *, actor: AuditActor, batch: int = DEFAULT_BATCH
+    db: Database,
+    tenant_id: uuid.UUID,
+    *,
+    actor: AuditActor,
+    batch: int = DEFAULT_BATCH,
+    purpose: str = DATA,
 ) -> RotationReport:
-    """Rotate the tenant's data key, re-encrypt every row, erase the old key."""
+    """Rotate the tenant's ``purpose`` key, re-encrypt (re-index) every row, erase the old
+    key."""
     with db.tenant_transaction(tenant_id) as session:
-        old, new = rotate(session, tenant_id, actor=actor)
-    return reencrypt_all(db, tenant_id, actor=actor, batch=batch, report=RotationReport(old, new))
+        old, new = rotate(session, tenant_id, actor=actor, purpose=purpose)
+    return reencrypt_all(
+        db, tenant_id, actor=actor, batch=batch, report=RotationReport(old, new, purpose)
+    )

@@ -141,11 +141,17 @@ def test_whistle_blowers_are_masked_without_the_permission(
         "id_number": "***",
         "masked": True,
     }
-    seen = as_("director").get(f"/api/v1/cases/{case_id}").json()["case"]["reporter"]
+    # The permission alone shows it masked; with a declared purpose, in clear and audited.
+    director = as_("director")
+    hidden = director.get(f"/api/v1/cases/{case_id}").json()["case"]["reporter"]
+    assert hidden["name"] == "***" and hidden["masked"]
+    purpose = {"X-Purpose": "complaint_handling"}
+    seen = director.get(f"/api/v1/cases/{case_id}", headers=purpose).json()["case"]["reporter"]
     assert seen["name"] == "王某某" and seen["contact"] == "13900139000" and not seen["masked"]
     listed = all_pages(as_("agent_bj"), type="whistleblowing")
     assert all(i["reporter"]["name"] in ("***", None) for i in listed)
-    timeline = as_("director").get(f"/api/v1/cases/{case_id}/timeline").text
+    problem(as_("agent_bj").get(f"/api/v1/cases/{case_id}", headers=purpose), 403)
+    timeline = director.get(f"/api/v1/cases/{case_id}/timeline").text
     assert "王某某" not in timeline and "13900139000" not in timeline
 
 

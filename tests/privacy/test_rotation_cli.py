@@ -42,7 +42,7 @@ def test_rotate_keys_command_reencrypts_and_erases_the_old_key(
     )
     assert result.exit_code == 0, result.output
     assert "data key v1 retired, v2 active" in result.output
-    assert "erased: v1" in result.output
+    assert "erased: data v1" in result.output
     assert set(_phones(database, world).values()) == {2}
     listed = runner.invoke(
         build_cli(), ["privacy", "keys", "--tenant", world.tenant.slug, "--json"], env=env
