@@ -143,6 +143,30 @@ def insurdesk_deadline_rules(  # type: ignore[empty-body]
 
 
 @hookspec
+def insurdesk_reminder_fraction(
+    case: CaseFacts, clock: str, settings: Mapping[str, Any]
+) -> float | None:
+    """Say when the handler is reminded of a deadline clock: after this share of its time.
+
+    Called once per clock when clocks start (a case registered, a later trigger such as
+    ``complaint.decided``), after :func:`insurdesk_deadline_rules`, before anything is written.
+
+    :param case: the facts of the case.
+    :param clock: the clock's name, e.g. ``complaint.decision``.
+    :param settings: this plugin's effective settings at the case's unit.
+    :returns: a number greater than 0 and less than 1 (``0.5``: when half of the clock's running
+        time is used; paused time counts neither as used nor as available), or None to leave
+        it to the other plugins.
+
+    Combined: the smallest answer wins (the earliest reminder: the tightest policy); when no
+    plugin answers, the platform default 0.8. Anything else (0, 1, a string) is a plugin
+    failure. The share is fixed when the clock starts and kept with it: an extension or a
+    restart re-arms the reminder at the same share of the new period; a settings change
+    applies to clocks started afterwards.
+    """
+
+
+@hookspec
 def insurdesk_clock_pauses(  # type: ignore[empty-body]
     case: CaseFacts, settings: Mapping[str, Any]
 ) -> list[ClockPause]:

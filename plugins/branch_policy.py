@@ -9,7 +9,8 @@ plans callback visits (回访, 第五章) and keeps local hours and contacts:
   (民法典 第二百零三条);
 * ``extra_closed_days`` / ``extra_working_days``: local closures (a typhoon closure, a local
   holiday) and extra working days, applied to the calendar deadlines are counted on;
-* ``escalation_contacts``: who hears about near and breached deadlines at this branch.
+* ``escalation_contacts``: who hears about near and breached deadlines at this branch;
+* ``reminder_fraction``: when handlers here are reminded of a deadline (share of its time).
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ SCHEMA: dict[str, Any] = {
         "extra_working_days": {
             "type": "array", "items": {"type": "string", "format": "date"}, "default": [],
             "uniqueItems": True,
+        },
+        "reminder_fraction": {
+            "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+            "description": "时限提醒点 / remind the handler when this share of each deadline "
+            "clock's time is used (0.5: at half time; platform default 0.8; with several "
+            "policies the earliest reminder wins)",
         },
         "escalation_contacts": {
             "type": "array", "items": {"type": "string", "minLength": 3, "maxLength": 254},
@@ -171,3 +178,10 @@ def insurdesk_deadline_approached(
 def insurdesk_deadline_breached(clock: ClockState, settings: Mapping[str, Any]) -> list[FollowUp]:
     """Tell the branch's contacts that a clock is past its due."""
     return _escalate(settings, "breach", clock)
+
+
+@hookimpl
+def insurdesk_reminder_fraction(settings: Mapping[str, Any]) -> float | None:
+    """``reminder_fraction`` when set (for every clock), else no opinion."""
+    value = settings.get("reminder_fraction")
+    return float(value) if value is not None else None

@@ -8,7 +8,8 @@ handles complaints and callbacks and guides the branches):
 
 * a tighter complaint decision deadline than the law's 15 days (``complaint_decision_days``);
 * a mandatory callback after every closed complaint, within ``complaint_callback_days``;
-* escalation of near and breached deadlines to the group's customer-service division.
+* escalation of near and breached deadlines to the group's customer-service division;
+* an earlier reminder to handlers (``reminder_fraction`` of each deadline clock's time).
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ SCHEMA: dict[str, Any] = {
         },
         "complaint_decision_unit": {
             "enum": ["natural_days", "working_days"], "default": "natural_days",
+        },
+        "reminder_fraction": {
+            "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+            "description": "时限提醒点 / remind the handler when this share of each deadline "
+            "clock's time is used (0.5: at half time; platform default 0.8; with several "
+            "policies the earliest reminder wins)",
         },
         "mandatory_complaint_callback": {"type": "boolean", "default": True},
         "complaint_callback_days": {"type": "integer", "minimum": 1, "maximum": 30, "default": 3},
@@ -168,3 +175,10 @@ def insurdesk_deadline_approached(
 def insurdesk_deadline_breached(clock: ClockState, settings: Mapping[str, Any]) -> list[FollowUp]:
     """Escalate to the group's division when ``escalate_on`` includes ``breach``."""
     return _escalate(settings, "breach", clock)
+
+
+@hookimpl
+def insurdesk_reminder_fraction(settings: Mapping[str, Any]) -> float | None:
+    """``reminder_fraction`` when set (for every clock), else no opinion."""
+    value = settings.get("reminder_fraction")
+    return float(value) if value is not None else None

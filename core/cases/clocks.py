@@ -124,6 +124,7 @@ def to_state(row: CaseClock) -> ClockState:
         extensions=tuple(_ext(e) for e in h.get("extensions", [])),
         restarts=tuple(_restart(r) for r in h.get("restarts", [])),
         completed_at=row.completed_at,
+        reminder_fraction=h.get("reminder_fraction"),
     )
 
 
@@ -148,7 +149,7 @@ def apply_state(row: CaseClock, state: ClockState) -> CaseClock:
     row.paused_seconds = int(state.paused_total.total_seconds())
     row.extensions = len(state.extensions)
     row.completed_at = state.completed_at
-    row.history = {
+    history: dict[str, Any] = {
         "rule": rule_to_json(rule),
         "pause_reason": state.pause_reason,
         "paused_total": state.paused_total.total_seconds(),
@@ -156,6 +157,9 @@ def apply_state(row: CaseClock, state: ClockState) -> CaseClock:
         "extensions": [_ext_json(e) for e in state.extensions],
         "restarts": [_restart_json(r) for r in state.restarts],
     }
+    if state.reminder_fraction is not None:
+        history["reminder_fraction"] = state.reminder_fraction
+    row.history = history
     return row
 
 

@@ -87,6 +87,7 @@ from core.plugins.flows import (
     follow_ups_on_transition,
     plan_case_opening,
     unit_calendar,
+    with_reminders,
 )
 from core.plugins.host import PluginHost
 from core.plugins.registry import build_registry
@@ -241,6 +242,7 @@ def compute_clocks(
     resolved, warnings = resolve_rules(rules, start, ctx.calendar_at(facts.unit))
     for w in warnings:
         log.warning("deadline_rule_ignored", clock=w.clock, plugin=w.source, message=w.message)
+    resolved = with_reminders(ctx.enabled_at(facts.unit.path), facts, resolved)
     return [clock_from_resolved(r) for r in resolved], warnings
 
 

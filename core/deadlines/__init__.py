@@ -7,6 +7,7 @@ See ``docs/deadlines.md`` for how periods are counted and the schedule file form
 from core.deadlines.calendar import DEFAULT_TZ, TenantCalendar
 from core.deadlines.clocks import (
     DEFAULT_EXTENSION_POLICY,
+    DEFAULT_REMINDER_FRACTION,
     REVIEW_DECISION,
     REVIEW_REQUEST_WINDOW,
     Candidate,
@@ -54,6 +55,7 @@ from core.deadlines.schedule_file import (
 
 __all__ = [
     "DEFAULT_EXTENSION_POLICY",
+    "DEFAULT_REMINDER_FRACTION",
     "DEFAULT_TZ",
     "REVIEW_DECISION",
     "REVIEW_REQUEST_WINDOW",

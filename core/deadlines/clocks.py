@@ -78,6 +78,11 @@ class Candidate:
     ignored: bool = False
 
 
+DEFAULT_REMINDER_FRACTION = 0.8
+"""Remind a clock's handler when this share of its running time is used, unless the plugins
+say otherwise (``insurdesk_reminder_fraction``)."""
+
+
 @dataclass(frozen=True)
 class ResolvedClock:
     """The rule that won a clock, its due, and every candidate considered."""
@@ -89,6 +94,8 @@ class ResolvedClock:
     last_day: dt.date
     provisional: bool
     candidates: tuple[Candidate, ...]
+    reminder_fraction: float | None = None
+    """When the handler is reminded (share of the running time); None: the platform default."""
 
     @property
     def citation(self) -> str:
@@ -249,6 +256,9 @@ class ClockState:
     extensions: tuple[Extension, ...] = ()
     restarts: tuple[Restart, ...] = ()
     completed_at: dt.datetime | None = None
+    reminder_fraction: float | None = None
+    """Remind the handler when this share of the running time is used (the plugins'
+    ``insurdesk_reminder_fraction``); None: the platform default."""
 
 
 def _check_at(state: ClockState, at: dt.datetime, what: str) -> None:
@@ -300,6 +310,7 @@ def clock_from_resolved(resolved: ResolvedClock) -> ClockState:
         due_at=resolved.due,
         last_day=resolved.last_day,
         provisional=resolved.provisional,
+        reminder_fraction=resolved.reminder_fraction,
     )
 
 

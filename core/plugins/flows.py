@@ -181,7 +181,41 @@ def compute_deadlines(
             "plugin_rule_ignored", plugin=warning.source, clock=warning.clock,
             tenant=str(tp.tenant_id), reason=warning.message,
         )
-    return DeadlinePlan(clocks, warnings)
+    return DeadlinePlan(with_reminders(tp, case, clocks), warnings)
+
+
+def reminder_fraction(tp: TenantPlugins, case: CaseFacts, clock: str) -> float | None:
+    """The share of ``clock``'s running time after which its handler is reminded.
+
+    Every enabled plugin may answer (``insurdesk_reminder_fraction``); the smallest answer wins
+    (the earliest reminder: the tightest policy). None when no plugin answers (the platform
+    default, ``core.deadlines.DEFAULT_REMINDER_FRACTION``, 0.8, applies).
+
+    :raises PluginFailed: a plugin answered something that is not a number in (0, 1).
+    """
+    hook = "insurdesk_reminder_fraction"
+    answers: list[float] = []
+    for plugin, value in call_each(tp, hook, case=case, clock=clock):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            raise _invalid(
+                plugin, hook, tp,
+                f"it returned {value!r} for {clock}; a reminder fraction is a number between "
+                "0 and 1 (exclusive)",
+            )
+        answers.append(float(value))
+    return min(answers, default=None)
+
+
+def with_reminders(
+    tp: TenantPlugins, case: CaseFacts, clocks: Iterable[ResolvedClock]
+) -> list[ResolvedClock]:
+    """``clocks`` with the plugins' reminder fraction of each (:func:`reminder_fraction`)."""
+    return [
+        dataclasses.replace(c, reminder_fraction=reminder_fraction(tp, case, c.clock))
+        for c in clocks
+    ]
 
 
 @dataclass(frozen=True)

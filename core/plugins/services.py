@@ -31,6 +31,7 @@ from core.calendars import services as calendars
 from core.db import TENANT_KEY, utcnow
 from core.deadlines import DEFAULT_TZ, TenantCalendar
 from core.orgs.models import OrgUnit
+from core.outbox.services import emit
 from core.people.models import Person
 from core.plugins.freeze import thaw
 from core.plugins.host import CHANGED_KEY, NOTIFY_CHANNEL
@@ -40,6 +41,8 @@ from core.plugins.resolution import unit_ids_of
 from core.tenancy.models import Tenant
 
 SECRET_MASK = "********"
+SETTINGS_CHANGED_EVENT = "plugin.settings_changed"
+"""The outbox event of a settings change (payload: plugin, unit, which keys; never values)."""
 
 
 class _Keep(enum.Enum):
@@ -385,6 +388,14 @@ def _change(
     session.flush()
     _announce(session, tenant_id, revision)
     _audit_change(session, tenant_id, actor, plugin, unit, action, version, new_enabled, changes)
+    # The side effect goes through the outbox in this transaction: rolled back with the change.
+    emit(
+        session,
+        SETTINGS_CHANGED_EVENT,
+        {"plugin": plugin, "unit_id": str(unit.id), "unit": unit.code, "change": action,
+         "version": version, "enabled": new_enabled, "changed": [c["path"] for c in changes]},
+        tenant_id=tenant_id,
+    )
     return current, True
 
 

@@ -2,12 +2,11 @@
 
 Whenever a :class:`~core.cases.models.CaseClock` is inserted, or its due, start, pauses or
 status change, the flush upserts its :class:`~core.scheduler.models.ClockReminder`:
-``remind_at`` is the point where :data:`REMINDER_FRACTION` of the clock's running time is
-used (paused time does not count). When the due moved (an extension, a restart), a reminder
-already sent is armed again for the new due.
-
-TODO(plugins): the fraction is the platform default; no hook lets a policy plugin set it yet
-(an ``insurdesk_reminder_fraction`` hook, or a ``reminder_fraction`` setting, would).
+``remind_at`` is the point where the clock's reminder fraction of its running time is used
+(paused time does not count). The fraction is the one the plugins set when the clock started
+(``insurdesk_reminder_fraction``, the smallest answer wins; kept in the clock's history, so an
+extension or a restart keeps it), else :data:`REMINDER_FRACTION`. When the due moved (an
+extension, a restart), a reminder already sent is armed again for the new due.
 """
 
 from __future__ import annotations
@@ -22,10 +21,12 @@ from sqlalchemy.engine import Connection
 
 from core.cases.models import CaseClock
 from core.db import new_id
+from core.deadlines import DEFAULT_REMINDER_FRACTION
 from core.scheduler.models import ClockReminder
 
-REMINDER_FRACTION = 0.8
-"""Remind the handler when this share of a clock's running time is used."""
+REMINDER_FRACTION = DEFAULT_REMINDER_FRACTION
+"""Remind the handler when this share of a clock's running time is used (the platform
+default, when no plugin sets one)."""
 
 _WATCHED = ("due_at", "started_at", "paused_seconds", "status")
 _TABLE = cast(Table, ClockReminder.__table__)
@@ -43,8 +44,15 @@ def remind_at(
     return started_at + paused + available * fraction
 
 
+def fraction_of(clock: CaseClock) -> float:
+    """The reminder fraction of ``clock``: the plugins' (in its history), else the default."""
+    value = (clock.history or {}).get("reminder_fraction")
+    return float(value) if isinstance(value, int | float) and 0 < value < 1 else REMINDER_FRACTION
+
+
 def _upsert(connection: Connection, clock: CaseClock) -> None:
-    when = remind_at(clock.started_at, clock.due_at, clock.paused_seconds or 0)
+    fraction = fraction_of(clock)
+    when = remind_at(clock.started_at, clock.due_at, clock.paused_seconds or 0, fraction)
     values = {
         "tenant_id": clock.tenant_id,
         "id": new_id(),
@@ -52,7 +60,7 @@ def _upsert(connection: Connection, clock: CaseClock) -> None:
         "case_id": clock.case_id,
         "remind_at": when,
         "due_at": clock.due_at,
-        "fraction": REMINDER_FRACTION,
+        "fraction": fraction,
         "status": "pending",
     }
     upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
@@ -63,6 +71,7 @@ def _upsert(connection: Connection, clock: CaseClock) -> None:
         set_={
             "remind_at": stmt.excluded.remind_at,
             "due_at": stmt.excluded.due_at,
+            "fraction": stmt.excluded.fraction,
             "status": case((moved, "pending"), else_=_TABLE.c.status),
             "handled_at": case((moved, None), else_=_TABLE.c.handled_at),
         },

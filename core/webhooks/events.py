@@ -29,6 +29,8 @@ EVENT_TYPES: dict[str, str] = {
     "case.answered": "The customer was given the decision.",
     "deadline.approaching": "A deadline clock of a case is near its due time.",
     "deadline.breached": "A deadline clock of a case passed its due time.",
+    "plugin.settings_changed": "A plugin was enabled, disabled or reconfigured at a unit "
+    "(which keys changed, never their values).",
     "visit.completed": "A callback visit was completed (reserved until visits are recorded).",
     "webhook.ping": "A test message, sent on request (POST /api/v1/webhooks/{id}/ping).",
 }

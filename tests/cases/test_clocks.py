@@ -349,3 +349,78 @@ def test_provisional_clocks_are_recomputed_when_the_year_is_loaded(
             assert services.timeline(s, moved_not)[-1].kind == "registered"  # did not move
     finally:
         host.close()
+
+
+def test_a_policy_reminder_fraction_sets_the_reminder_and_the_earliest_wins(
+    database: Database, acting: Acting
+) -> None:
+    from core.orgs.services import get_unit
+    from core.plugins import services as plugin_services
+    from core.scheduler.models import ClockReminder
+
+    world = make_tenant(database, "remind")
+    add_case_people(database, world)
+    registry = build_registry()
+
+    def configure(plugin: str, key: str, settings: dict[str, Any]) -> None:
+        with database.tenant_transaction(world.id) as s:
+            plugin_services.apply_config(
+                s,
+                registry,
+                plugin=plugin,
+                unit=get_unit(s, world.units[key].id),
+                enabled=True,
+                settings=settings,
+                actor=plugin_services.Actor("person:admin"),
+            )
+
+    def register(user: str, unit: str) -> uuid.UUID:
+        with acting(world, user) as ctx:
+            return flows.register_case(ctx, complaint(world, unit=unit)).id
+
+    def share(case_id: uuid.UUID) -> tuple[float, float]:
+        """(stored fraction, where remind_at lies in the running time) of the decision clock."""
+        with database.tenant_session(world.id) as s:
+            clock = s.scalars(
+                select(CaseClock).where(
+                    CaseClock.case_id == case_id, CaseClock.clock == "complaint.decision"
+                )
+            ).one()
+            reminder = s.scalars(
+                select(ClockReminder).where(ClockReminder.clock_id == clock.id)
+            ).one()
+            running = (clock.due_at - clock.started_at).total_seconds()
+            used = (reminder.remind_at - clock.started_at).total_seconds()
+            return reminder.fraction, round(used / running, 6)
+
+    assert share(register("agent_bj", "bj")) == (0.8, 0.8)  # nobody says: the default
+
+    configure("group_policy", "group", {"reminder_fraction": 0.6})
+    configure("branch_policy", "bj", {"reminder_fraction": 0.5})
+    bj, sh = register("agent_bj", "bj"), register("agent_sh", "sh")
+    assert share(sh) == (0.6, 0.6)  # the group's policy
+    assert share(bj) == (0.5, 0.5)  # the branch's is earlier: the tightest wins
+
+    # An extension keeps the share: the reminder moves to half of the longer period.
+    with acting(world, "agent_bj") as ctx:
+        case = services.get_case(ctx.session, bj)
+        extended = flows.extend_clock(
+            ctx,
+            case,
+            "complaint.decision",
+            if_match=flows.etag(case),
+            reason="情况复杂",
+            to_amount=None,
+            approved_by_id=None,
+            notice_channel=None,
+            notice=None,
+            occurred=None,
+        )
+    assert extended.amount == 30
+    assert share(bj) == (0.5, 0.5)
+
+    # A setting outside (0, 1) is refused by the plugin's schema; nothing changes.
+    with pytest.raises(Problem) as refused:
+        configure("branch_policy", "bj", {"reminder_fraction": 1})
+    assert refused.value.status == 422
+    assert share(register("agent_bj", "bj")) == (0.5, 0.5)

@@ -187,6 +187,59 @@ def test_a_crashed_workers_delivery_is_sent_after_its_lease(
     dispatcher.close()
 
 
+def test_subscribers_can_subscribe_to_plugin_settings_changes(
+    bg_db: Database, tenant: TenantWorld, receiver: Receiver
+) -> None:
+    from core.orgs.services import get_unit
+    from core.plugins import services as plugin_services
+    from core.plugins.registry import build_registry
+
+    secret = generate_secret()
+    receiver.secret = secret
+    with bg_db.tenant_transaction(tenant.id) as session:
+        session.add(
+            WebhookSubscription(
+                url=receiver.url,
+                event_types=["plugin.settings_changed"],
+                unit_ids=[],
+                secret=secret,
+            )
+        )
+    with bg_db.tenant_transaction(tenant.id) as session:
+        plugin_services.set_settings(
+            session,
+            build_registry(),
+            plugin="branch_policy",
+            unit=get_unit(session, tenant.units["bj"].id),
+            settings={"escalation_contacts": ["duty@bj.example.com"]},
+            actor=plugin_services.Actor("person:admin"),
+        )
+    with bg_db.tenant_session(tenant.id) as session:
+        row = session.scalars(
+            select(OutboxEvent)
+            .where(OutboxEvent.event_type == "plugin.settings_changed")
+            .order_by(OutboxEvent.created_at.desc(), OutboxEvent.id.desc())
+            .limit(1)
+        ).one()
+        event = EventView.of(row)
+    dispatcher, processor = dispatcher_for(bg_db)
+    other = case_created(tenant)
+    assert dispatcher.fan_out([event, other]) == {event.id: None, other.id: None}
+    drain(bg_db, tenant, processor)
+    [got] = receiver.wait_for(1)
+    assert got.verified and got.json["type"] == "plugin.settings_changed"
+    data = got.json["data"]
+    assert (data["plugin"], data["unit"], data["changed"]) == (
+        "branch_policy",
+        "BJ",
+        ["$.escalation_contacts"],
+    )
+    assert "duty@bj.example.com" not in got.body.decode()  # keys, never values
+    [row_sent] = [d for d in delivery_rows(bg_db, tenant) if d.status == "sent"]
+    assert row_sent.event_type == "plugin.settings_changed"  # case.created: not subscribed
+    dispatcher.close()
+
+
 def test_a_private_address_is_refused_when_connecting(
     bg_db: Database, tenant: TenantWorld, receiver: Receiver
 ) -> None:

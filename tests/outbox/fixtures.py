@@ -263,6 +263,11 @@ class ReceivedHook:
         """The decoded body."""
         return json.loads(self.body)
 
+    @property
+    def type(self) -> str:
+        """The event type the body carries."""
+        return str(self.json.get("type", ""))
+
 
 @dataclass
 class WebhookSink:
@@ -286,10 +291,20 @@ class WebhookSink:
         """``webhook`` plugin settings pointing at this server."""
         return {"url": self.url, "secret": self.secret, "events": events or ["*"]}
 
-    def unique_ids(self) -> set[str]:
-        """The distinct ``webhook-id`` values received (what a deduplicating receiver keeps)."""
+    def of(self, *event_types: str) -> list[ReceivedHook]:
+        """The requests received for these event types, in arrival order.
+
+        Tests count by event type, never everything: a tenant's other events (e.g. the
+        ``plugin.settings_changed`` its factory's plugin set-up emits) reach the same endpoint.
+        """
         with self.lock:
-            return {h.id for h in self.received}
+            return [h for h in self.received if h.type in event_types]
+
+    def unique_ids(self, *event_types: str) -> set[str]:
+        """The distinct ``webhook-id`` values received (what a deduplicating receiver keeps),
+        of these event types (all when none are named)."""
+        with self.lock:
+            return {h.id for h in self.received if not event_types or h.type in event_types}
 
 
 @pytest.fixture

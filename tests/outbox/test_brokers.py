@@ -65,7 +65,7 @@ def test_a_case_event_reaches_each_recipient_once_through_the_broker(
         bg_settings, bg_db, options, channels=local_channels(smtp, webhooks)
     )
     with runtime:
-        wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.received) == 1)
+        wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.of("case.created")) == 1)
         with bg_db.tenant_session(world.id) as session:
             wait_until(lambda: must_get(session, OutboxEvent, world.id, event_id).status == "done")
         assert queue_depth(runtime.broker) == 0
@@ -80,7 +80,7 @@ def test_a_case_event_reaches_each_recipient_once_through_the_broker(
     # The e-mails carry the delivery id in their Message-ID; the webhook in webhook-id.
     assert len({m.message_id for m in smtp.messages}) == 2
     assert all("【" in m.subject for m in smtp.messages)
-    hook = webhooks.received[0]
+    hook = webhooks.of("case.created")[0]
     assert hook.verified
     assert hook.id == str(next(r.id for r in rows if r.channel == "webhook"))
     assert hook.json["data"]["payload"]["case_id"] == str(case.id)

@@ -62,7 +62,9 @@ def test_insurdesk_worker_relays_and_delivers_until_sigterm(
     assert proc.stdout is not None
     threading.Thread(target=proc.stdout.read, daemon=True).start()
     try:
-        wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.received) == 1, timeout=60)
+        wait_until(
+            lambda: len(smtp.messages) == 2 and len(webhooks.of("case.created")) == 1, timeout=60
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -26,7 +26,7 @@ def test_a_case_event_is_delivered_once_per_recipient_and_channel(
         event_id = emit(session, "case.created", {"case_id": case.id})
     options = RuntimeOptions(broker_url="", poll_interval=0.05, worker_threads=2)
     with BackgroundRuntime(bg_settings, bg_db, options, channels=local_channels(smtp, webhooks)):
-        wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.received) == 1)
+        wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.of("case.created")) == 1)
         with bg_db.tenant_session(world.id) as session:
             wait_until(lambda: must_get(session, OutboxEvent, world.id, event_id).status == "done")
     with bg_db.tenant_session(world.id) as session:
@@ -42,7 +42,7 @@ def test_a_case_event_is_delivered_once_per_recipient_and_channel(
             f"customer.bj@{world.tenant.slug}.example.com",
         ]
     )
-    hook = webhooks.received[0]
+    hook = webhooks.of("case.created")[0]
     assert hook.verified
     assert hook.json["type"] == "case.created"
     assert {r.recipient_masked for r in rows if r.channel == "email"} == {

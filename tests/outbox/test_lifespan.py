@@ -57,7 +57,7 @@ def test_serve_runs_the_background_work_in_process_with_the_plugins_channels(
         assert runtime.broker.kind == "stub" and runtime.scheduler is not None
         with bg_db.tenant_transaction(world.id) as session:
             event_id = emit(session, "case.created", {"case_id": world.cases["bj"].id})
-        wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.received) == 1)
+        wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.of("case.created")) == 1)
     assert all(t.is_alive() is False for t in runtime._threads)
     with bg_db.tenant_session(world.id) as session:
         rows = session.scalars(select(Delivery).where(Delivery.outbox_id == event_id)).all()
@@ -66,7 +66,7 @@ def test_serve_runs_the_background_work_in_process_with_the_plugins_channels(
         ("email", "sent"),
         ("webhook", "sent"),
     ]
-    assert webhooks.received[0].verified
+    assert webhooks.of("case.created")[0].verified
     host.close()
 
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from core.api.problems import Problem
 from core.db import Database
 from core.deadlines import ClockState, DeadlineRule, start_clock
 from core.hookspecs import CaseFacts, Notification, Period, PolicyFacts
@@ -25,7 +26,7 @@ from plugins import webhook
 from plugins.statutory_cn import RULESETS, RuleSet, StatutoryBaseline, rules_2020
 from tests.factories import TenantWorld, make_tenant
 from tests.plugins.conftest import CALENDAR, SHANGHAI, complaint, unit_facts
-from tests.plugins.testing_plugins import Liar, Looser, Raiser, registry_with
+from tests.plugins.testing_plugins import Liar, Looser, Raiser, Reminder, registry_with
 
 ADMIN = Actor("person:admin")
 MARCH_2 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=SHANGHAI)  # a Monday
@@ -119,6 +120,52 @@ def test_hook_deadline_rules_a_tighter_group_rule_wins_and_a_branch_tightens_fur
         at("2026-03-17"), "group_policy")  # 12 days end on Saturday the 14th: moved to Monday
     assert clocks(host, world, complaint(world, "bj"))["complaint.decision"][:2] == (
         at("2026-03-10"), "group_policy")
+
+
+def test_hook_reminder_fraction_policies_set_it_and_the_earliest_reminder_wins(
+    database: Database, make_host: Callable[..., PluginHost]
+) -> None:
+    registry = registry_with(reminder=Reminder(0.7, clock="complaint.decision"))
+    host = make_host(registry)
+    world = make_tenant(database, "remind")
+
+    def fractions(key: str = "bj") -> dict[str, float | None]:
+        tp = host.for_unit(world.id, world.units[key].path)
+        plan = flows.compute_deadlines(tp, complaint(world, key), CALENDAR)
+        return {c.clock: c.reminder_fraction for c in plan.clocks}
+
+    # Nobody answers: None, the platform default (0.8) applies.
+    assert set(fractions().values()) == {None}
+    configure(database, world, registry, "reminder", "group")
+    assert fractions() == {"complaint.decision": 0.7, "complaint.missing_materials_notice": None}
+    configure(database, world, registry, "group_policy", "group", {"reminder_fraction": 0.75})
+    configure(database, world, registry, "branch_policy", "bj", {"reminder_fraction": 0.5})
+    # Several answers: the smallest share, the earliest reminder, wins per clock.
+    assert fractions("bj") == {
+        "complaint.decision": 0.5,
+        "complaint.missing_materials_notice": 0.5,
+    }
+    assert fractions("sh") == {
+        "complaint.decision": 0.7,
+        "complaint.missing_materials_notice": 0.75,
+    }
+    with pytest.raises(Problem) as refused:  # the schema keeps settings within (0, 1)
+        configure(database, world, registry, "group_policy", "group", {"reminder_fraction": 0})
+    assert refused.value.status == 422
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.2, "0.5", True])
+def test_a_reminder_fraction_outside_0_and_1_fails_naming_the_plugin(
+    database: Database, make_host: Callable[..., PluginHost], value: object
+) -> None:
+    registry = registry_with(reminder=Reminder(value))
+    host = make_host(registry)
+    world = make_tenant(database, "remind-bad")
+    configure(database, world, registry, "reminder", "group")
+    with pytest.raises(PluginFailed) as exc:
+        flows.compute_deadlines(host.for_unit(world.id, world.units["bj"].path),
+                                complaint(world), CALENDAR)
+    assert (exc.value.plugin, exc.value.hook) == ("reminder", "insurdesk_reminder_fraction")
 
 
 LIFE = PolicyFacts(line_of_business="life", term_months=240, start_date=dt.date(2026, 1, 5),

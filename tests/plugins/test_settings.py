@@ -231,3 +231,43 @@ def test_a_plugin_installed_but_not_enabled_for_a_tenant_is_never_called(
 
     deadline_rules(host.for_unit(b.id, b.units["bj"].path), complaint(b, "bj"), "received")
     assert [dict(s) for _, s in spy.calls] == [{"label": "b-bj"}]  # its own settings only
+
+
+def test_a_settings_change_is_an_outbox_event_in_the_same_transaction(
+    database: Database, registry: PluginRegistry
+) -> None:
+    import json
+
+    from core.outbox.models import OutboxEvent
+
+    world = make_tenant(database, "emit")
+
+    def events() -> list[dict[str, object]]:
+        with database.tenant_session(world.id) as s:
+            return [e.payload for e in s.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.event_type == services.SETTINGS_CHANGED_EVENT)
+                .order_by(OutboxEvent.created_at, OutboxEvent.id))]
+
+    before = len(events())
+    _set(database, world, registry, "branch_policy", "bj", {"working_hours": {
+        "open": "08:30", "close": "17:30"}})
+    after = events()
+    assert len(after) == before + 1
+    change = after[-1]
+    assert change["plugin"] == "branch_policy" and change["unit"] == "BJ"
+    assert change["unit_id"] == str(world.units["bj"].id) and change["change"] == "set"
+    assert change["changed"] == ["$.working_hours"]
+    assert "08:30" not in json.dumps(change)  # which keys changed, never their values
+
+    with pytest.raises(RuntimeError), database.tenant_transaction(world.id) as s:
+        services.set_settings(s, registry, plugin="branch_policy",
+                              unit=get_unit(s, world.units["sh"].id),
+                              settings={"working_hours": {"open": "09:00", "close": "18:00"}},
+                              actor=ADMIN)
+        raise RuntimeError("the request fails after the change")
+    assert len(events()) == before + 1  # rolled back with the change: nothing to send
+
+    _set(database, world, registry, "branch_policy", "bj", {"working_hours": {
+        "open": "08:30", "close": "17:30"}})
+    assert len(events()) == before + 1  # nothing changed: no event

@@ -1,4 +1,5 @@
-"""Plugins that exist only for the tests: a spy, a raiser, a liar, a loose policy."""
+"""Plugins that exist only for the tests: a spy, a raiser, a liar, a loose policy, a
+reminder setter."""
 
 from __future__ import annotations
 
@@ -98,6 +99,22 @@ class Looser:
     @hookimpl
     def insurdesk_inspection_schedule(self, unit: UnitFacts) -> InspectionSchedule:
         return InspectionSchedule(interval_months=12, citation="loose-policy/2")
+
+
+class Reminder:
+    """Answers ``insurdesk_reminder_fraction`` with a fixed value, for one clock or all."""
+
+    def __init__(self, value: Any, clock: str | None = None) -> None:
+        self.value = value
+        self.clock = clock
+
+    @hookimpl
+    def insurdesk_plugin_info(self) -> PluginInfo:
+        return info("reminder")
+
+    @hookimpl
+    def insurdesk_reminder_fraction(self, clock: str) -> Any:
+        return self.value if self.clock in (None, clock) else None
 
 
 def registry_with(**plugins: object) -> PluginRegistry:
