@@ -55,6 +55,24 @@ SCHEMA: dict[str, Any] = {
             "description": "已办结权利请求的备注保存期限（天）"
             "/ days a closed request's note is kept",
         },
+        "case_text_retention_years": {
+            "type": "integer",
+            "minimum": 5,
+            "maximum": 30,
+            "default": 10,
+            "description": "已结案案件中个人信息（描述、答复、理由、通知、举报人身份）保存期限"
+            "（年，自结案；保单尚在保存期内的不早于保单期限）"
+            "/ years the personal free text of a closed case is kept (after closing; not "
+            "before its policy's own period)",
+        },
+        "delivery_log_retention_days": {
+            "type": "integer",
+            "minimum": 30,
+            "maximum": 3650,
+            "default": 365,
+            "description": "通知发送记录中收件人信息保存期限（天）"
+            "/ days the delivery log keeps whom a message went to",
+        },
     },
 }
 

@@ -220,7 +220,16 @@ class CaseController(Controller):
         """Register a complaint, appeal, consultation, claim report, whistle-blowing report or
         service request: number, category, clocks from the enabled plugins (statutory bound),
         first timeline event, outbox, one transaction. Needs ``cases:write`` at the unit.
-        ``Idempotency-Key`` makes retries safe (:mod:`core.api.idempotency`)."""
+        ``Idempotency-Key`` makes retries safe (:mod:`core.api.idempotency`). A
+        ``data_subject_request`` case is opened by registering the request itself
+        (``POST /api/v1/privacy/requests``), not here."""
+        if data.type == CaseType.DATA_SUBJECT_REQUEST:
+            raise Problem(
+                422,
+                "a data-subject request is registered at /api/v1/privacy/requests; its case "
+                "is opened there",
+                slug="use-privacy-requests",
+            )
         case = flows.register_case(ctx, data)
         ctx.session.commit()
         return _with_etag(_detail(ctx, case), case, 201, Location=f"/api/v1/cases/{case.id}")

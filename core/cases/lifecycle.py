@@ -715,6 +715,16 @@ def states_of(case_type: CaseType) -> list[str]:
 
 # -- documentation --------------------------------------------------------------------------
 
+NO_ACTIONS: dict[CaseType, str] = {
+    CaseType.DATA_SUBJECT_REQUEST: (
+        "Opened and moved only by its data-subject request (`/api/v1/privacy/requests`, "
+        "docs/privacy.md): `registered` → `in_progress` (taken) → `closed` (fulfilled, refused "
+        "or withdrawn), with one clock, `dsr.response` (`privacy_cn.dsr_working_days`, 15 "
+        "working days by default). The case API offers no action on it."
+    ),
+}
+"""What the documentation says of a type without actions of its own."""
+
 DOC_BEGIN = "<!-- BEGIN GENERATED LIFECYCLE (python -m core.cases.lifecycle) -->"
 DOC_END = "<!-- END GENERATED LIFECYCLE -->"
 
@@ -766,6 +776,10 @@ def render_markdown() -> str:
     for case_type in CaseType:
         out.append(f"### {case_type.value}")
         out.append("")
+        if not transitions_of(case_type):
+            out.append(NO_ACTIONS.get(case_type, "No action through the case API."))
+            out.append("")
+            continue
         out.extend(_mermaid(case_type))
         out.append("")
         out.extend(_table(case_type))

@@ -46,6 +46,9 @@ class CaseType(enum.StrEnum):
     CLAIM_REPORT = "claim_report"  # 报案
     WHISTLEBLOWING = "whistleblowing"  # 举报
     SERVICE_REQUEST = "service_request"  # 售后服务
+    DATA_SUBJECT_REQUEST = "data_subject_request"  # 个人信息权利请求
+    """Opened and moved only by its data-subject request (core.privacy.request_cases): it
+    puts the request in the work queue with its deadline clock, reminders and escalation."""
 
 
 class Channel(enum.StrEnum):

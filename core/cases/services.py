@@ -34,6 +34,7 @@ NUMBER_PREFIXES: dict[CaseType, str] = {
     CaseType.CLAIM_REPORT: "BA",  # 报案
     CaseType.WHISTLEBLOWING: "JB",  # 举报
     CaseType.SERVICE_REQUEST: "FW",  # 服务
+    CaseType.DATA_SUBJECT_REQUEST: "GR",  # 个人信息 (个人信息权利请求)
 }
 """``{prefix}`` of the case-number format: the pinyin initials of the case type."""
 

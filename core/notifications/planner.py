@@ -50,6 +50,7 @@ CASE_TYPES_ZH = {
     "claim_report": "报案",
     "whistleblowing": "举报",
     "service_request": "售后服务请求",
+    "data_subject_request": "个人信息权利请求",
 }
 CASE_TYPES_EN = {
     "complaint": "complaint",
@@ -58,6 +59,7 @@ CASE_TYPES_EN = {
     "claim_report": "claim report",
     "whistleblowing": "report",
     "service_request": "service request",
+    "data_subject_request": "personal-data request",
 }
 ADDRESS_KINDS = {"email": "email", "sms": "phone", "phone": "phone"}
 """A customer's preferred channel → the kind of address it needs (others: no automatic way)."""

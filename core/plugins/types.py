@@ -16,9 +16,16 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from core.deadlines import DeadlineRule
 
 CaseType = Literal[
-    "complaint", "appeal", "consultation", "claim_report", "whistleblowing", "service_request"
+    "complaint",
+    "appeal",
+    "consultation",
+    "claim_report",
+    "whistleblowing",
+    "service_request",
+    "data_subject_request",
 ]
-"""The kinds of case (DOMAIN.md): 投诉, 申诉, 咨询, 报案, 举报, 售后服务."""
+"""The kinds of case (DOMAIN.md): 投诉, 申诉, 咨询, 报案, 举报, 售后服务, and the case of a
+data-subject request (个人信息权利请求, its deadline set by ``privacy_cn``)."""
 
 PERSONAL_LINES = frozenset({"life", "health", "accident", "annuity"})
 """Lines of business that are 人身保险 (the 2010 life-insurance service rules apply to them)."""

@@ -86,10 +86,11 @@ def mask(field: str, value: str | None) -> str | None:
 
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-_NUMBER = re.compile(r"(?<![0-9A-Za-z])\+?\d(?:[ \-]?\d){5,}[Xx]?(?![0-9A-Za-z])")
+_NUMBER = re.compile(r"(?<![0-9A-Za-z])(?<![A-Za-z]-)\+?\d(?:[ \-]?\d){5,}[Xx]?(?![0-9A-Za-z])")
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}")
 """A run of digits, possibly with spaces or dashes inside and an ``X`` at the end (identity
-numbers): phone, identity-card, bank-card and policy numbers in free text."""
+numbers): phone, identity-card, bank-card numbers in free text. Not part of a code such as
+``P2024…`` or ``DSR-20261126-…`` (a letter, or a letter and a dash, right before it)."""
 
 
 def _mask_number(match: re.Match[str]) -> str:

@@ -114,15 +114,16 @@ class DataSubjectRequest(TenantScoped, Timestamped, Base):
     queue, with its deadline clock, reminders and escalation (docs/decisions/0006)."""
     created_by: Mapped[str] = mapped_column(String(200))
     sealed_enc: Mapped[str | None] = mapped_column(SealedText, default=None)
-    """The encrypted ``note``."""
+    """The encrypted ``note`` and ``refusal_reason``."""
     key_version: Mapped[int] = mapped_column(default=0)
-    refusal_reason: Mapped[str | None] = mapped_column(Text, default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """What was done: export digest and sections, fields corrected, the anonymous token."""
 
     __sealed_column__ = "sealed_enc"
     note = Sealed[str | None]()
+    refusal_reason = Sealed[str | None]()
+    """Why it was refused (第五十条): free text, sealed with the note."""
 
 
 class SharingAgreement(TenantScoped, Timestamped, Base):

@@ -29,6 +29,11 @@ class PrivacyPolicy:
     prospect_retention_days: int = 730
     former_customer_retention_years: int = 10
     dsr_note_retention_days: int = 1095
+    case_text_retention_years: int = 10
+    """Years a closed case's personal free text is kept after closing (never below
+    保险法 第八十七条's 5 years; and not while its policy's own period runs)."""
+    delivery_log_retention_days: int = 365
+    """Days the delivery log keeps whom a message went to (masked address, address hash)."""
     source: str = "default"
     """``privacy_cn`` when the plugin's settings apply, else ``default``."""
 
@@ -53,6 +58,13 @@ class PrivacyPolicy:
             ),
             dsr_note_retention_days=int(
                 settings.get("dsr_note_retention_days", base.dsr_note_retention_days)
+            ),
+            case_text_retention_years=max(
+                STATUTORY_RETENTION_YEARS_SHORT,
+                int(settings.get("case_text_retention_years", base.case_text_retention_years)),
+            ),
+            delivery_log_retention_days=int(
+                settings.get("delivery_log_retention_days", base.delivery_log_retention_days)
             ),
             source=PLUGIN,
         )

@@ -28,26 +28,28 @@ READ_CLEAR = "customers:read_clear"
 
 PLAIN_LOCATIONS: tuple[dict[str, str], ...] = (
     {
-        "table": "cases",
-        "fields": "subject, description, decision, answer, reporter_name, reporter_contact, "
-        "reporter_id_number",
-        "protection": "not encrypted (free text of case handling); tenant isolation (RLS); "
-        "reporter fields shown only with cases:whistleblower",
+        "table": "case_clocks",
+        "fields": "history (pause and extension reasons)",
+        "protection": "not encrypted (the deadline engine's state, read by the cross-tenant "
+        "sweeps); tenant isolation (RLS); erased with the case's free text at retention",
     },
     {
-        "table": "case_events",
-        "fields": "reason, data (notice texts)",
-        "protection": "not encrypted (timeline free text); tenant isolation (RLS)",
+        "table": "case_attachments (files)",
+        "fields": "materials uploaded to cases (medical records, letters)",
+        "protection": "in the attachment store (local directory or S3), not encrypted by the "
+        "platform; tenant isolation by storage key and API",
     },
     {
         "table": "deliveries",
         "fields": "recipient_masked",
-        "protection": "masked at write (138****5678), address hash only",
+        "protection": "masked at write (138****5678), address hash only; erased after the "
+        "delivery-log retention period",
     },
     {
         "table": "audit_log",
         "fields": "details",
-        "protection": "masked values and keyed fingerprints only; append-only, hash-chained",
+        "protection": "masked values and keyed fingerprints only; append-only, hash-chained; "
+        "kept (the record of processing, 个人信息保护法 第五十六条: at least 3 years)",
     },
     {
         "table": "people",
@@ -69,8 +71,8 @@ def _storage(session: Session, tenant_id: uuid.UUID) -> list[dict[str, Any]]:
             {
                 "table": model.__tablename__,
                 "fields": sorted(fields),
-                "protection": f"AES-256-GCM per field, tenant data key v{active} wrapped by the "
-                "platform master key; bound to tenant, table, field and row",
+                "protection": f"AES-256-GCM, one record per row, tenant data key v{active} "
+                "wrapped by the platform master key; bound to tenant, table and row",
                 "exact_match_search": sorted(n for n, f in fields.items() if f.index),
                 "rows": int(session.scalar(select(func.count()).select_from(model)) or 0),
             }

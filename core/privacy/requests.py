@@ -4,7 +4,9 @@ audit log (correction), or anonymization keeping the case records (deletion).
 
 The deadline is ``dsr_working_days`` working days after receipt (``privacy_cn`` at the
 customer's unit, default 15), counted on the tenant calendar (Chinese holidays and 调休). A
-refusal states its reason (第五十条). Every step is in the audit log.
+refusal states its reason (第五十条). Every step is in the audit log. Each request has a case
+of type ``data_subject_request`` that follows it (:mod:`core.privacy.request_cases`): the work
+queue, the reminder, the escalation when overdue and the daily digest come from there.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from core.customers.models import PERSONAL_FIELDS, Customer
 from core.db import utcnow
 from core.deadlines import compute_due
 from core.orgs.models import OrgUnit
+from core.privacy import request_cases
+from core.privacy.masking import mask_text
 from core.privacy.models import DataSubjectRequest
 from core.privacy.policy import PrivacyPolicy
 from core.privacy.subjects import anonymize_customer, export_person, holds_for
@@ -124,6 +128,15 @@ def register(
     )
     session.add(request)
     session.flush()
+    case = request_cases.open_case(
+        session,
+        request,
+        unit=unit,
+        policy=policy,
+        calendar=calendar,
+        number_format=tenant.case_number_format,
+        actor=actor,
+    )
     _audit(
         session,
         request,
@@ -133,6 +146,7 @@ def register(
         due_at=due.due.isoformat(),
         working_days=policy.dsr_working_days,
         policy=policy.source,
+        case=case.number,
     )
     return request
 
@@ -159,6 +173,7 @@ def start(
         raise Problem(409, f"request {request.number} is {request.state}", slug="request-state")
     request.state = "in_progress"
     request.handler_id = actor.person_id
+    request_cases.follow(session, request, "start", actor=actor, at=utcnow())
     _audit(session, request, "privacy.request_started", actor, source)
 
 
@@ -271,6 +286,7 @@ def fulfil(
         stored = result = {"anonymous_token": token}
     request.state, request.completed_at = "completed", utcnow()
     request.result = stored
+    request_cases.follow(session, request, "fulfil", actor=actor, at=request.completed_at)
     _audit(
         session,
         request,
@@ -294,7 +310,10 @@ def refuse(
     """Refuse, stating the reason (第五十条)."""
     _require_open(request, "be refused")
     request.state, request.completed_at, request.refusal_reason = "refused", utcnow(), reason
-    _audit(session, request, "privacy.request_refused", actor, source, reason=reason)
+    request_cases.follow(
+        session, request, "refuse", actor=actor, at=request.completed_at, reason=reason
+    )
+    _audit(session, request, "privacy.request_refused", actor, source, reason=mask_text(reason))
 
 
 def withdraw(
@@ -307,4 +326,5 @@ def withdraw(
     """The customer withdraws the request."""
     _require_open(request, "be withdrawn")
     request.state, request.completed_at = "withdrawn", utcnow()
+    request_cases.follow(session, request, "withdraw", actor=actor, at=request.completed_at)
     _audit(session, request, "privacy.request_withdrawn", actor, source)

@@ -8,13 +8,27 @@ Data classes (periods from ``privacy_cn`` at the customer's unit, :mod:`core.pri
 * ``former_customer`` — a customer whose every policy ended, ``former_customer_retention_years``
   after the last one ended, and never less than 保险法 第八十七条 (5 years for a policy of up to
   one year, 10 for a longer one);
-* ``request_note`` — the free-text note of a closed data-subject request,
-  ``dsr_note_retention_days`` after it closed.
+* ``request_note`` — the free-text note (and refusal reason) of a closed data-subject
+  request, ``dsr_note_retention_days`` after it closed;
+* ``closed_case_text`` — the personal free text of a closed case (subject, description,
+  decisions, answers, reasons, notices, the whistle-blower's identity, the timeline's texts,
+  the clocks' pause and extension reasons), ``case_text_retention_years`` after it closed and
+  not before its policy's statutory period (保险法 第八十七条) ended. The case record stays
+  (number, type, states, dates, clocks, category: statistics and the law's records);
+* ``delivery_recipient`` — whom a finished delivery went to (masked address, address hash,
+  last error), ``delivery_log_retention_days`` after it finished (the longest of the tenant's
+  units); the delivery row stays.
 
-Customers are anonymized (:func:`core.privacy.subjects.anonymize_customer`: the row and the
-cases pointing at it stay, the person goes); notes are erased. Customers under a hold (legal
-hold, open case, review window: :func:`core.privacy.subjects.holds_for`) are skipped and
-counted. Each batch is one transaction with one :class:`DestructionRecord` and one audit entry.
+Customers and cases are anonymized (:func:`core.privacy.subjects.anonymize_customer`,
+:func:`core.privacy.subjects.anonymize_case`); notes and recipients are erased. Held data is
+skipped and counted: customers under a legal hold, with an open case or in a review window
+(:func:`core.privacy.subjects.holds_for`); cases under a legal hold of their own or of their
+customer; deliveries to a customer under a legal hold. Each batch is one transaction with one
+:class:`DestructionRecord` and one audit entry.
+
+The audit log is not a data class here: it holds no clear personal data (masked values, keyed
+fingerprints) and is the record of processing the law requires to be kept (个人信息保护法
+第五十六条: at least three years); it is append-only and kept.
 """
 
 from __future__ import annotations
@@ -25,24 +39,34 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.audit import AuditActor, record
 from core.cases.models import Case
 from core.customers.models import Customer, CustomerKind, Policy
 from core.db import Database, utcnow
+from core.notifications.models import FINAL_STATUSES, Delivery
 from core.orgs.models import OrgUnit
-from core.privacy.models import DataSubjectRequest, DestructionRecord
+from core.privacy.models import DataSubjectRequest, DestructionRecord, LegalHold
 from core.privacy.policy import (
+    STATUTORY_RETENTION_YEARS_LONG,
     STATUTORY_RETENTION_YEARS_SHORT,
     PrivacyPolicy,
     policy_at,
 )
-from core.privacy.subjects import anonymize_customer, holds_for
+from core.privacy.subjects import anonymize_case, anonymize_customer, holds_for
 
 DEFAULT_BATCH = 200
-DATA_CLASSES = ("prospect", "former_customer", "request_note")
+DATA_CLASSES = (
+    "prospect",
+    "former_customer",
+    "request_note",
+    "closed_case_text",
+    "delivery_recipient",
+)
+ERASED = "(erased)"
+"""What an erased delivery recipient reads."""
 _YEAR = dt.timedelta(days=365)
 _DEFAULT = PrivacyPolicy()
 
@@ -223,6 +247,75 @@ def due_request_notes(
     return found, rows[-1].id if rows else None
 
 
+def due_case_texts(
+    session: Session, policies: Policies, now: dt.datetime, after: uuid.UUID | None, limit: int
+) -> tuple[list[Due], uuid.UUID | None]:
+    """Closed cases whose free text outlived its period (and its policy's)."""
+    shortest = min(
+        (p.case_text_retention_years for p in policies.by_unit.values()),
+        default=_DEFAULT.case_text_retention_years,
+    )
+    stmt = (
+        select(Case)
+        .where(
+            Case.state == "closed",
+            Case.anonymized_at.is_(None),
+            Case.closed_at < now - shortest * _YEAR,
+        )
+        .order_by(Case.id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(Case.id > after)
+    rows = session.scalars(stmt).all()
+    policy_ids = {c.policy_id for c in rows if c.policy_id is not None}
+    by_id = (
+        {p.id: p for p in session.scalars(select(Policy).where(Policy.id.in_(policy_ids)))}
+        if policy_ids
+        else {}
+    )
+    today = now.date()
+    found = []
+    for c in rows:
+        years = policies.at(c.unit_id).case_text_retention_years
+        if c.closed_at is None or _aware(c.closed_at) >= now - years * _YEAR:
+            continue
+        policy = by_id.get(c.policy_id) if c.policy_id else None
+        if policy is not None:
+            end = policy_end(policy, today)
+            short = policy.term_months is not None and policy.term_months <= 12
+            kept = STATUTORY_RETENTION_YEARS_SHORT if short else STATUTORY_RETENTION_YEARS_LONG
+            if end is None or end + dt.timedelta(days=365 * kept) > today:
+                continue  # the policy's records are still kept
+        found.append(Due(c.id, f"privacy_cn.case_text_retention_years={years}; 保险法/87"))
+    return found, rows[-1].id if rows else None
+
+
+def due_delivery_recipients(
+    session: Session, policies: Policies, now: dt.datetime, after: uuid.UUID | None, limit: int
+) -> tuple[list[Due], uuid.UUID | None]:
+    """Finished deliveries whose recipient outlived the delivery log's period."""
+    days = max(
+        (p.delivery_log_retention_days for p in policies.by_unit.values()),
+        default=_DEFAULT.delivery_log_retention_days,
+    )
+    stmt = (
+        select(Delivery.id)
+        .where(
+            Delivery.status.in_([s.value for s in FINAL_STATUSES]),
+            Delivery.recipient_masked != ERASED,
+            func.coalesce(Delivery.sent_at, Delivery.updated_at) < now - dt.timedelta(days=days),
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(Delivery.id > after)
+    ids = list(session.scalars(stmt))
+    rule = f"privacy_cn.delivery_log_retention_days={days}"
+    return [Due(i, rule) for i in ids], ids[-1] if ids else None
+
+
 Finder = Callable[
     [Session, Policies, dt.datetime, uuid.UUID | None, int], tuple[list[Due], uuid.UUID | None]
 ]
@@ -230,7 +323,77 @@ FINDERS: dict[str, Finder] = {
     "prospect": due_prospects,
     "former_customer": due_former_customers,
     "request_note": due_request_notes,
+    "closed_case_text": due_case_texts,
+    "delivery_recipient": due_delivery_recipients,
 }
+METHODS: dict[str, str] = {
+    "prospect": "anonymized",
+    "former_customer": "anonymized",
+    "request_note": "erased",
+    "closed_case_text": "anonymized",
+    "delivery_recipient": "erased",
+}
+
+
+def _case_holds(
+    session: Session, ids: list[uuid.UUID], now: dt.datetime
+) -> dict[uuid.UUID, list[str]]:
+    """Cases under an active legal hold, of their own or of their customer."""
+    if not ids:
+        return {}
+    cases = session.execute(select(Case.id, Case.customer_id).where(Case.id.in_(ids))).all()
+    customers = {cid for _, cid in cases if cid is not None}
+    found: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for case_id, customer_id, reason in session.execute(
+        select(LegalHold.case_id, LegalHold.customer_id, LegalHold.reason).where(
+            LegalHold.released_at.is_(None),
+            or_(LegalHold.case_id.in_(ids), LegalHold.customer_id.in_(customers)),
+        )
+    ):
+        for cid, customer in cases:
+            if cid == case_id or (case_id is None and customer == customer_id):
+                found[cid].append(f"legal hold: {reason}")
+    return dict(found)
+
+
+def _delivery_holds(
+    session: Session, ids: list[uuid.UUID], now: dt.datetime
+) -> dict[uuid.UUID, list[str]]:
+    """Deliveries to a customer under an active legal hold."""
+    if not ids:
+        return {}
+    held_refs = {
+        f"customer:{cid}"
+        for cid in session.scalars(
+            select(LegalHold.customer_id).where(LegalHold.released_at.is_(None))
+        )
+    }
+    if not held_refs:
+        return {}
+    return {
+        did: ["legal hold on the customer"]
+        for did, ref in session.execute(
+            select(Delivery.id, Delivery.recipient_ref).where(Delivery.id.in_(ids))
+        )
+        if ref in held_refs
+    }
+
+
+def _no_holds(
+    session: Session, ids: list[uuid.UUID], now: dt.datetime
+) -> dict[uuid.UUID, list[str]]:
+    return {}
+
+
+Holder = Callable[[Session, list[uuid.UUID], dt.datetime], dict[uuid.UUID, list[str]]]
+HOLDERS: dict[str, Holder] = {
+    "prospect": holds_for,
+    "former_customer": holds_for,
+    "request_note": _no_holds,
+    "closed_case_text": _case_holds,
+    "delivery_recipient": _delivery_holds,
+}
+"""What keeps a due row of each class from being destroyed."""
 
 
 def iter_due(
@@ -254,9 +417,7 @@ def backlog(
     out = {}
     for data_class in DATA_CLASSES:
         due = list(iter_due(session, tenant_id, data_class, now))
-        held = (
-            len(holds_for(session, [d.id for d in due], now)) if data_class != "request_note" else 0
-        )
+        held = len(HOLDERS[data_class](session, [d.id for d in due], now))
         out[data_class] = {"due": len(due), "held": held}
     return out
 
@@ -272,10 +433,29 @@ class RetentionReport:
 
 
 def _destroy(session: Session, data_class: str, due: Due, actor: AuditActor, run_id: str) -> None:
+    tenant_id = session.info["tenant_id"]
     if data_class == "request_note":
-        request = session.get(DataSubjectRequest, (session.info["tenant_id"], due.id))
+        request = session.get(DataSubjectRequest, (tenant_id, due.id))
         if request is not None:
             request.note = None
+            request.refusal_reason = None
+        return
+    if data_class == "closed_case_text":
+        case = session.get(Case, (tenant_id, due.id))
+        if case is not None and case.anonymized_at is None:
+            anonymize_case(session, case)
+        return
+    if data_class == "delivery_recipient":
+        session.execute(
+            update(Delivery)
+            .where(Delivery.tenant_id == tenant_id, Delivery.id == due.id)
+            .values(
+                recipient_masked=ERASED,
+                recipient_key=f"erased:{due.id.hex}",
+                last_error=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
         return
     customer = session.get(Customer, (session.info["tenant_id"], due.id))
     if customer is not None and customer.anonymized_at is None:
@@ -308,11 +488,7 @@ def run_retention(
             with db.tenant_transaction(tenant_id) as session:
                 policies = Policies.load(session, tenant_id)
                 found, after = FINDERS[data_class](session, policies, now, after, batch)
-                holds = (
-                    holds_for(session, [d.id for d in found], now)
-                    if data_class != "request_note"
-                    else {}
-                )
+                holds = HOLDERS[data_class](session, [d.id for d in found], now)
                 todo = [d for d in found if d.id not in holds]
                 for due in todo:
                     _destroy(session, data_class, due, actor, report.run_id)
@@ -325,7 +501,7 @@ def run_retention(
                             batch=report.batches,
                             data_class=data_class,
                             rule="; ".join(rules)[:300],
-                            method="erased" if data_class == "request_note" else "anonymized",
+                            method=METHODS[data_class],
                             cutoff=now,
                             count=len(todo),
                             held=len(holds),

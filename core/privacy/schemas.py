@@ -118,6 +118,8 @@ class RequestOut(Output):
     refusal_reason: str | None
     completed_at: datetime | None
     result: dict[str, Any]
+    case_id: uuid.UUID | None = None
+    """The request's case (type ``data_subject_request``) in the work queue."""
 
     @classmethod
     def of(cls, r: DataSubjectRequest, now: datetime) -> RequestOut:
@@ -141,6 +143,7 @@ class RequestOut(Output):
             refusal_reason=r.refusal_reason,
             completed_at=r.completed_at,
             result=dict(r.result or {}),
+            case_id=r.case_id,
         )
 
 

@@ -15,14 +15,21 @@ import secrets
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Table, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.audit import AuditActor, record
 from core.audit.models import AuditEntry
-from core.cases.models import Case, CaseEvent
+from core.cases.models import (
+    CASE_TEXT_FIELDS,
+    REPORTER_FIELDS,
+    Case,
+    CaseClock,
+    CaseEvent,
+    CaseType,
+)
 from core.customers.models import PERSONAL_FIELDS, Customer, Policy
 from core.db import utcnow
 from core.notifications.models import Delivery
@@ -202,6 +209,8 @@ def holds_for(
     for case_customer, number, state, closed_at in session.execute(
         select(Case.customer_id, Case.number, Case.state, Case.closed_at).where(
             Case.customer_id.in_(ids),
+            # A data-subject request's own case holds nothing: it is the request itself.
+            Case.type != CaseType.DATA_SUBJECT_REQUEST,
             or_(Case.state != "closed", Case.closed_at > now - REVIEW_WINDOW),
         )
     ):
@@ -211,6 +220,43 @@ def holds_for(
         else:
             found[case_customer].append(f"case {number} closed {closed_at:%Y-%m-%d}: review window")
     return dict(found)
+
+
+ANONYMIZED_SUBJECT = "（已匿名）"
+"""What an anonymized case's subject reads."""
+
+
+def anonymize_case(session: Session, case: Case) -> list[str]:
+    """Remove the personal free text of a closed case, keep the record: every sealed text
+    field erased (the subject replaced), the timeline's sealed texts (reasons, notices,
+    decisions) erased with single-column updates (the timeline stays append-only for
+    everything else), the reasons in its clocks' history blanked. Returns the fields removed."""
+    removed = [f for f in (*CASE_TEXT_FIELDS, *REPORTER_FIELDS) if getattr(case, f) is not None]
+    for name in (*CASE_TEXT_FIELDS, *REPORTER_FIELDS):
+        setattr(case, name, None)
+    case.subject = ANONYMIZED_SUBJECT
+    case.anonymized_at = utcnow()
+    events = cast(Table, CaseEvent.__table__)
+    session.execute(
+        update(events)
+        .where(events.c.tenant_id == case.tenant_id, events.c.case_id == case.id)
+        .values(sealed_enc=None, key_version=0)
+    )
+    for clock in session.scalars(select(CaseClock).where(CaseClock.case_id == case.id)):
+        clock.history = _without_reasons(clock.history)
+    session.flush()
+    return removed
+
+
+def _without_reasons(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: ("" if k in ("reason", "pause_reason") and v else _without_reasons(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_reasons(v) for v in value]
+    return value
 
 
 def anonymize_customer(

@@ -193,7 +193,11 @@ def test_each_allowed_transition_works_for_an_allowed_role_and_is_on_the_timelin
     assert hidden.value.status == 404
 
 
-@pytest.mark.parametrize("case_type", list(CaseType))
+WORKED_TYPES = [t for t in CaseType if lifecycle.transitions_of(t)]
+"""Types worked through the case API (a data-subject request's case follows its request)."""
+
+
+@pytest.mark.parametrize("case_type", WORKED_TYPES)
 def test_actions_the_state_does_not_allow_are_refused(
     acting: Acting, world: TenantWorld, case_type: CaseType
 ) -> None:
@@ -216,7 +220,7 @@ def test_actions_the_state_does_not_allow_are_refused(
 
 STATE_CASES = [
     pytest.param(case_type, state, id=f"{case_type.value}:{state}")
-    for case_type in CaseType
+    for case_type in WORKED_TYPES
     for state in lifecycle.states_of(case_type)
     if state != lifecycle.INITIAL_STATE
 ]

@@ -238,3 +238,15 @@ def test_rotation_rewrites_case_rows_keeps_their_etag_and_old_ciphertext_reads_m
     after = api.get(f"/api/v1/cases/{case_id}", headers={**auth(token), **PURPOSE})
     assert after.headers["etag"] == etag  # re-encryption is not a change of the case
     assert after.json()["case"]["description"] == DESCRIPTION
+
+
+def test_identifiers_in_free_text_are_masked_and_the_rest_kept() -> None:
+    from core.privacy.masking import mask_text
+
+    masked = mask_text(DESCRIPTION + " 卡号6222 0202 0011 2233 445，2025-03-01 10:00 赔款12000元")
+    assert "139****5678" in masked and "110***********002X" in masked
+    assert "622************3445" in masked
+    assert "2025-03-01 10:00" in masked and "12000元" in masked and "乳腺癌" in masked
+    assert mask_text("邮箱 zhang.wei@example.com，单号 DSR-20261126-918FA2") == (
+        "邮箱 z***@example.com，单号 DSR-20261126-918FA2"
+    )

@@ -59,9 +59,11 @@ def test_the_report_says_where_data_is_who_reads_it_and_what_is_due(
     }
     assert customers["exact_match_search"] == ["id_number", "name", "phone"]
     assert "AES-256-GCM" in customers["protection"]
-    assert any(
-        p["table"] == "cases" and "not encrypted" in p["protection"] for p in report["storage"]
-    )
+    cases = next(p for p in report["storage"] if p["table"] == "cases")
+    assert "AES-256-GCM" in cases["protection"]
+    assert {"description", "reporter_name", "decision"} <= set(cases["fields"])
+    assert any(p["table"] == "case_events" for p in report["storage"])
+    assert any("not encrypted" in p["protection"] for p in report["storage"])  # stated plainly
     readers = report["clear_readers"]
     assert {"agent", "cs_division", "tenant_admin"} <= set(readers["roles"])
     assert {"username": "agent_bj", "role": "agent", "unit": "BJ"} in readers["people"]
@@ -71,7 +73,13 @@ def test_the_report_says_where_data_is_who_reads_it_and_what_is_due(
     (agreement,) = [a for a in report["sharing_agreements"] if a["reference"] == "CA-2026-7"]
     assert agreement["status"] == "expiring" and agreement["expires_on"] == soon.isoformat()
     assert report["requests"]["open"] >= 1
-    assert set(report["retention_backlog"]) == {"prospect", "former_customer", "request_note"}
+    assert set(report["retention_backlog"]) == {
+        "prospect",
+        "former_customer",
+        "request_note",
+        "closed_case_text",
+        "delivery_recipient",
+    }
     assert {(k["purpose"], k["status"]) for k in report["keys"]} >= {("data", "active")}
     assert (
         api.get("/api/v1/privacy/report", headers=auth(person_token(world, "auditor"))).status_code

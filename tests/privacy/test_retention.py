@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import httpx
 from sqlalchemy import select, update
@@ -122,8 +123,9 @@ def test_due_rows_are_destroyed_in_batches_with_records_and_held_ones_are_not(
     assert before["former_customer"] == {"due": 1, "held": 0}  # only the 1-year policy's
     assert before["request_note"] == {"due": 1, "held": 0}
     report = run_retention(database, world.id, actor=ACTOR, batch=2)
-    assert report.destroyed == {"prospect": 5, "former_customer": 1, "request_note": 1}
-    assert report.held == {"prospect": 2, "former_customer": 0, "request_note": 0}
+    none = {"closed_case_text": 0, "delivery_recipient": 0}
+    assert report.destroyed == {"prospect": 5, "former_customer": 1, "request_note": 1, **none}
+    assert report.held == {"prospect": 2, "former_customer": 0, "request_note": 0, **none}
     with database.tenant_session(world.id) as s:
         rows = {c.id: c for c in s.scalars(select(Customer))}
         for i in range(5):
@@ -154,6 +156,8 @@ def test_due_rows_are_destroyed_in_batches_with_records_and_held_ones_are_not(
             "prospect": {"due": 2, "held": 2},
             "former_customer": {"due": 0, "held": 0},
             "request_note": {"due": 0, "held": 0},
+            "closed_case_text": {"due": 0, "held": 0},
+            "delivery_recipient": {"due": 0, "held": 0},
         }
     again = run_retention(database, world.id, actor=ACTOR)
     assert sum(again.destroyed.values()) == 0
@@ -200,3 +204,167 @@ def test_releasing_a_hold_lets_retention_proceed_and_the_job_runs_it(
         ).status_code
         == 404
     )
+
+
+CLOSED_LONG_AGO = dt.datetime(2012, 6, 1, tzinfo=dt.UTC)
+TEXT = "客户赵敏（13711112222）住院，诊断为肺炎"
+
+
+def _closed_case(s: Any, world: TenantWorld, customer_id: uuid.UUID, **extra: Any) -> Case:
+    from core.cases.clocks import new_row
+    from core.cases.models import CaseEvent, split_texts
+    from core.deadlines import DeadlineRule, TenantCalendar, start_clock
+
+    closed_at = extra.pop("closed_at", CLOSED_LONG_AGO)
+    case = Case(
+        number=f"TS-{uuid.uuid4().hex[:8]}",
+        type=CaseType.COMPLAINT,
+        channel=Channel.HOTLINE,
+        state="closed",
+        subject="赵敏投诉",
+        description=TEXT,
+        decision="同意赔付赵敏",
+        unit_id=world.units["bj"].id,
+        customer_id=customer_id,
+        received_at=closed_at - dt.timedelta(days=20),
+        closed_at=closed_at,
+        **extra,
+    )
+    s.add(case)
+    s.flush()
+    before, after, data, texts = split_texts(
+        {}, {"decision": "同意赔付赵敏"}, {"channel": "phone", "content": "已告知赵敏"}
+    )
+    event = CaseEvent(
+        case_id=case.id, seq=1, kind="notice", actor="system:test", at=closed_at,
+        before=before, after=after, data=data,
+    )  # fmt: skip
+    event.reason, event.texts = "赵敏要求延期", texts
+    s.add(event)
+    rule = DeadlineRule(
+        clock="complaint.decision",
+        amount=15,
+        unit="natural_days",
+        citation="x",
+        source="test",
+        statutory=True,
+    )
+    clock = new_row(start_clock(rule, case.received_at, TenantCalendar()))
+    clock.case_id = case.id
+    clock.status = "met"
+    clock.history = {
+        **clock.history,
+        "pause_reason": "鉴定：赵敏病历",
+        "pauses": [{"begin": "x", "end": "y", "reason": "委托鉴定赵敏病历"}],
+    }
+    s.add(clock)
+    s.flush()
+    return case
+
+
+def _delivery(s: Any, customer_id: uuid.UUID, sent_at: dt.datetime) -> uuid.UUID:
+    from core.notifications.models import Delivery
+    from core.outbox.models import OutboxEvent
+
+    outbox = OutboxEvent(event_type="test.retention", payload={}, status="done")
+    s.add(outbox)
+    s.flush()
+    row = Delivery(
+        outbox_id=outbox.id,
+        event_type="test.retention",
+        channel="sms",
+        recipient_key=uuid.uuid4().hex,
+        recipient_masked="137****2222",
+        recipient_ref=f"customer:{customer_id}",
+        audience="customer",
+        status="sent",
+        sent_at=sent_at,
+    )
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def test_closed_case_texts_and_delivery_recipients_are_destroyed_in_batches_held_ones_not(
+    database: Database,
+) -> None:
+    from core.cases.models import CaseClock, CaseEvent
+    from core.notifications.models import Delivery
+
+    world = make_tenant(database, "ret-cases")
+    with database.tenant_transaction(world.id) as s:
+        free = _customer(s, world, "赵敏", CustomerKind.POLICYHOLDER)
+        held = _customer(s, world, "钱多", CustomerKind.POLICYHOLDER)
+        disputed = _customer(s, world, "孙立", CustomerKind.POLICYHOLDER)
+        running = Policy(
+            number=f"P-{uuid.uuid4().hex[:8]}",
+            product_code="L",
+            product_name="终身寿险",
+            line_of_business=LineOfBusiness.LIFE,
+            term_months=None,
+            start_date=dt.date(2010, 1, 1),
+            unit_id=world.units["bj"].id,
+            policyholder_id=free.id,
+        )
+        s.add(running)
+        s.flush()
+        due = [_closed_case(s, world, free.id).id for _ in range(3)]
+        case_held = _closed_case(s, world, disputed.id).id  # a hold on this case only ...
+        due.append(_closed_case(s, world, disputed.id).id)  # ... not on the customer's other
+        customer_held = _closed_case(s, world, held.id).id
+        recent = _closed_case(s, world, free.id, closed_at=utcnow() - dt.timedelta(days=30)).id
+        policy_runs = _closed_case(s, world, free.id, policy_id=running.id).id
+        s.add(
+            LegalHold(customer_id=disputed.id, case_id=case_held, reason="dispute", placed_by="x")
+        )
+        s.add(LegalHold(customer_id=held.id, reason="litigation", placed_by="x"))
+        old_sends = [_delivery(s, free.id, LONG_AGO) for _ in range(2)]
+        held_send = _delivery(s, held.id, LONG_AGO)
+        new_send = _delivery(s, free.id, utcnow())
+    with database.tenant_session(world.id) as s:
+        before = backlog(s, world.id)
+    assert before["closed_case_text"] == {"due": 6, "held": 2}
+    assert before["delivery_recipient"] == {"due": 3, "held": 1}
+
+    report = run_retention(database, world.id, actor=ACTOR, batch=2)
+    assert report.destroyed["closed_case_text"] == 4 and report.held["closed_case_text"] == 2
+    assert report.destroyed["delivery_recipient"] == 2 and report.held["delivery_recipient"] == 1
+    with database.tenant_session(world.id) as s:
+        for case_id in due:
+            case = s.get_one(Case, (world.id, case_id))
+            assert case.anonymized_at is not None and case.subject == "（已匿名）"
+            assert case.description is None and case.decision is None
+            assert case.state == "closed" and case.number.startswith("TS-")  # the record stays
+            (event,) = s.scalars(select(CaseEvent).where(CaseEvent.case_id == case_id))
+            assert event.sealed_enc is None and event.reason is None and event.kind == "notice"
+            (clock,) = s.scalars(select(CaseClock).where(CaseClock.case_id == case_id))
+            assert "赵敏" not in str(clock.history) and clock.status == "met"
+        for case_id in (case_held, customer_held, recent, policy_runs):
+            case = s.get_one(Case, (world.id, case_id))
+            assert case.anonymized_at is None and case.description == TEXT, case_id
+        erased = {d.id: d for d in s.scalars(select(Delivery))}
+        assert {erased[i].recipient_masked for i in old_sends} == {"(erased)"}
+        assert erased[held_send].recipient_masked == "137****2222"
+        assert erased[new_send].recipient_masked == "137****2222"
+        records = s.scalars(
+            select(DestructionRecord).where(DestructionRecord.run_id == report.run_id)
+        ).all()
+        by_class = {
+            c: [r for r in records if r.data_class == c]
+            for c in ("closed_case_text", "delivery_recipient")
+        }
+        assert sum(r.count for r in by_class["closed_case_text"]) == 4
+        assert sum(r.held for r in by_class["closed_case_text"]) == 2
+        assert max(r.count for r in records) <= 2  # batches of 2
+        assert {r.method for r in by_class["closed_case_text"]} == {"anonymized"}
+        assert {r.method for r in by_class["delivery_recipient"]} == {"erased"}
+        assert "case_text_retention_years=10" in by_class["closed_case_text"][0].rule
+        assert set().union(*(r.subject_ids for r in by_class["closed_case_text"])) == {
+            str(i) for i in due
+        }
+    for case_id in due:  # and at rest: nothing of the text is left in the tables
+        with database.platform_session() as s:
+            raw = s.execute(
+                select(CaseEvent.__table__).where(CaseEvent.__table__.c.case_id == case_id)
+            ).all()
+        assert not any("赵敏" in str(v) for row in raw for v in row)

@@ -83,3 +83,21 @@ def test_the_scheduler_job_finishes_a_rotation_left_to_it(
     after = _phones(database, world)
     assert after.keys() == before.keys() and set(after.values()) == {2}
     assert world.id not in tenants_to_reencrypt(database)
+
+
+def test_index_key_rotation_and_rewrap_from_the_command_line(
+    database: Database, settings: Settings
+) -> None:
+    world = make_tenant(database, "rot-idx")
+    runner, env = CliRunner(), _env(settings)
+    rotated = runner.invoke(
+        build_cli(), ["privacy", "rotate-keys", "--tenant", world.tenant.slug, "--index"], env=env
+    )
+    assert rotated.exit_code == 0, rotated.output
+    assert "index key v1 retired, v2 active" in rotated.output
+    assert "erased: index v1" in rotated.output
+    with database.tenant_session(world.id) as s:
+        assert {c.index_version for c in s.scalars(select(Customer))} == {2}
+    rewrapped = runner.invoke(build_cli(), ["privacy", "rewrap"], env=env)
+    assert rewrapped.exit_code == 0, rewrapped.output
+    assert "left on older master keys: 0" in rewrapped.output
