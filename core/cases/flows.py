@@ -1030,7 +1030,9 @@ def _clock_effects(
     says; a running clock that the new state pauses is paused. A restart counts the period
     afresh on the rules resolved again at ``at``; a pause in progress (mediation, awaiting
     materials) carries on. A restart of a clock that is no longer open (a closed case re-opened)
-    starts a new clock that records the one it follows.
+    starts a new clock that records the one it follows (citing the transition's rule). A
+    transition that completes :data:`OPEN_DEADLINES` (closing) completes every deadline still
+    open after that, marked ``left_open`` in the timeline; windows stay open.
     """
     calendar = ctx.calendar_at(facts.unit)
     target = t.target or case.state
@@ -1075,6 +1077,9 @@ def _clock_effects(
                 if held is not None:  # the mediation (or the wait) goes on
                     renewed = pause(renewed, at, held)
                 _set(row, renewed, changes, "restarted")
+            elif OPEN_DEADLINES in t.completes and not is_window(row.clock):
+                # closing: a deadline no earlier step completed ends here (met or breached)
+                _set(row, complete(state, at), changes, "completed", left_open=True)
             elif row.status == "running" and row.clock in paused_in:
                 p = paused_in[row.clock]
                 _set(
@@ -1102,7 +1107,7 @@ def _clock_effects(
                     Restart(
                         at=at,
                         reason=why,
-                        citation=RESTART_CITATION,
+                        citation=t.citation or RESTART_CITATION,
                         previous_started_at=prev.started_at,
                         previous_due_at=prev.due_at,
                         previous_amount=prev.amount,

@@ -52,7 +52,10 @@ GUARDS: dict[str, str] = {
 """The named conditions a transition may require, with the sentence a refusal quotes."""
 
 OPEN_DEADLINES = "*"
-"""In ``cancels``: every open deadline clock of the case."""
+"""In ``cancels``: every open deadline clock of the case. In ``completes``: every deadline clock
+still open after the transition's other effects (met or breached by when), which is what closing
+a case does: a closed case has no running clock (a customer's window, such as the review window
+of 2020-complaints/20, stays open: it is not the tenant's deadline)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ class Transition:
     :param at: ``case``: at the case's unit; ``superior``: at the unit above it (核查).
     :param requires: request fields that must be present and non-empty.
     :param guards: names from :data:`GUARDS` the flow checks.
-    :param completes: clocks completed (met, or breached when late).
+    :param completes: clocks completed (met, or breached when late); :data:`OPEN_DEADLINES`
+        for every deadline still open (closing).
     :param cancels: clocks cancelled (no longer owed); :data:`OPEN_DEADLINES` for all.
     :param restarts: clocks counted afresh from the transition (new facts, 2020-complaints/18),
         on the rules the plugins give for ``restart_trigger`` at that time: an open clock is
@@ -285,6 +289,7 @@ def _complaint_like(t: CaseType) -> list[Transition]:
             "close",
             "closed",
             guards=("regulator_report_filed",),
+            completes=(OPEN_DEADLINES,),
             description="close an answered, reviewed, not-accepted or withdrawn complaint",
         ),
         Transition(
@@ -349,7 +354,12 @@ def _consultation() -> list[Transition]:
             description="the customer withdraws",
         ),
         Transition(
-            t, ("answered", "withdrawn"), "close", "closed", guards=("regulator_report_filed",)
+            t,
+            ("answered", "withdrawn"),
+            "close",
+            "closed",
+            guards=("regulator_report_filed",),
+            completes=(OPEN_DEADLINES,),
         ),
         Transition(
             t,
@@ -358,7 +368,9 @@ def _consultation() -> list[Transition]:
             "in_progress",
             permission="cases:approve",
             requires=("reason",),
-            description="re-open a closed consultation",
+            restarts=("consultation.first_response",),
+            description="re-open a closed consultation (the customer asks again): a policy's "
+            "first-response period counts afresh",
         ),
         Transition(
             t,
@@ -376,6 +388,7 @@ def _consultation() -> list[Transition]:
 def _claim_report() -> list[Transition]:
     t = CaseType.CLAIM_REPORT
     open_states = ("registered", "awaiting_materials", "under_review")
+    advance = ("claim.advance_payment",)
     return [
         Transition(
             t,
@@ -406,9 +419,10 @@ def _claim_report() -> list[Transition]:
             "agree",
             "agreed",
             requires=("decision",),
-            completes=("claim.decision",),
+            completes=("claim.decision", *advance),
             trigger="claim.agreed",
-            description="the claim is covered: the payment period begins",
+            description="the claim is covered and the amount agreed: the payment period begins; "
+            "the amount is fixed, so no advance is owed from now on (met when agreed in time)",
             citation="insurance-law/23",
         ),
         Transition(
@@ -418,9 +432,22 @@ def _claim_report() -> list[Transition]:
             "refused",
             requires=("decision", "reason"),
             completes=("claim.decision",),
+            cancels=advance,
             trigger="claim.refused",
-            description="not covered: the refusal notice period begins",
+            description="not covered: the refusal notice period begins; nothing is owed, so "
+            "nothing is to be advanced",
             citation="insurance-law/24",
+        ),
+        Transition(
+            t,
+            open_states,
+            "pay_advance",
+            None,
+            requires=("reason",),
+            completes=advance,
+            description="the amount cannot be fixed yet: pay in advance what the proof at hand "
+            "establishes (the reason says what and why); the difference follows the agreement",
+            citation="insurance-law/25",
         ),
         Transition(
             t,
@@ -466,6 +493,7 @@ def _claim_report() -> list[Transition]:
             "close",
             "closed",
             guards=("regulator_report_filed",),
+            completes=(OPEN_DEADLINES,),
         ),
         Transition(
             t,
@@ -474,7 +502,11 @@ def _claim_report() -> list[Transition]:
             "under_review",
             permission="cases:approve",
             requires=("reason",),
-            description="re-open a closed claim report",
+            restarts=("claim.decision", *advance),
+            description="re-open a closed claim report (a claim made again with new proof): it "
+            "is decided again, so the decision and advance-payment periods count afresh from "
+            "the re-opening",
+            citation="insurance-law/23",
         ),
         Transition(
             t,
@@ -547,6 +579,7 @@ def _whistleblowing() -> list[Transition]:
             "close",
             "closed",
             guards=("answered_unless_anonymous", "regulator_report_filed"),
+            completes=(OPEN_DEADLINES,),
         ),
         Transition(
             t,
@@ -555,6 +588,8 @@ def _whistleblowing() -> list[Transition]:
             "in_progress",
             permission="cases:approve",
             requires=("reason",),
+            description="re-open a closed report: no period restarts (no rule sets one for "
+            "reports)",
         ),
         Transition(
             t,
@@ -644,6 +679,7 @@ def _service_request() -> list[Transition]:
             "close",
             "closed",
             guards=("regulator_report_filed",),
+            completes=(OPEN_DEADLINES,),
             description="the follow-up confirms the problem solved",
         ),
         Transition(
@@ -653,6 +689,10 @@ def _service_request() -> list[Transition]:
             "in_progress",
             permission="cases:approve",
             requires=("reason",),
+            restarts=("service.first_response",),
+            description="re-open a closed request (the problem is back): a policy's "
+            "first-response period counts afresh; the 保全 periods count from the application "
+            "and the approval, which a re-opening does not repeat",
         ),
         Transition(
             t,
@@ -753,7 +793,7 @@ def _table(case_type: CaseType) -> list[str]:
     ]
     for t in transitions_of(case_type):
         clocks = []
-        clocks += [f"completes {c}" for c in t.completes]
+        clocks += [f"completes {'all open' if c == OPEN_DEADLINES else c}" for c in t.completes]
         clocks += [f"cancels {'all open' if c == OPEN_DEADLINES else c}" for c in t.cancels]
         clocks += [f"restarts {c}" for c in t.restarts]
         if t.trigger:
