@@ -1,28 +1,32 @@
-"""webhook — a generic signed-webhook channel (WeCom/DingTalk-style bots, integrators).
+"""webhook — a signed-webhook notification channel to an endpoint the tenant configures.
 
-Messages follow the Standard Webhooks convention: a JSON body and three headers,
-``webhook-id`` (the notification id: receivers deduplicate on it), ``webhook-timestamp``
-(Unix seconds) and ``webhook-signature`` = ``v1,<base64 HMAC-SHA256>`` of
-``"<id>.<timestamp>.<body>"`` keyed with the secret (``whsec_`` + base64 of the key bytes).
+This is a *notification channel*: the tenant's administrator points it (per unit, in the
+plugin's settings) at one URL — a WeCom/DingTalk-style bot, an insurer's own system — which then
+receives the rendered notification (subject and text in the tenant's language) of each event
+it is subscribed to, recorded in the notification delivery log like an e-mail. Integrators'
+event subscriptions (``/api/v1/webhooks``: id-only bodies, per-subscription secrets with
+rotation, replay) are a different thing, in :mod:`core.webhooks` (docs/decisions/0007).
+
+Both sign the same way, with the platform's one signer (:mod:`core.webhooks.signing`,
+Standard Webhooks): a JSON body and three headers, ``webhook-id`` (the notification id:
+receivers deduplicate on it), ``webhook-timestamp`` (Unix seconds) and ``webhook-signature`` =
+``v1,<base64 HMAC-SHA256>`` of ``"<id>.<timestamp>.<body>"`` keyed with the secret (``whsec_``
++ base64 of the key bytes); both are sent by the platform's one webhook client (SSRF-guarded).
 :func:`verify` is the receiver's side, for tests and integrators. The secret is ``writeOnly``.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
 from core.hookspecs import Notification, NotificationChannel, OutboundMessage, PluginInfo, hookimpl
+from core.webhooks.signing import SECRET_PREFIX, sign, signed_headers, verify
 
 NAME = "webhook"
-SECRET_PREFIX = "whsec_"
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -31,11 +35,15 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "url": {"type": "string", "pattern": "^https?://[^\\s]+$", "maxLength": 2000},
         "secret": {
-            "type": "string", "pattern": "^whsec_[A-Za-z0-9+/]{22,}={0,2}$", "writeOnly": True,
+            "type": "string",
+            "pattern": "^whsec_[A-Za-z0-9+/]{22,}={0,2}$",
+            "writeOnly": True,
             "description": "whsec_ followed by the base64 of at least 16 random bytes",
         },
         "events": {
-            "type": "array", "items": {"type": "string", "minLength": 1}, "default": ["*"],
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "default": ["*"],
             "description": "event patterns to send (fnmatch: case.*, deadline.breached ...)",
         },
     },
@@ -53,35 +61,6 @@ INFO = PluginInfo(
 )
 
 
-def _key(secret: str) -> bytes:
-    if not secret.startswith(SECRET_PREFIX):
-        raise ValueError("a webhook secret starts with whsec_")
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value for a message."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def verify(
-    secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: int = 300,
-    now: float | None = None,
-) -> bool:
-    """Whether a received message is authentic and fresh (``tolerance`` seconds)."""
-    try:
-        msg_id, stamp = headers["webhook-id"], int(headers["webhook-timestamp"])
-        signatures = headers["webhook-signature"].split()
-    except (KeyError, ValueError):
-        return False
-    if abs((time.time() if now is None else now) - stamp) > tolerance:
-        return False
-    expected = sign(secret, msg_id, stamp, body)
-    return any(hmac.compare_digest(expected, s) for s in signatures)
-
-
 @dataclass(frozen=True)
 class WebhookChannel:
     """The ``webhook`` channel: one signed POST to the configured URL per notification."""
@@ -95,7 +74,6 @@ class WebhookChannel:
         """The signed message, or nothing when the event is not subscribed."""
         if not any(fnmatchcase(message.event, p) for p in self.settings["events"]):
             return []
-        timestamp = int(message.created_at.timestamp())
         body = json.dumps(
             {
                 "type": message.event,
@@ -113,16 +91,19 @@ class WebhookChannel:
             separators=(",", ":"),
             sort_keys=True,
         ).encode()
-        headers = {
-            "webhook-id": message.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self.settings["secret"], message.id, timestamp, body),
-            "content-type": "application/json",
-        }
-        return [OutboundMessage(
-            channel=self.name, destination=self.settings["url"], headers=headers, body=body,
-            content_type="application/json",
-        )]
+        headers = signed_headers(
+            self.settings["secret"], message.id, body, now=message.created_at.timestamp()
+        )
+        headers["content-type"] = "application/json"
+        return [
+            OutboundMessage(
+                channel=self.name,
+                destination=self.settings["url"],
+                headers=headers,
+                body=body,
+                content_type="application/json",
+            )
+        ]
 
 
 @hookimpl
@@ -141,3 +122,6 @@ def insurdesk_plugin_config_schema() -> dict[str, Any]:
 def insurdesk_notification_channels(settings: Mapping[str, Any]) -> list[NotificationChannel]:
     """The ``webhook`` channel, configured with this unit's settings."""
     return [WebhookChannel(settings)]
+
+
+__all__ = ["SECRET_PREFIX", "WebhookChannel", "sign", "verify"]

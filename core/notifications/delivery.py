@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -43,11 +42,72 @@ from core.outbox.backoff import backoff_delay
 from core.outbox.models import OutboxEvent
 from core.outbox.processing import Defer, EventView
 from core.outbox.services import emit, mark_done, relax_durability
+from core.plugins.types import OutboundMessage
 
 log = structlog.get_logger("insurdesk.notifications")
 
 RETRY_EVENT = "delivery.retry"
 _TABLE = cast(Table, Delivery.__table__)
+
+# PostgreSQL: a message's deliveries are written with one statement of a fixed text (arrays
+# of values, one per column, through unnest), so the driver and the server parse and plan it
+# once per connection, whatever the number of rows; SQLite takes the generic statements.
+_PG_INSERT = text(
+    """
+    INSERT INTO deliveries (tenant_id, id, outbox_id, event_type, channel, recipient_key,
+        recipient_masked, recipient_ref, audience, language, status, attempts, last_error,
+        lease_until, first_attempt_at, created_at, updated_at)
+    SELECT :tenant_id, v.id, v.outbox_id, v.event_type, v.channel, v.recipient_key,
+        v.recipient_masked, v.recipient_ref, v.audience, v.language, v.status, v.attempts,
+        v.last_error, v.lease_until, v.first_attempt_at, :now, :now
+    FROM unnest(CAST(:id AS uuid[]), CAST(:outbox_id AS uuid[]), CAST(:event_type AS text[]),
+        CAST(:channel AS text[]), CAST(:recipient_key AS text[]),
+        CAST(:recipient_masked AS text[]), CAST(:recipient_ref AS text[]),
+        CAST(:audience AS text[]), CAST(:language AS text[]), CAST(:status AS text[]),
+        CAST(:attempts AS int[]), CAST(:last_error AS text[]),
+        CAST(:lease_until AS timestamptz[]), CAST(:first_attempt_at AS timestamptz[]))
+        AS v(id, outbox_id, event_type, channel, recipient_key, recipient_masked,
+             recipient_ref, audience, language, status, attempts, last_error, lease_until,
+             first_attempt_at)
+    ON CONFLICT (tenant_id, outbox_id, channel, recipient_key) DO NOTHING
+    RETURNING id, outbox_id, channel, recipient_key
+    """
+)
+_PG_RECORD = text(
+    """
+    UPDATE deliveries AS d
+    SET status = v.status, sent_at = COALESCE(v.sent_at, d.sent_at),
+        last_error = v.last_error, next_attempt_at = v.next_attempt_at,
+        lease_until = NULL, updated_at = :now
+    FROM unnest(CAST(:id AS uuid[]), CAST(:attempts AS int[]), CAST(:status AS text[]),
+        CAST(:sent_at AS timestamptz[]), CAST(:last_error AS text[]),
+        CAST(:next_attempt_at AS timestamptz[]))
+        AS v(id, attempts, status, sent_at, last_error, next_attempt_at)
+    WHERE d.tenant_id = :tenant_id AND d.id = v.id AND d.attempts = v.attempts
+        AND d.status = 'sending'
+    """
+)
+_INSERT_COLUMNS = (
+    "id",
+    "outbox_id",
+    "event_type",
+    "channel",
+    "recipient_key",
+    "recipient_masked",
+    "recipient_ref",
+    "audience",
+    "language",
+    "status",
+    "attempts",
+    "last_error",
+    "lease_until",
+    "first_attempt_at",
+)
+
+
+def _columns(rows: Sequence[dict[str, object]], names: Sequence[str]) -> dict[str, list[object]]:
+    """Rows as one list per column (the arrays :data:`_PG_INSERT` / :data:`_PG_RECORD` take)."""
+    return {name: [row[name] for row in rows] for name in names}
 
 
 @dataclass(frozen=True)
@@ -66,6 +126,20 @@ class Outcome:
 
     claimed: Claimed
     error: DeliveryError | None = None
+
+
+@dataclass
+class PreparedNotifications:
+    """Deliveries recorded and claimed by :meth:`Notifier.prepare`; :meth:`finish` sends them."""
+
+    notifier: Notifier
+    plans: list[Plan]
+    claimed: dict[uuid.UUID, list[Claimed]]
+    results: dict[uuid.UUID, Exception | None]
+
+    def finish(self) -> dict[uuid.UUID, Exception | None]:
+        """Send, record the outcomes, mark the events done (after the recording committed)."""
+        return self.notifier._finish(self.plans, self.claimed, self.results)
 
 
 class Notifier:
@@ -109,24 +183,41 @@ class Notifier:
         """Plan, record, send and record the outcomes of several events of one tenant.
 
         Two transactions for the lot: the first plans every event and records (and claims)
-        every delivery, durably, before anything is sent; the second records the outcomes and
-        marks the events done. Returns None per event done, or the exception planning it
-        raised (that event alone is retried by the outbox).
+        every delivery, durably, before anything is sent (:meth:`prepare`); the second records
+        the outcomes and marks the events done. Returns None per event done, or the exception
+        planning it raised (that event alone is retried by the outbox).
         """
-        results: dict[uuid.UUID, Exception | None] = {}
         if not events:
-            return results
-        tenant_id = events[0].tenant_id
+            return {}
+        with self.db.tenant_transaction(events[0].tenant_id) as session:
+            prepared = self.prepare(session, events)
+        return prepared.finish()
+
+    def prepare(self, session: Session, events: Sequence[EventView]) -> PreparedNotifications:
+        """Step 1 in ``session`` (the transaction that read the events, when the outbox
+        processor calls it): plan every event, record and claim its deliveries, mark the
+        events with nothing to send done. Nothing is sent before this commits."""
+        results: dict[uuid.UUID, Exception | None] = {}
         plans: list[Plan] = []
-        with self.db.tenant_transaction(tenant_id) as session:
-            for event in events:
-                try:
-                    plans.append(self.planner.plan(session, event))
-                except Exception as exc:  # e.g. a channel plugin failed: retried alone
-                    results[event.id] = exc
-            claimed = self._record_and_claim(session, plans)
-            idle = [p.event.id for p in plans if not claimed.get(p.event.id)]
-            mark_done(session, tenant_id, idle)
+        for event in events:
+            try:
+                plans.append(self.planner.plan(session, event))
+            except Exception as exc:  # e.g. a channel plugin failed: retried alone
+                results[event.id] = exc
+        claimed = self._record_and_claim(session, plans)
+        idle = [p.event.id for p in plans if not claimed.get(p.event.id)]
+        if events:
+            mark_done(session, events[0].tenant_id, idle)
+        results.update(dict.fromkeys(idle))
+        return PreparedNotifications(self, plans, claimed, results)
+
+    def _finish(
+        self,
+        plans: Sequence[Plan],
+        claimed: Mapping[uuid.UUID, Sequence[Claimed]],
+        results: dict[uuid.UUID, Exception | None],
+    ) -> dict[uuid.UUID, Exception | None]:
+        """Steps 2 and 3: send what was claimed, record the outcomes, mark the events done."""
         for plan in plans:
             if plan.reason:
                 log.info(
@@ -135,9 +226,9 @@ class Notifier:
                     id=str(plan.event.id),
                     reason=plan.reason,
                 )
-        results.update(dict.fromkeys(idle))
         outcomes = [self._send(plan, c) for plan in plans for c in claimed.get(plan.event.id, ())]
         if outcomes:
+            tenant_id = plans[0].event.tenant_id
             with self.db.tenant_transaction(tenant_id) as session:
                 # Lost in a crash: the deliveries stay "sending" and are sent again after
                 # their lease with the same ids, so this commit need not wait for the disk.
@@ -188,18 +279,24 @@ class Notifier:
         claimed: dict[uuid.UUID, list[Claimed]] = {}
         if not values:
             return claimed
-        dialect = session.get_bind().dialect.name
-        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
-        t = _TABLE.c
-        # One statement compiled once and cached ("insertmanyvalues" batches the rows).
-        inserted = session.execute(
-            upsert(_TABLE)
-            .on_conflict_do_nothing(
-                index_elements=["tenant_id", "outbox_id", "channel", "recipient_key"]
-            )
-            .returning(t.id, t.outbox_id, t.channel, t.recipient_key),
-            values,
-        ).all()
+        inserted: Sequence[Any]
+        if session.get_bind().dialect.name == "postgresql":
+            params: dict[str, object] = {
+                **_columns(values, _INSERT_COLUMNS),
+                "tenant_id": values[0]["tenant_id"],
+                "now": now,
+            }
+            inserted = session.execute(_PG_INSERT, params).all()
+        else:
+            t = _TABLE.c
+            inserted = session.execute(
+                sqlite_insert(_TABLE)
+                .on_conflict_do_nothing(
+                    index_elements=["tenant_id", "outbox_id", "channel", "recipient_key"]
+                )
+                .returning(t.id, t.outbox_id, t.channel, t.recipient_key),
+                values,
+            ).all()
         mine = set()
         for row_id, outbox_id, channel, key in inserted:
             mine.add((outbox_id, channel, key))
@@ -226,7 +323,7 @@ class Notifier:
         skipped = item.skipped is not None
         return {
             "tenant_id": event.tenant_id,
-            "id": new_id(),
+            "id": item.delivery_id or new_id(),
             "outbox_id": event.id,
             "event_type": event.event_type,
             "channel": item.channel,
@@ -294,8 +391,11 @@ class Notifier:
                 claimed, DeliveryError("the channel is no longer enabled", permanent=True)
             )
         try:
-            notification = self.planner.notification(plan, item, str(claimed.id))
-            message = pick_message(resolved.channel.build(notification), item)
+            if item.message is not None and item.delivery_id == claimed.id:
+                message: OutboundMessage | None = item.message  # built (and signed) in planning
+            else:
+                notification = self.planner.notification(plan, item, str(claimed.id))
+                message = pick_message(resolved.channel.build(notification), item)
             if message is None:
                 raise DeliveryError("the channel no longer builds this message", permanent=True)
             self.transports.send(message, resolved.settings)
@@ -315,7 +415,7 @@ class Notifier:
     # -- step 3: record the outcome -------------------------------------------------------------
 
     def _record(self, session: Session, tenant_id: uuid.UUID, outcomes: Sequence[Outcome]) -> None:
-        """Record what happened to claimed deliveries (one executemany statement).
+        """Record what happened to claimed deliveries (one statement for them all).
 
         Each update applies only if the delivery is still this attempt's (``sending`` with
         the attempt number claimed): a worker whose lease ran out cannot overwrite the result
@@ -359,6 +459,21 @@ class Notifier:
                     error=str(error),
                 )
             params.append(row)
+        if session.get_bind().dialect.name == "postgresql":
+            columns = _columns(
+                params, ("b_id", "b_attempts", "status", "sent_at", "last_error", "next_attempt_at")
+            )
+            session.execute(
+                _PG_RECORD,
+                {
+                    "tenant_id": tenant_id,
+                    "now": now,
+                    "id": columns.pop("b_id"),
+                    "attempts": columns.pop("b_attempts"),
+                    **columns,
+                },
+            )
+            return
         t = _TABLE.c
         session.execute(
             update(_TABLE)

@@ -18,13 +18,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db import new_id
 from core.notifications import recipients as rcpt
 from core.notifications.channels import ChannelSource, ResolvedChannel
 from core.notifications.masking import mask_address, recipient_key
@@ -109,6 +110,13 @@ class Planned:
     :param address: what the channel is given as the recipient (None for endpoints such as
         webhooks, whose destination comes from the plugin's settings).
     :param skipped: why nobody can be reached this way; the log records it, nothing is sent.
+    :param delivery_id: the id the delivery gets when this plan records it first (None for
+        skipped items: any id).
+    :param message: the wire message the channel built for ``delivery_id`` while planning
+        (planning must build it anyway, to learn whether the channel reaches the recipient);
+        sent as it is when the delivery was recorded under that id, so a message is built and
+        signed once. A delivery recorded earlier (a redelivered event, a retry) is built again
+        with its own id.
     """
 
     key: str
@@ -122,6 +130,8 @@ class Planned:
     address: str | None = None
     destination: str | None = None
     skipped: str | None = None
+    delivery_id: uuid.UUID | None = None
+    message: OutboundMessage | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -309,11 +319,14 @@ class Planner:
                 subject=subject,
                 body=body,
                 address=address,
-                **base,
+                delivery_id=new_id(),
+                audience=contact.audience,
+                recipient_ref=contact.ref,
             )
-            probe = self.notification(plan, draft, "plan")
-            if pick_message(resolved.channel.build(probe), draft) is not None:
-                items.append(draft)
+            probe = self.notification(plan, draft, str(draft.delivery_id))
+            message = pick_message(resolved.channel.build(probe), draft)
+            if message is not None:
+                items.append(replace(draft, message=message))
         if not items:
             return [_skipped(contact, kind, f"no enabled channel delivers to a {kind}", base)]
         return items
@@ -337,7 +350,11 @@ class Planner:
                 subject=subject,
                 body=body,
             )
-            for message in resolved.channel.build(self.notification(plan, draft, "plan")):
+            draft_id = new_id()
+            messages = resolved.channel.build(self.notification(plan, draft, str(draft_id)))
+            for message in messages:
+                # One destination (the usual case): the message built here is the one sent.
+                one = len(messages) == 1
                 items.append(
                     Planned(
                         key=recipient_key(name, message.destination),
@@ -349,6 +366,8 @@ class Planner:
                         subject=subject,
                         body=body,
                         destination=message.destination,
+                        delivery_id=draft_id if one else new_id(),
+                        message=message if one else None,
                     )
                 )
         return items
@@ -367,7 +386,8 @@ def _skipped(contact: Contact, channel: str, why: str, base: Mapping[str, str]) 
         subject="",
         body="",
         skipped=why,
-        **base,
+        audience=base["audience"],
+        recipient_ref=base["recipient_ref"],
     )
 
 

@@ -7,26 +7,27 @@ moves bytes, with the settings of the plugin that offered the channel:
   through the SMTP server in the plugin's settings (``host``, ``port``, ``security`` =
   ``ssl`` | ``starttls`` | ``none``, optional ``username``/``password``; envelope sender
   ``from_address``);
-* ``http://`` / ``https://`` — POST of the body with the message's headers.
+* ``http://`` / ``https://`` — POST of the body with the message's headers, through the
+  platform's one webhook client (:class:`core.webhooks.urls.GuardedClients`: a keep-alive client
+  per worker thread, no redirects, and the SSRF guard checking every address it connects to,
+  as for integrators' subscriptions).
 
 A :class:`DeliveryError` says whether trying again may help (``permanent``): a refused
-recipient (SMTP 5xx) or an HTTP 4xx other than 408/429 is permanent; connection errors,
-timeouts, SMTP 4xx and HTTP 5xx are not.
+recipient (SMTP 5xx), an HTTP 4xx other than 408/425/429, or a refused (non-public) address is
+permanent; connection errors, timeouts, SMTP 4xx and HTTP 5xx are not.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import smtplib
-import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from core.plugins.types import OutboundMessage
+from core.webhooks.urls import AddressRefused, GuardedClients
 
 RETRYABLE_HTTP = frozenset({408, 425, 429})
 
@@ -47,7 +48,10 @@ class Transports:
 
     :param allow_private_networks: allow webhook URLs that resolve to loopback, private or
         link-local addresses (tests and the embedded default; refused in production, where a
-        tenant-set URL must not reach the platform's own network).
+        tenant-set URL must not reach the platform's own network:
+        ``INSURDESK_WEBHOOK_ALLOW_PRIVATE``).
+    :param http: the webhook clients to send through (default: new ones); the worker shares
+        one set with the integrators' webhook dispatcher.
     """
 
     def __init__(
@@ -55,19 +59,17 @@ class Transports:
         *,
         timeout: float = 10.0,
         allow_private_networks: bool = True,
-        http_client: httpx.Client | None = None,
+        http: GuardedClients | None = None,
     ) -> None:
         self.timeout = timeout
         self.allow_private_networks = allow_private_networks
-        self._http = http_client or httpx.Client(
-            timeout=timeout,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        )
+        self._own_http = http is None
+        self.http = http or GuardedClients(allow_private=allow_private_networks, timeout=timeout)
 
     def close(self) -> None:
-        """Close pooled HTTP connections."""
-        self._http.close()
+        """Close pooled HTTP connections (when this object made them)."""
+        if self._own_http:
+            self.http.close()
 
     def send(self, message: OutboundMessage, settings: Mapping[str, Any]) -> None:
         """Deliver ``message``; raises :class:`DeliveryError` when it was not accepted."""
@@ -84,14 +86,13 @@ class Transports:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _post(self, message: OutboundMessage) -> None:
-        if not self.allow_private_networks:
-            _refuse_private(message.destination)
         headers = {**dict(message.headers), "content-type": message.content_type}
         try:
-            response = self._http.post(message.destination, content=message.body, headers=headers)
+            status = self.http.post(message.destination, content=message.body, headers=headers)
+        except AddressRefused as exc:
+            raise DeliveryError(str(exc), permanent=True) from exc
         except httpx.HTTPError as exc:
             raise DeliveryError(f"HTTP {type(exc).__name__}: {exc}") from exc
-        status = response.status_code
         if 200 <= status < 300:
             return
         permanent = 400 <= status < 500 and status not in RETRYABLE_HTTP
@@ -133,17 +134,3 @@ class Transports:
             ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP {type(exc).__name__}: {exc}") from exc
-
-
-def _refuse_private(url: str) -> None:
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError as exc:
-        raise DeliveryError(f"cannot resolve {host!r}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address.is_private or address.is_loopback or address.is_link_local:
-            raise DeliveryError(
-                f"{host!r} resolves to a non-public address; refused", permanent=True
-            )

@@ -16,18 +16,21 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast, runtime_checkable
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
+from sqlalchemy.orm import Session
 
 from core.db import Database, utcnow
 from core.outbox.backoff import backoff_delay
 from core.outbox.models import OutboxEvent, OutboxStatus
-from core.outbox.services import relax_durability
+from core.outbox.services import id_in, relax_durability
 
 log = structlog.get_logger("insurdesk.outbox")
 
 OPEN_STATUSES = (OutboxStatus.PENDING.value, OutboxStatus.DISPATCHED.value)
+_TABLE = cast(Table, OutboxEvent.__table__)
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,38 @@ id, None when the event is done (the handler marked the row done in its last tra
 the exception it failed with (a :class:`Defer` to be called again later)."""
 
 
+@runtime_checkable
+class PreparedBatch(Protocol):
+    """What a :class:`TwoPhaseBatch` recorded; :meth:`finish` carries it out."""
+
+    def finish(self) -> Mapping[uuid.UUID, Exception | None]:
+        """Do the rest, outside the preparing transaction (send, record the outcomes); the
+        results as for :data:`BatchHandler`."""
+        ...
+
+
+@runtime_checkable
+class TwoPhaseBatch(Protocol):
+    """A batch handler whose first step runs in the transaction that read the message's rows.
+
+    The processor reads the rows and calls :meth:`prepare` in one transaction (one connection
+    checkout, one ``BEGIN`` and tenant setting, one commit fewer per message than reading
+    apart), then :meth:`PreparedBatch.finish` after that transaction committed. If
+    :meth:`prepare` raises, the transaction rolls back and every event of the batch is retried.
+    """
+
+    def prepare(self, session: Session, events: Sequence[EventView]) -> PreparedBatch:
+        """Record, in ``session`` (the tenant's open transaction), what ``events`` call for."""
+        ...
+
+
 class Processor:
     """Routes outbox events to handlers by event type, and keeps the rows' status.
 
     :param handlers: a handler per exact event type (one event at a time).
     :param batch_default: the handler of every other event type, given all of a message's
-        events of those types at once.
+        events of those types at once (a :class:`TwoPhaseBatch` prepares them in the
+        transaction that read them).
     :param default: used instead when there is no ``batch_default`` (None: such rows are
         just marked done).
     :param max_attempts: handler failures after which the row is ``failed``.
@@ -90,7 +119,7 @@ class Processor:
         db: Database,
         *,
         handlers: Mapping[str, Handler] | None = None,
-        batch_default: BatchHandler | None = None,
+        batch_default: BatchHandler | TwoPhaseBatch | None = None,
         default: Handler | None = None,
         max_attempts: int = 10,
         backoff_base: float = 2.0,
@@ -119,30 +148,68 @@ class Processor:
     def process_many(
         self, tenant_id: uuid.UUID, outbox_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, str]:
-        """Carry out several rows of one tenant (one message); what happened to each."""
+        """Carry out several rows of one tenant (one message); what happened to each.
+
+        The rows are read in one transaction; a :class:`TwoPhaseBatch` handler prepares its
+        events in that same transaction, and finishes after it committed.
+        """
         ids = list(dict.fromkeys(outbox_ids))
-        with self.db.tenant_session(tenant_id) as session:
-            rows = {
-                r.id: r for r in session.scalars(select(OutboxEvent).where(OutboxEvent.id.in_(ids)))
-            }
-            outcome = {
-                i: "missing" if i not in rows else "skipped"
-                for i in ids
-                if i not in rows or rows[i].status not in OPEN_STATUSES
-            }
-            events = [EventView.of(rows[i]) for i in ids if i not in outcome]
-        batched = [
-            e
-            for e in events
-            if self.batch_default is not None and e.event_type not in self.handlers
-        ]
+        t = _TABLE.c
+        outcome: dict[uuid.UUID, str] = {}
+        events: list[EventView] = []
+        batched: list[EventView] = []
+        prepared: PreparedBatch | None = None
+        failed_batch: Exception | None = None
+        two_phase = isinstance(self.batch_default, TwoPhaseBatch)
+        try:
+            with self.db.tenant_transaction(tenant_id) as session:
+                # Core, not ORM: rows of a fixed shape, no objects to build and track.
+                found = session.execute(
+                    select(t.id, t.event_type, t.payload, t.created_at, t.attempts, t.status).where(
+                        t.tenant_id == tenant_id, id_in(session, t.id, ids)
+                    )
+                ).all()
+                rows = {r.id: r for r in found}
+                outcome = {
+                    i: "missing" if i not in rows else "skipped"
+                    for i in ids
+                    if i not in rows or rows[i].status not in OPEN_STATUSES
+                }
+                events = [
+                    EventView(
+                        tenant_id=tenant_id,
+                        id=i,
+                        event_type=rows[i].event_type,
+                        payload=dict(rows[i].payload or {}),
+                        created_at=rows[i].created_at,
+                        attempts=rows[i].attempts,
+                    )
+                    for i in ids
+                    if i not in outcome
+                ]
+                batched = [
+                    e
+                    for e in events
+                    if self.batch_default is not None and e.event_type not in self.handlers
+                ]
+                if batched and two_phase:
+                    prepared = cast(TwoPhaseBatch, self.batch_default).prepare(session, batched)
+        except Exception as exc:
+            if not (batched and two_phase) or prepared is not None:
+                raise  # reading or committing failed (the database is down): redelivered
+            failed_batch = exc  # preparing failed and was rolled back: the batch retries
         in_batch = {e.id for e in batched}
         for event in events:
             if event.id not in in_batch:
                 outcome[event.id] = self._one(event)
         if batched and self.batch_default is not None:
             try:
-                results = self.batch_default(batched)
+                if failed_batch is not None:
+                    raise failed_batch
+                if prepared is not None:
+                    results = prepared.finish()
+                else:
+                    results = cast(BatchHandler, self.batch_default)(batched)
             except Exception as exc:  # the handler failed as a whole: each event retries
                 results = dict.fromkeys((e.id for e in batched), exc)
             for event in batched:

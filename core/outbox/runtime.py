@@ -80,8 +80,13 @@ def build_processor(
             plugin_host = PluginHost(build_registry(), db).start()
             closers.append(plugin_host.close)
         channels = PluginChannels(plugin_host)
-    transports = Transports(allow_private_networks=not settings.is_production)
-    closers.append(transports.close)
+    from core.webhooks.urls import GuardedClients
+
+    # One webhook client set (one keep-alive client per worker thread, one SSRF rule set) for
+    # both webhook paths: the ``webhook`` notification channel and integrators' subscriptions.
+    http = GuardedClients(allow_private=settings.webhooks_may_reach_private)
+    closers.append(http.close)
+    transports = Transports(allow_private_networks=settings.webhooks_may_reach_private, http=http)
     notifier = Notifier(
         db,
         Planner(channels),
@@ -93,14 +98,15 @@ def build_processor(
     from core.webhooks.delivery import WebhookDispatcher, with_webhooks
     from core.webhooks.services import SEND_EVENT
 
+    webhook_options = {"clients": http, **options.extra.get("webhooks", {})}
     webhooks = WebhookDispatcher(
-        db, allow_private=settings.webhooks_may_reach_private, **options.extra.get("webhooks", {})
+        db, allow_private=settings.webhooks_may_reach_private, **webhook_options
     )
     closers.append(webhooks.close)
     processor = Processor(
         db,
         handlers={RETRY_EVENT: notifier.handle_retry, SEND_EVENT: webhooks.handle_send},
-        batch_default=with_webhooks(notifier.handle_batch, webhooks),
+        batch_default=with_webhooks(notifier, webhooks),  # two-phase: see TwoPhaseBatch
     )
 
     def close() -> None:

@@ -10,7 +10,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, exists, func, insert, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Table,
+    Uuid,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -97,19 +111,31 @@ def emit(
     return session.execute(stmt).scalar()
 
 
+def id_in(session: Session, column: Any, ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
+    """``column IN (ids)``: on PostgreSQL ``column = ANY(:ids)`` with one array parameter, so
+    the statement's text is the same for any number of ids (the driver and the server parse
+    it once per connection); an IN list elsewhere."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(
+            "ColumnElement[bool]",
+            column == any_(bindparam(None, list(ids), type_=ARRAY(Uuid()))),
+        )
+    return cast("ColumnElement[bool]", column.in_(list(ids)))
+
+
 def mark_done(session: Session, tenant_id: uuid.UUID, outbox_ids: Sequence[uuid.UUID]) -> None:
     """Mark open (pending or dispatched) outbox rows ``done``, in the caller's transaction."""
     if not outbox_ids:
         return
+    t = _TABLE.c
     session.execute(
-        update(OutboxEvent)
+        update(_TABLE)
         .where(
-            OutboxEvent.tenant_id == tenant_id,
-            OutboxEvent.id.in_(list(outbox_ids)),
-            OutboxEvent.status.in_((OutboxStatus.PENDING.value, OutboxStatus.DISPATCHED.value)),
+            t.tenant_id == tenant_id,
+            id_in(session, t.id, outbox_ids),
+            t.status.in_((OutboxStatus.PENDING.value, OutboxStatus.DISPATCHED.value)),
         )
         .values(status=OutboxStatus.DONE.value, processed_at=utcnow(), last_error=None)
-        .execution_options(synchronize_session=False)
     )
 
 

@@ -6,12 +6,13 @@
    so a redelivered outbox message adds nothing) and a ``webhook.send`` outbox event.
 2. **Send** (:meth:`WebhookDispatcher.handle_send`, the ``webhook.send`` handler): the
    delivery is claimed with a lease (``sending``), signed now (Standard Webhooks headers,
-   :mod:`core.webhooks.signing`) and POSTed through the SSRF-guarded client
-   (:mod:`core.webhooks.urls`). A 2xx is ``sent``. Anything else (another status, a timeout,
-   a connection error) is ``failed`` and tried again through the outbox after an exponential
-   backoff with jitter (30 s, 1 min, 2 min … capped at 1 h by default), until ``max_attempts``:
-   then ``dead``. A refused address is ``dead`` at once. ``dead`` deliveries are listed and
-   replayed through the API.
+   :mod:`core.webhooks.signing`, the platform's one signer) and POSTed through the platform's
+   one webhook client (:class:`core.webhooks.urls.GuardedClients`: SSRF-guarded, a keep-alive
+   client per worker thread, shared with the ``webhook`` notification channel). A 2xx is
+   ``sent``. Anything else (another status, a timeout, a connection error) is ``failed`` and
+   tried again through the outbox after an exponential backoff with jitter (30 s, 1 min,
+   2 min … capped at 1 h by default), until ``max_attempts``: then ``dead``. A refused address
+   is ``dead`` at once. ``dead`` deliveries are listed and replayed through the API.
 
 A worker that dies while sending leaves the delivery ``sending``; when its lease ends the
 ``webhook.send`` event (re-dispatched by the outbox relay) claims and sends it again with the
@@ -25,6 +26,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 import structlog
@@ -37,14 +39,14 @@ from core.cases.models import Case
 from core.db import Database, new_id, utcnow
 from core.orgs.models import OrgUnit
 from core.outbox.backoff import backoff_delay
-from core.outbox.processing import BatchHandler, Defer, EventView
+from core.outbox.processing import BatchHandler, Defer, EventView, PreparedBatch, TwoPhaseBatch
 from core.outbox.services import emit
 from core.tenancy.models import Tenant
 from core.webhooks.events import build_body, matches, public_type
 from core.webhooks.models import WebhookDelivery, WebhookDeliveryStatus, WebhookSubscription
 from core.webhooks.services import SEND_EVENT
 from core.webhooks.signing import signed_headers
-from core.webhooks.urls import AddressRefused, Resolver, guarded_client, resolve
+from core.webhooks.urls import AddressRefused, GuardedClients, Resolver, resolve
 
 log = structlog.get_logger("insurdesk.webhooks")
 
@@ -80,6 +82,8 @@ class WebhookDispatcher:
 
     :param allow_private: deliveries may reach non-public addresses (tests, intranets).
     :param lease: how long a claimed delivery is reserved for the worker sending it.
+    :param clients: the webhook clients to send through (default: new ones, closed by
+        :meth:`close`); the worker shares one set with the notification transports.
     """
 
     def __init__(
@@ -93,20 +97,22 @@ class WebhookDispatcher:
         lease: dt.timedelta = dt.timedelta(seconds=60),
         timeout: float = 10.0,
         resolver: Resolver = resolve,
-        http: httpx.Client | None = None,
+        clients: GuardedClients | None = None,
     ) -> None:
         self.db = db
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.lease = lease
-        self.http = http or guarded_client(
+        self._own_clients = clients is None
+        self.clients = clients or GuardedClients(
             allow_private=allow_private, timeout=timeout, resolver=resolver
         )
 
     def close(self) -> None:
-        """Close the HTTP connections."""
-        self.http.close()
+        """Close the HTTP connections (when this dispatcher made them)."""
+        if self._own_clients:
+            self.clients.close()
 
     # -- 1. fan-out ---------------------------------------------------------------------------
 
@@ -127,75 +133,81 @@ class WebhookDispatcher:
                     results[event.id] = exc
         return results
 
+    def fan_out_in(self, session: Session, events: Sequence[EventView]) -> None:
+        """Record the deliveries of ``events`` (one tenant) in ``session``, the caller's open
+        transaction (the outbox processor's, which read the events); raises on failure."""
+        items = [(e, t) for e in events if (t := public_type(e.event_type)) is not None]
+        if items:
+            self._fan_out_in(session, items[0][0].tenant_id, items)
+
     def _fan_out_tenant(self, tenant_id: uuid.UUID, items: list[tuple[EventView, str]]) -> None:
         with self.db.tenant_transaction(tenant_id) as session:
-            subs = list(
-                session.scalars(
-                    select(WebhookSubscription).where(WebhookSubscription.active.is_(True))
+            self._fan_out_in(session, tenant_id, items)
+
+    def _fan_out_in(
+        self, session: Session, tenant_id: uuid.UUID, items: list[tuple[EventView, str]]
+    ) -> None:
+        subs = list(
+            session.scalars(select(WebhookSubscription).where(WebhookSubscription.active.is_(True)))
+        )
+        if not subs:
+            return
+        tenant = session.get(Tenant, tenant_id)
+        unit_paths = self._unit_paths(session, subs)
+        now = utcnow()
+        values = []
+        for event, name in items:
+            event_path, data = self._about(session, event)
+            for sub in subs:
+                if not matches(sub.event_types, name):
+                    continue
+                if sub.unit_ids and not (
+                    event_path is not None
+                    and any(event_path.startswith(unit_paths.get(u, "\0")) for u in sub.unit_ids)
+                ):
+                    continue
+                values.append(
+                    {
+                        "tenant_id": tenant_id,
+                        "id": new_id(),
+                        "subscription_id": sub.id,
+                        "event_id": event.id,
+                        "event_type": name,
+                        "body": build_body(
+                            event_id=event.id,
+                            event_type=name,
+                            occurred_at=event.created_at,
+                            tenant_slug=tenant.slug if tenant else "",
+                            data=data,
+                        ),
+                        "status": WebhookDeliveryStatus.PENDING.value,
+                        "attempts": 0,
+                        "replays": 0,
+                        "history": [],
+                        "created_at": now,
+                        "updated_at": now,
+                    }
                 )
+        if not values:
+            return
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        created = (
+            session.execute(
+                insert(_TABLE)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["tenant_id", "subscription_id", "event_id"])
+                .returning(_TABLE.c.id)
             )
-            if not subs:
-                return
-            tenant = session.get(Tenant, tenant_id)
-            unit_paths = self._unit_paths(session, subs)
-            now = utcnow()
-            values = []
-            for event, name in items:
-                event_path, data = self._about(session, event)
-                for sub in subs:
-                    if not matches(sub.event_types, name):
-                        continue
-                    if sub.unit_ids and not (
-                        event_path is not None
-                        and any(
-                            event_path.startswith(unit_paths.get(u, "\0")) for u in sub.unit_ids
-                        )
-                    ):
-                        continue
-                    values.append(
-                        {
-                            "tenant_id": tenant_id,
-                            "id": new_id(),
-                            "subscription_id": sub.id,
-                            "event_id": event.id,
-                            "event_type": name,
-                            "body": build_body(
-                                event_id=event.id,
-                                event_type=name,
-                                occurred_at=event.created_at,
-                                tenant_slug=tenant.slug if tenant else "",
-                                data=data,
-                            ),
-                            "status": WebhookDeliveryStatus.PENDING.value,
-                            "attempts": 0,
-                            "replays": 0,
-                            "history": [],
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-            if not values:
-                return
-            insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-            created = (
-                session.execute(
-                    insert(_TABLE)
-                    .values(values)
-                    .on_conflict_do_nothing(
-                        index_elements=["tenant_id", "subscription_id", "event_id"]
-                    )
-                    .returning(_TABLE.c.id)
-                )
-                .scalars()
-                .all()
+            .scalars()
+            .all()
+        )
+        for delivery_id in created:
+            emit(
+                session,
+                SEND_EVENT,
+                {"delivery_id": delivery_id},
+                dedupe_key=f"webhook-send:{delivery_id}:0",
             )
-            for delivery_id in created:
-                emit(
-                    session,
-                    SEND_EVENT,
-                    {"delivery_id": delivery_id},
-                    dedupe_key=f"webhook-send:{delivery_id}:0",
-                )
 
     @staticmethod
     def _unit_paths(session: Session, subs: Sequence[WebhookSubscription]) -> dict[str, str]:
@@ -295,15 +307,15 @@ class WebhookDispatcher:
         headers["content-type"] = "application/json"
         started = time.monotonic()
         try:
-            response = self.http.post(claim.url, content=claim.body, headers=headers)
+            status = self.clients.post(claim.url, content=claim.body, headers=headers)
         except AddressRefused as exc:
             return _Result(None, str(exc), True, _ms(started))
         except httpx.HTTPError as exc:
             return _Result(None, f"{type(exc).__name__}: {exc}"[:500], False, _ms(started))
         ms = _ms(started)
-        if 200 <= response.status_code < 300:
-            return _Result(response.status_code, None, False, ms)
-        return _Result(response.status_code, f"HTTP {response.status_code}", False, ms)
+        if 200 <= status < 300:
+            return _Result(status, None, False, ms)
+        return _Result(status, f"HTTP {status}", False, ms)
 
     def _record(self, tenant_id: uuid.UUID, claim: _Claim, result: _Result) -> None:
         now = utcnow()
@@ -357,21 +369,47 @@ class WebhookDispatcher:
             )
 
 
-def with_webhooks(batch: BatchHandler, dispatcher: WebhookDispatcher) -> BatchHandler:
-    """A batch handler that fans events out to webhook subscriptions, then calls ``batch``.
+class _WithWebhooks:
+    """A batch handler that fans events out to webhook subscriptions, then hands them on.
 
-    An event whose fan-out failed is not passed on; it is retried as a whole (both steps are
-    idempotent, so nothing is sent twice).
+    Called with a message's events, it fans out (own transaction) then calls the inner
+    handler; an event whose fan-out failed is not passed on and is retried as a whole (both
+    steps are idempotent, so nothing is sent twice). Given a two-phase inner handler (the
+    notifier), it is two-phase too: the fan-out and the inner preparation run in the
+    transaction that read the events, and a failure of either retries the batch.
     """
 
-    def handle(events: Sequence[EventView]) -> Mapping[uuid.UUID, Exception | None]:
-        failed = {k: v for k, v in dispatcher.fan_out(events).items() if v is not None}
+    def __init__(self, batch: BatchHandler | TwoPhaseBatch, dispatcher: WebhookDispatcher) -> None:
+        self.batch = batch
+        self.dispatcher = dispatcher
+        if isinstance(batch, TwoPhaseBatch):
+            self.prepare = self._prepare
+
+    def __call__(self, events: Sequence[EventView]) -> Mapping[uuid.UUID, Exception | None]:
+        failed = {k: v for k, v in self.dispatcher.fan_out(events).items() if v is not None}
         rest = [e for e in events if e.id not in failed]
-        results: dict[uuid.UUID, Exception | None] = dict(batch(rest)) if rest else {}
+        results: dict[uuid.UUID, Exception | None] = {}
+        if rest:
+            if isinstance(self.batch, TwoPhaseBatch):
+                with self.dispatcher.db.tenant_transaction(rest[0].tenant_id) as session:
+                    prepared = self.batch.prepare(session, rest)
+                results.update(prepared.finish())
+            else:
+                results.update(self.batch(rest))
         results.update(failed)
         return results
 
-    return handle
+    def _prepare(self, session: Session, events: Sequence[EventView]) -> PreparedBatch:
+        self.dispatcher.fan_out_in(session, events)
+        return cast(TwoPhaseBatch, self.batch).prepare(session, events)
+
+
+def with_webhooks(
+    batch: BatchHandler | TwoPhaseBatch, dispatcher: WebhookDispatcher
+) -> BatchHandler:
+    """``batch`` with the fan-out to webhook subscriptions first (see :class:`_WithWebhooks`;
+    the result is also a :class:`~core.outbox.processing.TwoPhaseBatch` when ``batch`` is)."""
+    return _WithWebhooks(batch, dispatcher)
 
 
 def _ms(started: float) -> int:

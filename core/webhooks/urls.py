@@ -22,7 +22,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import httpcore
@@ -132,31 +133,122 @@ class GuardedBackend(httpcore.SyncBackend):
         raise error
 
 
-def guarded_client(
-    *, allow_private: bool, timeout: float = 10.0, resolver: Resolver = resolve
-) -> httpx.Client:
-    """An HTTP client for webhook deliveries: no redirects, no proxies from the environment,
-    and every connection through :class:`GuardedBackend`."""
-    transport = httpx.HTTPTransport(retries=0)
-    transport._pool = httpcore.ConnectionPool(  # the same pool httpx builds, guarded
+USER_AGENT = "insurdesk-webhooks/1"
+
+
+def _guarded_pool(*, allow_private: bool, resolver: Resolver) -> httpcore.ConnectionPool:
+    """The connection pool of a webhook client: TLS verified, keep-alive, guarded backend."""
+    return httpcore.ConnectionPool(
         ssl_context=ssl.create_default_context(),
         max_connections=64,
         max_keepalive_connections=16,
         keepalive_expiry=30.0,
         network_backend=GuardedBackend(allow_private=allow_private, resolver=resolver),
     )
+
+
+def guarded_client(
+    *, allow_private: bool, timeout: float = 10.0, resolver: Resolver = resolve
+) -> httpx.Client:
+    """An HTTP client for webhook deliveries: no redirects, no proxies from the environment,
+    and every connection through :class:`GuardedBackend`."""
+    transport = httpx.HTTPTransport(retries=0)
+    # the same pool httpx builds, guarded
+    transport._pool = _guarded_pool(allow_private=allow_private, resolver=resolver)
     return httpx.Client(
         transport=transport,
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
-        headers={"user-agent": "insurdesk-webhooks/1"},
+        headers={"user-agent": USER_AGENT},
     )
+
+
+_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
+    httpcore.ConnectTimeout: httpx.ConnectTimeout,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.ConnectError: httpx.ConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    httpcore.ProxyError: httpx.ProxyError,
+}
+_CAUGHT = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+)
+
+
+class GuardedClients:
+    """The platform's one way to POST to a webhook: a guarded keep-alive pool per thread.
+
+    Both webhook paths send through it — the ``webhook`` notification channel
+    (:mod:`core.notifications.transports`) and integrators' subscriptions
+    (:mod:`core.webhooks.delivery`) — so one SSRF rule set applies to every tenant-chosen URL:
+    the same :class:`GuardedBackend` as :func:`guarded_client`, no redirects, no proxies. Each
+    worker thread keeps its own connection pool (no pool lock shared by the threads), and a
+    receiver sees a few long-lived connections instead of one per message. Requests go to the
+    pool directly (``httpcore``, the engine under ``httpx``): a webhook POST needs none of the
+    client layer's cookies, auth, redirects or response decoding, which cost as much CPU as
+    the HTTP exchange itself.
+    """
+
+    def __init__(
+        self, *, allow_private: bool, timeout: float = 10.0, resolver: Resolver = resolve
+    ) -> None:
+        self.allow_private = allow_private
+        self.resolver = resolver
+        self._timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        self._local = threading.local()
+        self._all: list[httpcore.ConnectionPool] = []
+        self._lock = threading.Lock()
+
+    def _pool(self) -> httpcore.ConnectionPool:
+        found: httpcore.ConnectionPool | None = getattr(self._local, "pool", None)
+        if found is None:
+            found = _guarded_pool(allow_private=self.allow_private, resolver=self.resolver)
+            self._local.pool = found
+            with self._lock:
+                self._all.append(found)
+        return found
+
+    def post(self, url: str, *, content: bytes, headers: Mapping[str, str]) -> int:
+        """POST ``content`` to ``url``; returns the response's status code (the body is read
+        and dropped, so the connection can be reused).
+
+        :raises AddressRefused: the host resolves to an address that is not allowed.
+        :raises httpx.TransportError: the request failed (connection, timeout, protocol).
+        """
+        sent = [("user-agent", USER_AGENT), *headers.items()]
+        try:
+            answer = self._pool().request(
+                "POST", url, headers=sent, content=content, extensions={"timeout": self._timeouts}
+            )
+        except _CAUGHT as exc:
+            kind = next((v for k, v in _ERRORS.items() if isinstance(exc, k)), None)
+            raise (kind or httpx.TransportError)(str(exc) or type(exc).__name__) from exc
+        return int(answer.status)
+
+    def close(self) -> None:
+        """Close every thread's connections."""
+        with self._lock:
+            pools, self._all = self._all, []
+        for pool in pools:
+            pool.close()
+        self._local = threading.local()
 
 
 __all__ = [
     "AddressRefused",
     "GuardedBackend",
+    "GuardedClients",
     "allowed_addresses",
     "check_url",
     "guarded_client",

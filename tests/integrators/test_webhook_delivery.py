@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -316,13 +315,11 @@ def _admin_access(world: TenantWorld) -> Access:
     return Access(principal, [Grant(world.units["group"].path, principal.scopes)])
 
 
-def test_http_errors_are_retryable_not_permanent(bg_db: Database) -> None:
-    dispatcher = WebhookDispatcher(
-        bg_db,
-        allow_private=True,
-        http=httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(410))),
-    )
+def test_http_errors_are_retryable_not_permanent(bg_db: Database, receiver: Receiver) -> None:
+    dispatcher = WebhookDispatcher(bg_db, allow_private=True)
+    receiver.statuses = [410]  # a real receiver answering 410 Gone
     from core.webhooks.delivery import _Claim
 
-    result = dispatcher._post(_Claim(new_id(), 1, "http://x.example/", b"{}", (generate_secret(),)))
+    result = dispatcher._post(_Claim(new_id(), 1, receiver.url, b"{}", (generate_secret(),)))
     assert result.status_code == 410 and not result.permanent and not result.ok
+    dispatcher.close()

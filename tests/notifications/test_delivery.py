@@ -149,6 +149,23 @@ def test_a_permanent_refusal_is_dead_at_once(
     assert retry_events(bg_db, world) == []
 
 
+def test_a_channel_webhook_to_a_private_address_is_refused_when_connecting(
+    bg_db: Database, world: TenantWorld, webhooks: WebhookSink
+) -> None:
+    # The receiver listens on 127.0.0.1: with production rules the guarded client refuses it
+    # at connection time (the same guard as integrators' webhooks), permanently.
+    n = Notifier(
+        bg_db, Planner(local_channels(None, webhooks)), Transports(allow_private_networks=False)
+    )
+    event = new_event(bg_db, world)
+    n.handle_event(event)
+    (row,) = deliveries(bg_db, world, event.id)
+    assert (row.status, row.attempts) == ("dead", 1)
+    assert "non-public address" in (row.last_error or "")
+    assert webhooks.received == []
+    assert retry_events(bg_db, world) == []
+
+
 def test_a_delivery_held_by_a_dead_worker_is_sent_after_its_lease_with_the_same_id(
     bg_db: Database, world: TenantWorld, webhooks: WebhookSink
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select
 
 from core.db import Database
@@ -29,6 +31,8 @@ def test_a_case_event_is_delivered_once_per_recipient_and_channel(
         wait_until(lambda: len(smtp.messages) == 2 and len(webhooks.of("case.created")) == 1)
         with bg_db.tenant_session(world.id) as session:
             wait_until(lambda: must_get(session, OutboxEvent, world.id, event_id).status == "done")
+        time.sleep(0.5)  # a second copy of anything would arrive now
+    assert len(smtp.messages) == 2 and len(webhooks.of("case.created")) == 1  # none twice
     with bg_db.tenant_session(world.id) as session:
         rows = session.scalars(select(Delivery).where(Delivery.outbox_id == event_id)).all()
     assert sorted((r.audience, r.channel, r.status) for r in rows) == [
