@@ -57,31 +57,57 @@ def populate(
         tenant = provision_tenant(db, slug=f"bench-{run}-{i:04d}", name=f"Bench {i}")
         with db.tenant_transaction(tenant.id) as s:
             group = create_unit(s, code="G", name="集团", kind=UnitKind.GROUP, parent_id=None)
-            company = create_unit(s, code="C", name="公司", kind=UnitKind.COMPANY,
-                                  parent_id=group.id)
-            branch = create_unit(s, code="B", name="分公司", kind=UnitKind.BRANCH,
-                                 parent_id=company.id)
-            services.apply_config(s, registry, plugin="group_policy", unit=group, enabled=True,
-                                  settings={"complaint_decision_days": 1 + i % 15},
-                                  actor=ACTOR)
-            services.apply_config(s, registry, plugin="branch_policy", unit=branch,
-                                  enabled=True, actor=ACTOR, settings={
-                                      "visit_quotas": [{"kind": "periodic",
-                                                        "population": "customers",
-                                                        "share": round(0.05 + (i % 10) / 20, 2),
-                                                        "minimum_per_month": i % 30}],
-                                      "extra_closed_days": [f"2026-0{1 + i % 9}-1{i % 10}"],
-                                  })
+            company = create_unit(
+                s, code="C", name="公司", kind=UnitKind.COMPANY, parent_id=group.id
+            )
+            branch = create_unit(
+                s, code="B", name="分公司", kind=UnitKind.BRANCH, parent_id=company.id
+            )
+            services.apply_config(
+                s,
+                registry,
+                plugin="group_policy",
+                unit=group,
+                enabled=True,
+                settings={"complaint_decision_days": 1 + i % 15},
+                actor=ACTOR,
+            )
+            services.apply_config(
+                s,
+                registry,
+                plugin="branch_policy",
+                unit=branch,
+                enabled=True,
+                actor=ACTOR,
+                settings={
+                    "visit_quotas": [
+                        {
+                            "kind": "periodic",
+                            "population": "customers",
+                            "share": round(0.05 + (i % 10) / 20, 2),
+                            "minimum_per_month": i % 30,
+                        }
+                    ],
+                    "extra_closed_days": [f"2026-0{1 + i % 9}-1{i % 10}"],
+                },
+            )
             if i % 3 == 0:
-                services.apply_config(s, registry, plugin="agency_policy", unit=company,
-                                      enabled=True, actor=ACTOR,
-                                      settings={"complaint_decision_days": 5 + i % 10})
+                services.apply_config(
+                    s,
+                    registry,
+                    plugin="agency_policy",
+                    unit=company,
+                    enabled=True,
+                    actor=ACTOR,
+                    settings={"complaint_decision_days": 5 + i % 10},
+                )
             tenants.append((tenant.id, [group.path, company.path, branch.path]))
     return tenants
 
 
-def measure(host: PluginHost, tenants: list[tuple[uuid.UUID, list[str]]], requests: int,
-            seed: int = 7) -> tuple[float, float]:
+def measure(
+    host: PluginHost, tenants: list[tuple[uuid.UUID, list[str]]], requests: int, seed: int = 7
+) -> tuple[float, float]:
     """Median and p99 (ns) of resolving plugins + settings for one request, cached."""
     for tenant_id, paths in tenants:  # warm every tenant and unit
         for path in paths:
@@ -134,8 +160,10 @@ def main() -> int:
         listening = PluginHost(registry, db, listen=False)
         listening._recheck = None  # trusted until told otherwise, as with LISTEN/NOTIFY
         default = PluginHost(registry, db).start()
-        print(f"backend {db.engine.dialect.name}; {counts[-1]} tenants provisioned with "
-              f"different plugin settings in {setup:.1f} s; {args.requests} requests per row")
+        print(
+            f"backend {db.engine.dialect.name}; {counts[-1]} tenants provisioned with "
+            f"different plugin settings in {setup:.1f} s; {args.requests} requests per row"
+        )
         print(f"{'tenants':>8} {'host':>10} {'median µs':>10} {'p99 µs':>8}")
         medians: dict[str, list[float]] = {"listening": [], "default": []}
         try:
@@ -144,15 +172,15 @@ def main() -> int:
                     median, p99 = measure(host, tenants[:count], args.requests)
                     medians[name].append(median)
                     print(f"{count:>8} {name:>10} {median / 1000:>10.2f} {p99 / 1000:>8.2f}")
-            print(f"cold first resolution of a tenant (database read + merge): "
-                  f"median {cold(listening, tenants) / 1000:.0f} µs")
+            print(
+                f"cold first resolution of a tenant (database read + merge): "
+                f"median {cold(listening, tenants) / 1000:.0f} µs"
+            )
         finally:
             listening.close()
             default.close()
             db.dispose()
-    ok = all(
-        max(m) < BUDGET_NS and max(m) - min(m) < BUDGET_NS / 10 for m in medians.values()
-    )
+    ok = all(max(m) < BUDGET_NS and max(m) - min(m) < BUDGET_NS / 10 for m in medians.values())
     print("OK: under 50 µs and flat" if ok else "FAIL: over budget or not flat")
     return 0 if ok else 1
 

@@ -41,7 +41,10 @@ SCHEMA: dict[str, Any] = {
         "satisfaction_survey_after_close": {"type": "boolean", "default": True},
         "survey_within_days": {"type": "integer", "minimum": 1, "maximum": 30, "default": 7},
         "complaint_decision_days": {
-            "type": "integer", "minimum": 1, "maximum": 15, "default": 10,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 15,
+            "default": 10,
             "description": "投诉处理决定期限（自然日），快于法定15日",
         },
         "claim_contact_hours": {"type": "integer", "minimum": 1, "maximum": 72, "default": 24},
@@ -82,17 +85,29 @@ def insurdesk_deadline_rules(
     if trigger != "received":
         return []
     if case.is_complaint:
-        return [DeadlineRule(
-            clock="complaint.decision", amount=settings["complaint_decision_days"],
-            unit="natural_days", citation=f"{SOURCE}/3", source=NAME, statutory=False,
-            description="客户至上：快于法定时限答复投诉",
-        )]
+        return [
+            DeadlineRule(
+                clock="complaint.decision",
+                amount=settings["complaint_decision_days"],
+                unit="natural_days",
+                citation=f"{SOURCE}/3",
+                source=NAME,
+                statutory=False,
+                description="客户至上：快于法定时限答复投诉",
+            )
+        ]
     if case.case_type == "claim_report":
-        return [DeadlineRule(
-            clock="claim.first_contact", amount=settings["claim_contact_hours"], unit="hours",
-            citation=f"{SOURCE}/5", source=NAME, statutory=False,
-            description="协助客户办理理赔手续，跟踪理赔进度",
-        )]
+        return [
+            DeadlineRule(
+                clock="claim.first_contact",
+                amount=settings["claim_contact_hours"],
+                unit="hours",
+                citation=f"{SOURCE}/5",
+                source=NAME,
+                statutory=False,
+                description="协助客户办理理赔手续，跟踪理赔进度",
+            )
+        ]
     return []
 
 
@@ -105,25 +120,37 @@ def insurdesk_case_transitioned(
         return []
     follow_ups = []
     if settings["satisfaction_survey_after_close"]:
-        follow_ups.append(FollowUp(
-            kind="satisfaction_survey",
-            due=DeadlineRule(
-                clock="survey.after_close", amount=settings["survey_within_days"],
-                unit="natural_days", citation=f"{SOURCE}/5", source=NAME, statutory=False,
-            ),
-            note="了解客户满意度，收集客户意见",
-            citation=f"{SOURCE}/5",
-        ))
+        follow_ups.append(
+            FollowUp(
+                kind="satisfaction_survey",
+                due=DeadlineRule(
+                    clock="survey.after_close",
+                    amount=settings["survey_within_days"],
+                    unit="natural_days",
+                    citation=f"{SOURCE}/5",
+                    source=NAME,
+                    statutory=False,
+                ),
+                note="了解客户满意度，收集客户意见",
+                citation=f"{SOURCE}/5",
+            )
+        )
     if case.case_type == "claim_report" and settings["callback_after_claim"]:
-        follow_ups.append(FollowUp(
-            kind="callback_visit",
-            due=DeadlineRule(
-                clock="callback.after_claim", amount=settings["callback_within_days"],
-                unit="natural_days", citation=f"{SOURCE}/5", source=NAME, statutory=False,
-            ),
-            note="理赔结案后回访",
-            citation=f"{SOURCE}/5",
-        ))
+        follow_ups.append(
+            FollowUp(
+                kind="callback_visit",
+                due=DeadlineRule(
+                    clock="callback.after_claim",
+                    amount=settings["callback_within_days"],
+                    unit="natural_days",
+                    citation=f"{SOURCE}/5",
+                    source=NAME,
+                    statutory=False,
+                ),
+                note="理赔结案后回访",
+                citation=f"{SOURCE}/5",
+            )
+        )
     return follow_ups
 
 
@@ -134,18 +161,33 @@ def insurdesk_visit_quotas(
     """Every sale and every paid claim is visited."""
     quotas = []
     if settings["callback_after_sale"]:
-        quotas.append(VisitQuota(
-            kind="after_sale", population="new_policies", share=1.0, sampling="all",
-            citation=f"{SOURCE}/5",
-        ))
+        quotas.append(
+            VisitQuota(
+                kind="after_sale",
+                population="new_policies",
+                share=1.0,
+                sampling="all",
+                citation=f"{SOURCE}/5",
+            )
+        )
     if settings["callback_after_claim"]:
-        quotas.append(VisitQuota(
-            kind="after_claim", population="paid_claims", share=1.0, sampling="all",
-            citation=f"{SOURCE}/5",
-        ))
+        quotas.append(
+            VisitQuota(
+                kind="after_claim",
+                population="paid_claims",
+                share=1.0,
+                sampling="all",
+                citation=f"{SOURCE}/5",
+            )
+        )
     if settings["satisfaction_survey_after_close"]:
-        quotas.append(VisitQuota(
-            kind="satisfaction_survey", population="closed_cases", share=1.0, sampling="all",
-            citation=f"{SOURCE}/5",
-        ))
+        quotas.append(
+            VisitQuota(
+                kind="satisfaction_survey",
+                population="closed_cases",
+                share=1.0,
+                sampling="all",
+                citation=f"{SOURCE}/5",
+            )
+        )
     return quotas

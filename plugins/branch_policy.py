@@ -48,8 +48,13 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "kind": {"type": "string", "minLength": 1, "maxLength": 64},
                     "population": {
-                        "enum": ["new_policies", "closed_complaints", "paid_claims",
-                                 "closed_cases", "customers"],
+                        "enum": [
+                            "new_policies",
+                            "closed_complaints",
+                            "paid_claims",
+                            "closed_cases",
+                            "customers",
+                        ],
                     },
                     "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "minimum_per_month": {"type": "integer", "minimum": 0, "default": 0},
@@ -67,25 +72,34 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "extra_closed_days": {
-            "type": "array", "items": {"type": "string", "format": "date"}, "default": [],
+            "type": "array",
+            "items": {"type": "string", "format": "date"},
+            "default": [],
             "uniqueItems": True,
         },
         "extra_working_days": {
-            "type": "array", "items": {"type": "string", "format": "date"}, "default": [],
+            "type": "array",
+            "items": {"type": "string", "format": "date"},
+            "default": [],
             "uniqueItems": True,
         },
         "reminder_fraction": {
-            "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
             "description": "时限提醒点 / remind the handler when this share of each deadline "
             "clock's time is used (0.5: at half time; platform default 0.8; with several "
             "policies the earliest reminder wins)",
         },
         "escalation_contacts": {
-            "type": "array", "items": {"type": "string", "minLength": 3, "maxLength": 254},
+            "type": "array",
+            "items": {"type": "string", "minLength": 3, "maxLength": 254},
             "default": [],
         },
         "escalate_on": {
-            "type": "array", "items": {"enum": ["near", "breach"]}, "uniqueItems": True,
+            "type": "array",
+            "items": {"enum": ["near", "breach"]},
+            "uniqueItems": True,
             "default": ["near", "breach"],
         },
     },
@@ -159,17 +173,18 @@ def _escalate(settings: Mapping[str, Any], when: str, clock: ClockState) -> list
     contacts = tuple(settings["escalation_contacts"])
     if not contacts or when not in settings["escalate_on"]:
         return []
-    return [FollowUp(
-        kind="escalation", recipients=contacts,
-        note=f"{clock.clock} {'即将到期' if when == 'near' else '已超时'}（分支机构联系人）",
-        citation=CITATION,
-    )]
+    return [
+        FollowUp(
+            kind="escalation",
+            recipients=contacts,
+            note=f"{clock.clock} {'即将到期' if when == 'near' else '已超时'}（分支机构联系人）",
+            citation=CITATION,
+        )
+    ]
 
 
 @hookimpl
-def insurdesk_deadline_approached(
-    clock: ClockState, settings: Mapping[str, Any]
-) -> list[FollowUp]:
+def insurdesk_deadline_approached(clock: ClockState, settings: Mapping[str, Any]) -> list[FollowUp]:
     """Tell the branch's contacts that a clock is near its due."""
     return _escalate(settings, "near", clock)
 

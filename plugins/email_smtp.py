@@ -73,13 +73,15 @@ class EmailChannel:
                 mail["Reply-To"] = self.settings["reply_to"]
             mail["X-Insurdesk-Notification"] = message.id
             mail.set_content(message.body, charset="utf-8")
-            out.append(OutboundMessage(
-                channel=self.name,
-                destination=f"mailto:{recipient}",
-                headers={"Message-ID": mail["Message-ID"]},
-                body=mail.as_bytes(),
-                content_type="message/rfc822",
-            ))
+            out.append(
+                OutboundMessage(
+                    channel=self.name,
+                    destination=f"mailto:{recipient}",
+                    headers={"Message-ID": mail["Message-ID"]},
+                    body=mail.as_bytes(),
+                    content_type="message/rfc822",
+                )
+            )
         return out
 
 

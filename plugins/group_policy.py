@@ -36,19 +36,26 @@ SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "policy_reference": {
-            "type": "string", "maxLength": 200, "default": "集团客户服务管理办法",
+            "type": "string",
+            "maxLength": 200,
+            "default": "集团客户服务管理办法",
             "description": "The group document these rules come from (cited on every rule).",
         },
         "complaint_decision_days": {
-            "type": "integer", "minimum": 1, "maximum": 60,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 60,
             "description": "投诉处理决定期限 / days to decide a complaint (law: 15 natural days; "
             "a longer value is ignored with a warning)",
         },
         "complaint_decision_unit": {
-            "enum": ["natural_days", "working_days"], "default": "natural_days",
+            "enum": ["natural_days", "working_days"],
+            "default": "natural_days",
         },
         "reminder_fraction": {
-            "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
             "description": "时限提醒点 / remind the handler when this share of each deadline "
             "clock's time is used (0.5: at half time; platform default 0.8; with several "
             "policies the earliest reminder wins)",
@@ -67,7 +74,9 @@ SCHEMA: dict[str, Any] = {
             "description": "集团客服处 / the group's customer-service division",
         },
         "escalate_on": {
-            "type": "array", "items": {"enum": ["near", "breach"]}, "uniqueItems": True,
+            "type": "array",
+            "items": {"enum": ["near", "breach"]},
+            "uniqueItems": True,
             "default": ["breach"],
         },
     },
@@ -107,11 +116,17 @@ def insurdesk_deadline_rules(
     days = settings.get("complaint_decision_days")
     if trigger != "received" or not case.is_complaint or days is None:
         return []
-    return [DeadlineRule(
-        clock="complaint.decision", amount=days, unit=settings["complaint_decision_unit"],
-        citation=settings["policy_reference"], source=NAME, statutory=False,
-        description="集团投诉处理时限",
-    )]
+    return [
+        DeadlineRule(
+            clock="complaint.decision",
+            amount=days,
+            unit=settings["complaint_decision_unit"],
+            citation=settings["policy_reference"],
+            source=NAME,
+            statutory=False,
+            description="集团投诉处理时限",
+        )
+    ]
 
 
 @hookimpl
@@ -123,16 +138,22 @@ def insurdesk_case_transitioned(
         return []
     if not settings["mandatory_complaint_callback"]:
         return []
-    return [FollowUp(
-        kind="callback_visit",
-        due=DeadlineRule(
-            clock="callback.after_complaint", amount=settings["complaint_callback_days"],
-            unit="natural_days", citation=settings["policy_reference"], source=NAME,
-            statutory=False, description="集团要求：投诉必回访",
-        ),
-        note="集团要求投诉办结后必须回访",
-        citation=settings["policy_reference"],
-    )]
+    return [
+        FollowUp(
+            kind="callback_visit",
+            due=DeadlineRule(
+                clock="callback.after_complaint",
+                amount=settings["complaint_callback_days"],
+                unit="natural_days",
+                citation=settings["policy_reference"],
+                source=NAME,
+                statutory=False,
+                description="集团要求：投诉必回访",
+            ),
+            note="集团要求投诉办结后必须回访",
+            citation=settings["policy_reference"],
+        )
+    ]
 
 
 @hookimpl
@@ -142,10 +163,15 @@ def insurdesk_visit_quotas(
     """Every closed complaint is visited."""
     if not settings["mandatory_complaint_callback"]:
         return []
-    return [VisitQuota(
-        kind="after_complaint", population="closed_complaints", share=1.0, sampling="all",
-        citation=settings["policy_reference"],
-    )]
+    return [
+        VisitQuota(
+            kind="after_complaint",
+            population="closed_complaints",
+            share=1.0,
+            sampling="all",
+            citation=settings["policy_reference"],
+        )
+    ]
 
 
 def _escalate(settings: Mapping[str, Any], when: str, clock: ClockState) -> list[FollowUp]:
@@ -153,20 +179,20 @@ def _escalate(settings: Mapping[str, Any], when: str, clock: ClockState) -> list
     if not escalation or when not in settings["escalate_on"]:
         return []
     recipients = tuple(v for v in (escalation.get("email"), escalation.get("phone")) if v)
-    return [FollowUp(
-        kind="escalation",
-        recipients=recipients,
-        channel="email" if escalation.get("email") else None,
-        note=f"{clock.clock} {'即将到期' if when == 'near' else '已超时'}，"
-        f"上报{escalation['division']}",
-        citation=settings["policy_reference"],
-    )]
+    return [
+        FollowUp(
+            kind="escalation",
+            recipients=recipients,
+            channel="email" if escalation.get("email") else None,
+            note=f"{clock.clock} {'即将到期' if when == 'near' else '已超时'}，"
+            f"上报{escalation['division']}",
+            citation=settings["policy_reference"],
+        )
+    ]
 
 
 @hookimpl
-def insurdesk_deadline_approached(
-    clock: ClockState, settings: Mapping[str, Any]
-) -> list[FollowUp]:
+def insurdesk_deadline_approached(clock: ClockState, settings: Mapping[str, Any]) -> list[FollowUp]:
     """Escalate to the group's division when ``escalate_on`` includes ``near``."""
     return _escalate(settings, "near", clock)
 

@@ -43,28 +43,40 @@ SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "missing_materials_notice_working_days": {
-            "type": "integer", "minimum": 1, "maximum": 5, "default": 5,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 5,
+            "default": 5,
             "description": "投诉材料不完整的，自收到材料之日起N个工作日内通知投诉人补充"
             " (第十二条: 5)",
         },
         "callback_after_closed_complaint": {
-            "type": "boolean", "default": True,
+            "type": "boolean",
+            "default": True,
             "description": "投诉办结后回访 / a callback visit after every closed complaint",
         },
         "callback_within_working_days": {
-            "type": "integer", "minimum": 1, "maximum": 30, "default": 5,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 30,
+            "default": 5,
             "description": "回访期限（工作日）/ working days to make the callback",
         },
         "inspection_interval_months": {
-            "type": "integer", "minimum": 1, "maximum": 6, "default": 6,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 6,
+            "default": 6,
             "description": "定期检查周期（月），不少于半年一次 (质检办法 第九条)",
         },
         "adhoc_inspection_after_complaint": {
-            "type": "boolean", "default": True,
+            "type": "boolean",
+            "default": True,
             "description": "接到消费者投诉后进行临时检查 (质检办法 第十条)",
         },
         "life_complaint_answer_10_working_days": {
-            "type": "boolean", "default": False,
+            "type": "boolean",
+            "default": False,
             "description": "人身保险投诉自受理之日起10个工作日内答复 (2010 服务规定 第二十九条)",
         },
     },
@@ -85,18 +97,42 @@ INFO = PluginInfo(
 )
 
 RUBRIC: tuple[tuple[str, str, str, int, str], ...] = (
-    ("courtesy", "专业礼仪：仪态、自我介绍、礼貌用语", "Courtesy and professional manner", 15,
-     f"{STAFF}/I"),
-    ("knowledge", "专业知识和技能：产品解释准确、解答清晰", "Product knowledge", 20,
-     f"{STAFF}/II"),
-    ("timeliness", "处理及时性、结果明确性", "Timely handling and a clear result", 25,
-     f"{RULES}/9"),
-    ("follow_up", "客户关系管理：及时回复、跟进至解决", "Follow-up until solved", 15,
-     f"{STAFF}/III"),
-    ("information_security", "信息安全：客户信息保密、数据安全", "Information security", 15,
-     f"{INSPECTIONS}/6"),
-    ("technical_support", "技术支持：系统运行、故障处理", "Technical support", 10,
-     f"{INSPECTIONS}/6"),
+    (
+        "courtesy",
+        "专业礼仪：仪态、自我介绍、礼貌用语",
+        "Courtesy and professional manner",
+        15,
+        f"{STAFF}/I",
+    ),
+    ("knowledge", "专业知识和技能：产品解释准确、解答清晰", "Product knowledge", 20, f"{STAFF}/II"),
+    (
+        "timeliness",
+        "处理及时性、结果明确性",
+        "Timely handling and a clear result",
+        25,
+        f"{RULES}/9",
+    ),
+    (
+        "follow_up",
+        "客户关系管理：及时回复、跟进至解决",
+        "Follow-up until solved",
+        15,
+        f"{STAFF}/III",
+    ),
+    (
+        "information_security",
+        "信息安全：客户信息保密、数据安全",
+        "Information security",
+        15,
+        f"{INSPECTIONS}/6",
+    ),
+    (
+        "technical_support",
+        "技术支持：系统运行、故障处理",
+        "Technical support",
+        10,
+        f"{INSPECTIONS}/6",
+    ),
 )
 
 
@@ -156,16 +192,21 @@ def insurdesk_case_created(case: CaseFacts, settings: Mapping[str, Any]) -> list
     """An ad-hoc inspection after a complaint; a written report for regulator transfers."""
     follow_ups = []
     if case.is_complaint and settings["adhoc_inspection_after_complaint"]:
-        follow_ups.append(FollowUp(
-            kind="adhoc_inspection", note="接到消费者投诉后进行临时检查，跟踪问题整改情况",
-            citation=f"{INSPECTIONS}/10",
-        ))
+        follow_ups.append(
+            FollowUp(
+                kind="adhoc_inspection",
+                note="接到消费者投诉后进行临时检查，跟踪问题整改情况",
+                citation=f"{INSPECTIONS}/10",
+            )
+        )
     if case.channel == "regulator" or "regulator_transferred" in case.complexity:
-        follow_ups.append(FollowUp(
-            kind="regulator_report",
-            note="受理监管单位转办的投诉案件时，按照转办单位的要求予以书面报告",
-            citation=f"{RULES}/13",
-        ))
+        follow_ups.append(
+            FollowUp(
+                kind="regulator_report",
+                note="受理监管单位转办的投诉案件时，按照转办单位的要求予以书面报告",
+                citation=f"{RULES}/13",
+            )
+        )
     return follow_ups
 
 
@@ -178,16 +219,22 @@ def insurdesk_case_transitioned(
         return []
     if not settings["callback_after_closed_complaint"]:
         return []
-    return [FollowUp(
-        kind="callback_visit",
-        due=DeadlineRule(
-            clock="callback.after_complaint", amount=settings["callback_within_working_days"],
-            unit="working_days", citation=f"{RULES}/5", source=NAME, statutory=False,
-            description="投诉办结后回访",
-        ),
-        note="投诉办结回访：确认处理结果与满意度",
-        citation=f"{RULES}/5",
-    )]
+    return [
+        FollowUp(
+            kind="callback_visit",
+            due=DeadlineRule(
+                clock="callback.after_complaint",
+                amount=settings["callback_within_working_days"],
+                unit="working_days",
+                citation=f"{RULES}/5",
+                source=NAME,
+                statutory=False,
+                description="投诉办结后回访",
+            ),
+            note="投诉办结回访：确认处理结果与满意度",
+            citation=f"{RULES}/5",
+        )
+    ]
 
 
 @hookimpl
@@ -197,10 +244,15 @@ def insurdesk_visit_quotas(
     """Every closed complaint is visited (when the callback rule is on)."""
     if not settings["callback_after_closed_complaint"]:
         return []
-    return [VisitQuota(
-        kind="after_complaint", population="closed_complaints", share=1.0, sampling="all",
-        citation=f"{RULES}/5",
-    )]
+    return [
+        VisitQuota(
+            kind="after_complaint",
+            population="closed_complaints",
+            share=1.0,
+            sampling="all",
+            citation=f"{RULES}/5",
+        )
+    ]
 
 
 @hookimpl

@@ -76,66 +76,125 @@ def rules_2020(case: CaseFacts, trigger: str) -> list[DeadlineRule]:
     life = _individual_personal(case)
     if trigger == "received":
         if case.is_complaint:
-            rules.append(_rule(
-                "complaint.decision", 15, "natural_days", "2020-complaints/18",
-                "自收到消费投诉之日起15日内作出处理决定并告知投诉人",
-            ))
+            rules.append(
+                _rule(
+                    "complaint.decision",
+                    15,
+                    "natural_days",
+                    "2020-complaints/18",
+                    "自收到消费投诉之日起15日内作出处理决定并告知投诉人",
+                )
+            )
         if case.case_type == "claim_report":
             if life and "complex" not in case.complexity:
-                rules.append(_rule(
-                    "claim.decision", 5, "working_days", "2010-life-service/23",
-                    "收到赔偿或者给付保险金的请求后，应当在5个工作日内作出核定",
-                ))
+                rules.append(
+                    _rule(
+                        "claim.decision",
+                        5,
+                        "working_days",
+                        "2010-life-service/23",
+                        "收到赔偿或者给付保险金的请求后，应当在5个工作日内作出核定",
+                    )
+                )
             else:
-                rules.append(_rule(
-                    "claim.decision", 30, "natural_days",
-                    "2010-life-service/23" if life else "insurance-law/23",
-                    "情形复杂的，应当在三十日内作出核定",
-                ))
-            rules.append(_rule(
-                "claim.advance_payment", 60, "natural_days", "insurance-law/25",
-                "六十日内，对其赔偿或者给付保险金的数额不能确定的，应当根据已有证明和资料可以确定的"
-                "数额先予支付",
-            ))
+                rules.append(
+                    _rule(
+                        "claim.decision",
+                        30,
+                        "natural_days",
+                        "2010-life-service/23" if life else "insurance-law/23",
+                        "情形复杂的，应当在三十日内作出核定",
+                    )
+                )
+            rules.append(
+                _rule(
+                    "claim.advance_payment",
+                    60,
+                    "natural_days",
+                    "insurance-law/25",
+                    "六十日内，对其赔偿或者给付保险金的数额不能确定的，应当根据已有证明和资料可以确定的"
+                    "数额先予支付",
+                )
+            )
         if case.case_type == "service_request" and case.service_kind == "policy_change" and life:
-            rules.append(_rule(
-                "policy_service.acceptance", 2, "working_days", "2010-life-service/19",
-                "自收到资料齐全、符合合同约定条件的保全申请之日起2个工作日内完成受理",
-            ))
-            rules.append(_rule(
-                "policy_service.missing_materials", 5, "working_days", "2010-life-service/19",
-                "保全申请资料不完整的，应当自收到保全申请之日起5个工作日内一次性通知保全申请人",
-            ))
+            rules.append(
+                _rule(
+                    "policy_service.acceptance",
+                    2,
+                    "working_days",
+                    "2010-life-service/19",
+                    "自收到资料齐全、符合合同约定条件的保全申请之日起2个工作日内完成受理",
+                )
+            )
+            rules.append(
+                _rule(
+                    "policy_service.missing_materials",
+                    5,
+                    "working_days",
+                    "2010-life-service/19",
+                    "保全申请资料不完整的，应当自收到保全申请之日起5个工作日内一次性通知保全申请人",
+                )
+            )
     elif trigger == "complaint.decided" and case.is_complaint:
-        rules.append(_rule(
-            "complaint.review_request_window", 30, "natural_days", "2020-complaints/20",
-            "可以自收到处理决定之日起30日内向其上级机构书面申请核查",
-        ))
+        rules.append(
+            _rule(
+                "complaint.review_request_window",
+                30,
+                "natural_days",
+                "2020-complaints/20",
+                "可以自收到处理决定之日起30日内向其上级机构书面申请核查",
+            )
+        )
     elif trigger == "review.requested" and case.is_complaint:
-        rules.append(_rule(
-            "complaint.review", 30, "natural_days", "2020-complaints/20",
-            "自收到核查申请之日起30日内作出核查决定并告知投诉人",
-        ))
+        rules.append(
+            _rule(
+                "complaint.review",
+                30,
+                "natural_days",
+                "2020-complaints/20",
+                "自收到核查申请之日起30日内作出核查决定并告知投诉人",
+            )
+        )
     elif trigger == "claim.agreed" and case.case_type == "claim_report":
-        rules.append(_rule(
-            "claim.payment", 10, "natural_days", "insurance-law/23",
-            "达成赔偿或者给付保险金的协议后十日内，履行赔偿或者给付保险金义务",
-        ))
+        rules.append(
+            _rule(
+                "claim.payment",
+                10,
+                "natural_days",
+                "insurance-law/23",
+                "达成赔偿或者给付保险金的协议后十日内，履行赔偿或者给付保险金义务",
+            )
+        )
     elif trigger == "claim.refused" and case.case_type == "claim_report":
-        rules.append(_rule(
-            "claim.refusal_notice", 3, "natural_days", "insurance-law/24",
-            "自作出核定之日起三日内向被保险人或者受益人发出拒绝赔偿或者拒绝给付保险金通知书",
-        ))
+        rules.append(
+            _rule(
+                "claim.refusal_notice",
+                3,
+                "natural_days",
+                "insurance-law/24",
+                "自作出核定之日起三日内向被保险人或者受益人发出拒绝赔偿或者拒绝给付保险金通知书",
+            )
+        )
     elif trigger in ("policy_service.approved", "policy_service.premium_paid") and life:
-        rules.append(_rule(
-            "policy_service.completion", 5, "working_days", "2010-life-service/20",
-            "自同意保全（或投保人缴纳足额保险费）之日起5个工作日内处理完毕",
-        ))
+        rules.append(
+            _rule(
+                "policy_service.completion",
+                5,
+                "working_days",
+                "2010-life-service/20",
+                "自同意保全（或投保人缴纳足额保险费）之日起5个工作日内处理完毕",
+            )
+        )
     elif trigger == "policy.suspended" and life:
-        rules.append(_rule(
-            "policy.lapse_notice", 10, "working_days", "2010-life-service/21",
-            "保险合同效力中止的，应当自中止之日起10个工作日内向投保人发出效力中止通知",
-        ))
+        rules.append(
+            _rule(
+                "policy.lapse_notice",
+                10,
+                "working_days",
+                "2010-life-service/21",
+                "保险合同效力中止的，应当自中止之日起10个工作日内向投保人发出效力中止通知",
+            )
+        )
     elif trigger == "policy.issued" and life:
         rules.extend(_new_policy_callback(case))
     return rules
@@ -150,10 +209,15 @@ def _new_policy_callback(case: CaseFacts) -> list[DeadlineRule]:
     days = (policy.cooling_off_end - case.received_at.astimezone(CHINA).date()).days
     if days < 1:
         return []
-    return [_rule(
-        "callback.new_policy", days, "natural_days", "2010-life-service/15",
-        "在犹豫期内对合同期限超过一年的人身保险新单业务进行回访",
-    )]
+    return [
+        _rule(
+            "callback.new_policy",
+            days,
+            "natural_days",
+            "2010-life-service/15",
+            "在犹豫期内对合同期限超过一年的人身保险新单业务进行回访",
+        )
+    ]
 
 
 CLAIM_MATERIALS_CITATION = "spc-insurance-2/15"
@@ -163,17 +227,23 @@ CLAIM_MATERIALS_CITATION = "spc-insurance-2/15"
 def pauses_2020(case: CaseFacts) -> list[ClockPause]:
     """The clocks that stop while a case of these rules is in some states (module docstring)."""
     if case.case_type == "claim_report":
-        return [ClockPause(
-            clock="claim.decision", states=("awaiting_materials",),
-            citation=CLAIM_MATERIALS_CITATION,
-            description="扣除被保险人或者受益人补充提供有关证明和资料的期间",
-        )]
+        return [
+            ClockPause(
+                clock="claim.decision",
+                states=("awaiting_materials",),
+                citation=CLAIM_MATERIALS_CITATION,
+                description="扣除被保险人或者受益人补充提供有关证明和资料的期间",
+            )
+        ]
     if case.case_type == "service_request":
-        return [ClockPause(
-            clock="policy_service.acceptance", states=("awaiting_materials",),
-            citation="2010-life-service/19",
-            description="自收到资料齐全、符合合同约定条件的保全申请之日起2个工作日内完成受理",
-        )]
+        return [
+            ClockPause(
+                clock="policy_service.acceptance",
+                states=("awaiting_materials",),
+                citation="2010-life-service/19",
+                description="自收到资料齐全、符合合同约定条件的保全申请之日起2个工作日内完成受理",
+            )
+        ]
     return []
 
 
@@ -238,9 +308,16 @@ INFO = PluginInfo(
     "bound no policy may loosen.",
     kind="statutory",
     citations=(
-        "2020-complaints/18", "2020-complaints/20", "insurance-law/23", "insurance-law/24",
-        "insurance-law/25", "2010-life-service/15", "2010-life-service/19",
-        "2010-life-service/20", "2010-life-service/21", "2010-life-service/23",
+        "2020-complaints/18",
+        "2020-complaints/20",
+        "insurance-law/23",
+        "insurance-law/24",
+        "insurance-law/25",
+        "2010-life-service/15",
+        "2010-life-service/19",
+        "2010-life-service/20",
+        "2010-life-service/21",
+        "2010-life-service/23",
         CLAIM_MATERIALS_CITATION,
     ),
 )

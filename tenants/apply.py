@@ -36,8 +36,14 @@ from tenants.manifests import Manifest
 from tenants.provisioning import get_tenant_by_slug, record_platform_action, seed_tenant
 from tenants.schema import ManifestError
 
-__all__ = ["ApplyError", "ApplyReport", "Change", "apply_manifest", "apply_manifests",
-           "customer_id"]
+__all__ = [
+    "ApplyError",
+    "ApplyReport",
+    "Change",
+    "apply_manifest",
+    "apply_manifests",
+    "customer_id",
+]
 
 CUSTOMER_NAMESPACE = uuid.UUID("6f1c3a52-4d0e-5b8e-9a57-1c2f3e4d5a6b")
 """Namespace of the UUIDv5 ids of customers created from manifests (see :func:`customer_id`)."""
@@ -74,9 +80,17 @@ class Change:
     text: str
 
 
-_PLURAL = {"unit": "units", "role": "roles", "person": "people", "grant": "role grants",
-           "customer": "customers", "policy": "policies", "case": "cases",
-           "plugin": "plugin settings", "client": "API clients"}
+_PLURAL = {
+    "unit": "units",
+    "role": "roles",
+    "person": "people",
+    "grant": "role grants",
+    "customer": "customers",
+    "policy": "policies",
+    "case": "cases",
+    "plugin": "plugin settings",
+    "client": "API clients",
+}
 
 
 @dataclass
@@ -108,8 +122,10 @@ class ApplyReport:
         if not self.changes:
             out.append("no changes")
         elif not self.created and not self.digest_changed:
-            out += ["manifest unchanged since the last apply, but the database differed from it:",
-                    *(c.text for c in self.changes)]
+            out += [
+                "manifest unchanged since the last apply, but the database differed from it:",
+                *(c.text for c in self.changes),
+            ]
         elif self.created and not verbose:
             counts = Counter(c.entity for c in self.changes if c.entity in _PLURAL)
             parts = [f"{n} {_PLURAL[e]}" for e, n in counts.items()]
@@ -146,9 +162,11 @@ def apply_manifest(
             raise ManifestError([manifest.issue(exc.path, exc.reason)]) from exc
         except SQLAlchemyError as exc:
             transaction.rollback()
-            raise ApplyError(f"{manifest.source}: {manifest.slug}: the database refused the "
-                             f"manifest, nothing was written: {exc.__class__.__name__}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+            raise ApplyError(
+                f"{manifest.source}: {manifest.slug}: the database refused the "
+                f"manifest, nothing was written: {exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
         except BaseException:
             transaction.rollback()
             raise
@@ -160,8 +178,12 @@ def apply_manifest(
 
 
 def apply_manifests(
-    db: Database, manifests: Sequence[Manifest], *, dry_run: bool = False,
-    actor: str = "manifest", plugin_registry: Any | None = None,
+    db: Database,
+    manifests: Sequence[Manifest],
+    *,
+    dry_run: bool = False,
+    actor: str = "manifest",
+    plugin_registry: Any | None = None,
 ) -> list[ApplyReport]:
     """Apply several (already validated) manifests, one transaction per tenant.
 
@@ -181,7 +203,7 @@ def apply_manifests(
 
 def _chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def _diff(obj: object, wanted: dict[str, Any]) -> list[str]:
@@ -198,7 +220,11 @@ class _Applier:
     """Applies one manifest in the given platform session (no commit here)."""
 
     def __init__(
-        self, session: Session, manifest: Manifest, report: ApplyReport, actor: str,
+        self,
+        session: Session,
+        manifest: Manifest,
+        report: ApplyReport,
+        actor: str,
         plugin_registry: Any | None,
     ) -> None:
         self.s = session
@@ -239,12 +265,21 @@ class _Applier:
         self._cases()
         for changes, kept, notes in (
             apply_plugin_settings(
-                self.s, tenant_id=self.tid, specs=self.m.plugins, unit_ids=self.unit_ids,
-                actor=self.actor, source=self.m.source, registry=self.plugin_registry,
+                self.s,
+                tenant_id=self.tid,
+                specs=self.m.plugins,
+                unit_ids=self.unit_ids,
+                actor=self.actor,
+                source=self.m.source,
+                registry=self.plugin_registry,
             ),
             apply_clients(
-                self.s, tenant_id=self.tid, slug=self.m.slug, specs=self.m.clients,
-                unit_ids=self.unit_ids, dry_run=self.report.dry_run,
+                self.s,
+                tenant_id=self.tid,
+                slug=self.m.slug,
+                specs=self.m.clients,
+                unit_ids=self.unit_ids,
+                dry_run=self.report.dry_run,
             ),
         ):
             self.report.changes += [Change(c.split()[0], "changed", c) for c in changes]
@@ -257,8 +292,11 @@ class _Applier:
     def _tenant(self) -> None:
         spec = self.m.tenant
         tenant = get_tenant_by_slug(self.s, spec.slug)
-        wanted: dict[str, Any] = {"name": spec.name, "time_zone": spec.time_zone,
-                                  "locale": spec.locale}
+        wanted: dict[str, Any] = {
+            "name": spec.name,
+            "time_zone": spec.time_zone,
+            "locale": spec.locale,
+        }
         if spec.case_number_format is not None:
             wanted["case_number_format"] = spec.case_number_format
         if tenant is None:
@@ -282,8 +320,9 @@ class _Applier:
             u.code: u for u in self.s.scalars(select(OrgUnit).where(OrgUnit.tenant_id == self.tid))
         }
         by_id = {u.id: u for u in existing.values()}
-        ids = {u.code: existing[u.code].id if u.code in existing else new_id()
-               for u in self.m.units}
+        ids = {
+            u.code: existing[u.code].id if u.code in existing else new_id() for u in self.m.units
+        }
         parent_of: dict[uuid.UUID, uuid.UUID | None] = {u.id: u.parent_id for u in by_id.values()}
         for spec in self.m.units:
             parent_of[ids[spec.code]] = ids[spec.parent] if spec.parent else None
@@ -298,29 +337,57 @@ class _Applier:
             path, depth = placed[uid]
             unit = existing.get(spec.code)
             if unit is None:
-                self.s.add(OrgUnit(
-                    tenant_id=self.tid, id=uid, code=spec.code, name=spec.name,
-                    name_en=spec.name_en, kind=spec.kind, parent_id=parent_of[uid],
-                    path=path, depth=depth,
-                ))
-                self.change("unit", "added",
-                            f"unit {spec.code} added ({spec.name}, {spec.kind.value}, "
-                            f"{where(parent_of[uid])})")
+                self.s.add(
+                    OrgUnit(
+                        tenant_id=self.tid,
+                        id=uid,
+                        code=spec.code,
+                        name=spec.name,
+                        name_en=spec.name_en,
+                        kind=spec.kind,
+                        parent_id=parent_of[uid],
+                        path=path,
+                        depth=depth,
+                    )
+                )
+                self.change(
+                    "unit",
+                    "added",
+                    f"unit {spec.code} added ({spec.name}, {spec.kind.value}, "
+                    f"{where(parent_of[uid])})",
+                )
                 continue
             if unit.name != spec.name:
-                self.change("unit", "changed",
-                            f"unit {spec.code} renamed: {unit.name!r} → {spec.name!r}")
+                self.change(
+                    "unit", "changed", f"unit {spec.code} renamed: {unit.name!r} → {spec.name!r}"
+                )
             if unit.name_en != spec.name_en:
-                self.change("unit", "changed", f"unit {spec.code} English name changed: "
-                            f"{unit.name_en!r} → {spec.name_en!r}")
+                self.change(
+                    "unit",
+                    "changed",
+                    f"unit {spec.code} English name changed: {unit.name_en!r} → {spec.name_en!r}",
+                )
             if unit.kind != spec.kind:
-                self.change("unit", "changed", f"unit {spec.code} kind changed: "
-                            f"{unit.kind.value} → {spec.kind.value}")
+                self.change(
+                    "unit",
+                    "changed",
+                    f"unit {spec.code} kind changed: {unit.kind.value} → {spec.kind.value}",
+                )
             if unit.parent_id != parent_of[uid]:
-                self.change("unit", "changed", f"unit {spec.code} moved: "
-                            f"{where(unit.parent_id)} → {where(parent_of[uid])}")
-            _diff(unit, {"name": spec.name, "name_en": spec.name_en, "kind": spec.kind,
-                         "parent_id": parent_of[uid]})
+                self.change(
+                    "unit",
+                    "changed",
+                    f"unit {spec.code} moved: {where(unit.parent_id)} → {where(parent_of[uid])}",
+                )
+            _diff(
+                unit,
+                {
+                    "name": spec.name,
+                    "name_en": spec.name_en,
+                    "kind": spec.kind,
+                    "parent_id": parent_of[uid],
+                },
+            )
         for uid, unit in by_id.items():  # paths below a moved unit follow it
             _diff(unit, {"path": placed[uid][0], "depth": placed[uid][1]})
         self.s.flush()
@@ -334,8 +401,14 @@ class _Applier:
             perms = sorted(set(spec.permissions))
             role = existing.get(spec.key)
             if role is None:
-                role = Role(tenant_id=self.tid, key=spec.key, name_zh=spec.name_zh,
-                            name_en=spec.name_en, permissions=perms, builtin=False)
+                role = Role(
+                    tenant_id=self.tid,
+                    key=spec.key,
+                    name_zh=spec.name_zh,
+                    name_en=spec.name_en,
+                    permissions=perms,
+                    builtin=False,
+                )
                 self.s.add(role)
                 existing[spec.key] = role
                 self.change("role", "added", f"role {spec.key} added ({spec.name_zh})")
@@ -358,12 +431,17 @@ class _Applier:
         people = self.s.scalars(select(Person).where(Person.tenant_id == self.tid))
         existing = {p.username: p for p in people}
         for spec in self.m.people:
-            wanted = {"display_name": spec.display_name, "email": spec.email,
-                      "phone": spec.phone, "locale": spec.locale}
+            wanted = {
+                "display_name": spec.display_name,
+                "email": spec.email,
+                "phone": spec.phone,
+                "locale": spec.locale,
+            }
             person = existing.get(spec.username)
             if person is None:
                 person = Person(
-                    tenant_id=self.tid, username=spec.username,
+                    tenant_id=self.tid,
+                    username=spec.username,
                     password_hash=hash_password(spec.password) if spec.password else None,
                     **wanted,
                 )
@@ -373,8 +451,9 @@ class _Applier:
                 continue
             changed = _diff(person, wanted)
             if changed:
-                self.change("person", "changed",
-                            f"person {spec.username} changed: {', '.join(changed)}")
+                self.change(
+                    "person", "changed", f"person {spec.username} changed: {', '.join(changed)}"
+                )
         self.s.flush()
         self.person_ids = {u: p.id for u, p in existing.items()}
         listed = {p.username for p in self.m.people}
@@ -382,8 +461,9 @@ class _Applier:
 
     def _grants(self) -> None:
         rows = self.s.execute(
-            select(RoleAssignment.person_id, RoleAssignment.role_id, RoleAssignment.unit_id)
-            .where(RoleAssignment.tenant_id == self.tid)
+            select(RoleAssignment.person_id, RoleAssignment.role_id, RoleAssignment.unit_id).where(
+                RoleAssignment.tenant_id == self.tid
+            )
         ).all()
         existing = {(r.person_id, r.role_id, r.unit_id) for r in rows}
         wanted: set[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = set()
@@ -394,19 +474,25 @@ class _Applier:
                 wanted.add(key)
                 if key in existing:
                     continue
-                self.s.add(RoleAssignment(tenant_id=self.tid, person_id=key[0], role_id=key[1],
-                                          unit_id=key[2]))
+                self.s.add(
+                    RoleAssignment(
+                        tenant_id=self.tid, person_id=key[0], role_id=key[1], unit_id=key[2]
+                    )
+                )
                 existing.add(key)
-                self.change("grant", "added",
-                            f"person {spec.username}: role {g.role} at {g.unit} granted")
+                self.change(
+                    "grant", "added", f"person {spec.username}: role {g.role} at {g.unit} granted"
+                )
         self.s.flush()
         listed = {self.person_ids[p.username]: p.username for p in self.m.people}
         role_key = {v: k for k, v in self.role_ids.items()}
         unit_code = {v: k for k, v in self.unit_ids.items()}
         for pid, rid, uid in sorted(existing - wanted, key=str):
             if pid in listed:
-                self.report.kept.append(f"person {listed[pid]}: role {role_key[rid]} at "
-                                        f"{unit_code[uid]} not in manifest, kept")
+                self.report.kept.append(
+                    f"person {listed[pid]}: role {role_key[rid]} at "
+                    f"{unit_code[uid]} not in manifest, kept"
+                )
 
     def _load(self, model: Any, column: Any, keys: Sequence[Any]) -> dict[Any, Any]:
         found: dict[Any, Any] = {}
@@ -417,9 +503,12 @@ class _Applier:
         return found
 
     def _count(self, model: Any) -> int:
-        return int(self.s.scalar(
-            select(func.count()).select_from(model).where(model.tenant_id == self.tid)
-        ) or 0)
+        return int(
+            self.s.scalar(
+                select(func.count()).select_from(model).where(model.tenant_id == self.tid)
+            )
+            or 0
+        )
 
     def _kept_count(self, model: Any, entity: str, matched: int) -> None:
         extra = self._count(model) - matched
@@ -432,8 +521,13 @@ class _Applier:
         for spec in self.m.customers:
             cid = self.customer_ids[spec.key]
             wanted = {
-                "kind": spec.kind, "name": spec.name, "phone": spec.phone, "email": spec.email,
-                "id_type": spec.id_type, "id_number": spec.id_number, "address": spec.address,
+                "kind": spec.kind,
+                "name": spec.name,
+                "phone": spec.phone,
+                "email": spec.email,
+                "id_type": spec.id_type,
+                "id_number": spec.id_number,
+                "address": spec.address,
                 "preferred_channel": spec.preferred_channel,
                 "preferred_language": spec.preferred_language,
                 "unit_id": self.unit_ids[spec.unit],
@@ -445,8 +539,9 @@ class _Applier:
                 continue
             changed = _diff(customer, wanted)  # field names only: no personal data in reports
             if changed:
-                self.change("customer", "changed",
-                            f"customer {spec.key} changed: {', '.join(changed)}")
+                self.change(
+                    "customer", "changed", f"customer {spec.key} changed: {', '.join(changed)}"
+                )
         self.s.flush()
         self._kept_count(Customer, "customer", len(self.m.customers))
 
@@ -454,10 +549,14 @@ class _Applier:
         existing = self._load(Policy, Policy.number, [p.number for p in self.m.policies])
         for spec in self.m.policies:
             wanted = {
-                "product_code": spec.product_code, "product_name": spec.product_name,
-                "line_of_business": spec.line_of_business, "term_months": spec.term_months,
-                "start_date": spec.start_date, "cooling_off_end": spec.cooling_off_end,
-                "status": spec.status, "unit_id": self.unit_ids[spec.unit],
+                "product_code": spec.product_code,
+                "product_name": spec.product_name,
+                "line_of_business": spec.line_of_business,
+                "term_months": spec.term_months,
+                "start_date": spec.start_date,
+                "cooling_off_end": spec.cooling_off_end,
+                "status": spec.status,
+                "unit_id": self.unit_ids[spec.unit],
                 "agent_id": self.person_ids[spec.agent] if spec.agent else None,
                 "policyholder_id": self.customer_ids[spec.policyholder],
                 "insured_id": self.customer_ids[spec.insured] if spec.insured else None,
@@ -471,8 +570,9 @@ class _Applier:
                 continue
             changed = _diff(policy, wanted)
             if changed:
-                self.change("policy", "changed",
-                            f"policy {spec.number} changed: {', '.join(changed)}")
+                self.change(
+                    "policy", "changed", f"policy {spec.number} changed: {', '.join(changed)}"
+                )
         self.s.flush()
         self.policy_ids = {n: p.id for n, p in existing.items()}
         self._kept_count(Policy, "policy", len(self.m.policies))
@@ -481,9 +581,13 @@ class _Applier:
         existing = self._load(Case, Case.number, [c.number for c in self.m.cases])
         for spec in self.m.cases:
             wanted = {
-                "type": spec.type, "channel": spec.channel, CASE_STATE: spec.state,
-                "subject": spec.subject, "description": spec.description,
-                "received_at": spec.received_at, "unit_id": self.unit_ids[spec.unit],
+                "type": spec.type,
+                "channel": spec.channel,
+                CASE_STATE: spec.state,
+                "subject": spec.subject,
+                "description": spec.description,
+                "received_at": spec.received_at,
+                "unit_id": self.unit_ids[spec.unit],
                 "customer_id": self.customer_ids[spec.customer] if spec.customer else None,
                 "policy_id": self.policy_ids[spec.policy] if spec.policy else None,
                 "assignee_id": self.person_ids[spec.assignee] if spec.assignee else None,
@@ -508,8 +612,13 @@ class _Applier:
             self.report.digest_changed = True
         if self.report.changes or self.report.digest_changed:
             record_platform_action(
-                self.s, actor=self.actor, action="tenant.manifest.apply", tenant_id=self.tid,
-                slug=self.m.slug, source=self.m.source, digest=self.m.digest,
+                self.s,
+                actor=self.actor,
+                action="tenant.manifest.apply",
+                tenant_id=self.tid,
+                slug=self.m.slug,
+                source=self.m.source,
+                digest=self.m.digest,
                 created=self.report.created,
                 changes=[c.text for c in self.report.changes[:500]],
             )

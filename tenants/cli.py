@@ -25,7 +25,9 @@ from tenants.overview import tenant_overview
 from tenants.schema import ManifestError
 
 cli = typer.Typer(
-    name="tenants", no_args_is_help=True, add_completion=False,
+    name="tenants",
+    no_args_is_help=True,
+    add_completion=False,
     help="Tenants: apply declarative manifests (docs/manifests.md) and list tenants.",
 )
 
@@ -68,15 +70,17 @@ def apply_command(
     if settings.is_production:
         demo = [m.source for m in manifests if m.demo]
         if demo:
-            typer.echo(f"demo manifests are refused with production settings: {', '.join(demo)}",
-                       err=True)
+            typer.echo(
+                f"demo manifests are refused with production settings: {', '.join(demo)}", err=True
+            )
             raise typer.Exit(2)
     db = Database(settings.effective_database_url, settings.effective_admin_database_url)
     registry = plugin_registry()[0] if any(m.plugins for m in manifests) else None
     try:
         for manifest in manifests:
-            report = apply_manifest(db, manifest, dry_run=dry_run, actor=_actor(),
-                                    plugin_registry=registry)
+            report = apply_manifest(
+                db, manifest, dry_run=dry_run, actor=_actor(), plugin_registry=registry
+            )
             for line in report.lines(verbose=verbose):
                 typer.echo(line)
     except ManifestError as exc:
@@ -101,8 +105,9 @@ def _width(text: str) -> int:
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return [
-        "  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(row, widths, strict=True))
-        .rstrip()
+        "  ".join(
+            cell + " " * (w - _width(cell)) for cell, w in zip(row, widths, strict=True)
+        ).rstrip()
         for row in [header, *rows]
     ]
 

@@ -31,8 +31,9 @@ def apply_demo_tenants(settings: Settings, db: Database | None = None) -> list[s
     if not_demo:
         raise DemoRefusedError(f"not marked 'demo: true': {', '.join(not_demo)}")
     own = db is None
-    database = db or Database(settings.effective_database_url,
-                              settings.effective_admin_database_url)
+    database = db or Database(
+        settings.effective_database_url, settings.effective_admin_database_url
+    )
     try:
         reports = apply_manifests(database, manifests, actor="demo")
     finally:

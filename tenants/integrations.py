@@ -84,8 +84,10 @@ def apply_plugin_settings(
     for i, spec in enumerate(specs):
         if spec.plugin not in registry:
             installed = ", ".join(sorted(registry.plugins)) or "none"
-            raise SectionError(("plugins", i, "plugin"),
-                               f"no plugin named {spec.plugin!r} is installed ({installed})")
+            raise SectionError(
+                ("plugins", i, "plugin"),
+                f"no plugin named {spec.plugin!r} is installed ({installed})",
+            )
     actor_obj = services.Actor(f"manifest:{actor}")
     changes: list[str] = []
     with Session(bind=session.connection(), info={TENANT_KEY: tenant_id}) as tenant_session:
@@ -93,21 +95,31 @@ def apply_plugin_settings(
             unit = tenant_session.get(OrgUnit, (tenant_id, unit_ids[spec.unit]))
             assert unit is not None  # written earlier in this transaction
             current = services.get_setting(tenant_session, plugin=spec.plugin, unit_id=unit.id)
-            if (current is not None and current.enabled == spec.enabled
-                    and dict(current.settings or {}) == spec.settings):
+            if (
+                current is not None
+                and current.enabled == spec.enabled
+                and dict(current.settings or {}) == spec.settings
+            ):
                 continue  # unchanged: not even a configuration-revision bump
             try:
                 state, changed = services.apply_config(
-                    tenant_session, registry, plugin=spec.plugin, unit=unit,
-                    enabled=spec.enabled, settings=spec.settings, actor=actor_obj,
+                    tenant_session,
+                    registry,
+                    plugin=spec.plugin,
+                    unit=unit,
+                    enabled=spec.enabled,
+                    settings=spec.settings,
+                    actor=actor_obj,
                     reason=f"tenant manifest {source}",
                 )
             except Problem as exc:
                 raise SectionError(("plugins", i, "settings"), exc.detail) from exc
             if changed:
                 what = "enabled" if spec.enabled else "disabled"
-                changes.append(f"plugin {spec.plugin} at {spec.unit}: {what}, settings "
-                               f"stored (version {state.version})")
+                changes.append(
+                    f"plugin {spec.plugin} at {spec.unit}: {what}, settings "
+                    f"stored (version {state.version})"
+                )
         listed = {(s.plugin, unit_ids[s.unit]) for s in specs}
         code_of = {v: k for k, v in unit_ids.items()}
         kept = [
@@ -143,17 +155,32 @@ def apply_clients(
             if auth.find_client(session, client_id, tenant_id=tenant_id) is None:
                 flow: dict[str, Any] = {}
                 if spec.public:
-                    flow = {"auth_method": "none", "redirect_uris": spec.redirect_uris,
-                            "grant_types": ("authorization_code", "refresh_token")}
+                    flow = {
+                        "auth_method": "none",
+                        "redirect_uris": spec.redirect_uris,
+                        "grant_types": ("authorization_code", "refresh_token"),
+                    }
                 _client, plain = auth.create_client(
-                    session, name=spec.name, scopes=spec.scopes, unit_ids=units,
-                    secret=spec.secret, client_id=client_id, tenant_id=tenant_id, **flow,
+                    session,
+                    name=spec.name,
+                    scopes=spec.scopes,
+                    unit_ids=units,
+                    secret=spec.secret,
+                    client_id=client_id,
+                    tenant_id=tenant_id,
+                    **flow,
                 )
                 changes.append(f"client {client_id} registered")
                 if spec.secret is None and plain and not dry_run:
                     notes.append(f"client {client_id}: its secret, shown once: {plain}")
-            elif auth.update_client(session, client_id, name=spec.name, scopes=spec.scopes,
-                                    unit_ids=units, tenant_id=tenant_id):
+            elif auth.update_client(
+                session,
+                client_id,
+                name=spec.name,
+                scopes=spec.scopes,
+                unit_ids=units,
+                tenant_id=tenant_id,
+            ):
                 changes.append(f"client {client_id} updated")
         except Problem as exc:
             raise SectionError(("clients", i), exc.detail) from exc

@@ -61,8 +61,10 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str | int | float | bool) and key in seen:
                 raise ConstructorError(
-                    "while reading a mapping", node.start_mark,
-                    f"duplicate key {key!r}", key_node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r}",
+                    key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -319,15 +321,16 @@ class _Builder:
         d = self.data
         t = d["tenant"]
         tenant = TenantSpec(
-            slug=t["slug"], name=t["name"], time_zone=t.get("time_zone", "Asia/Shanghai"),
-            locale=t.get("locale", "zh-CN"), case_number_prefix=t.get("case_number_prefix"),
+            slug=t["slug"],
+            name=t["name"],
+            time_zone=t.get("time_zone", "Asia/Shanghai"),
+            locale=t.get("locale", "zh-CN"),
+            case_number_prefix=t.get("case_number_prefix"),
         )
         try:
             zone = ZoneInfo(tenant.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
-            self.errors.append(
-                (("tenant", "time_zone"), f"unknown time zone {tenant.time_zone!r}")
-            )
+            self.errors.append((("tenant", "time_zone"), f"unknown time zone {tenant.time_zone!r}"))
             zone = ZoneInfo("UTC")
         units: list[UnitSpec] = []
         for i, u in enumerate(d.get("units", [])):
@@ -339,8 +342,9 @@ class _Builder:
             digest=manifest_digest(d),
             units=tuple(units),
             roles=tuple(
-                RoleSpec(r["key"], r["name_zh"], r["name_en"], tuple(r["permissions"]),
-                         ("roles", i))
+                RoleSpec(
+                    r["key"], r["name_zh"], r["name_en"], tuple(r["permissions"]), ("roles", i)
+                )
                 for i, r in enumerate(d.get("roles", []))
             ),
             people=tuple(self._person(p, ("people", i)) for i, p in enumerate(d.get("people", []))),
@@ -354,15 +358,26 @@ class _Builder:
                 self._case(c, ("cases", i), zone) for i, c in enumerate(d.get("cases", []))
             ),
             plugins=tuple(
-                PluginSpec(p["plugin"], p["unit"], p.get("enabled", True),
-                           dict(p.get("settings", {})), ("plugins", i))
+                PluginSpec(
+                    p["plugin"],
+                    p["unit"],
+                    p.get("enabled", True),
+                    dict(p.get("settings", {})),
+                    ("plugins", i),
+                )
                 for i, p in enumerate(d.get("plugins", []))
             ),
             clients=tuple(
-                ClientSpec(c["key"], c["name"], tuple(c["scopes"]),
-                           tuple(c.get("units", [])), c.get("secret"), ("clients", i),
-                           public=bool(c.get("public", False)),
-                           redirect_uris=tuple(c.get("redirect_uris", [])))
+                ClientSpec(
+                    c["key"],
+                    c["name"],
+                    tuple(c["scopes"]),
+                    tuple(c.get("units", [])),
+                    c.get("secret"),
+                    ("clients", i),
+                    public=bool(c.get("public", False)),
+                    redirect_uris=tuple(c.get("redirect_uris", [])),
+                )
                 for i, c in enumerate(d.get("clients", []))
             ),
             raw=d,
@@ -375,29 +390,44 @@ class _Builder:
         if enclosing is not None:
             if parent is not None and parent != enclosing:
                 self.errors.append(
-                    ((*at, "parent"),
-                     f"parent {parent!r} contradicts the enclosing unit {enclosing!r}")
+                    (
+                        (*at, "parent"),
+                        f"parent {parent!r} contradicts the enclosing unit {enclosing!r}",
+                    )
                 )
             parent = enclosing
-        out.append(UnitSpec(u["code"], u["name"], UnitKind(u["kind"]), u.get("name_en"),
-                            parent, at))
+        out.append(
+            UnitSpec(u["code"], u["name"], UnitKind(u["kind"]), u.get("name_en"), parent, at)
+        )
         for j, child in enumerate(u.get("children", [])):
             self._unit(child, (*at, "children", j), u["code"], out)
 
     def _person(self, p: dict[str, Any], at: Path) -> PersonSpec:
         return PersonSpec(
-            username=p["username"], display_name=p["display_name"], email=p.get("email"),
-            phone=p.get("phone"), locale=p.get("locale", "zh-CN"), password=p.get("password"),
-            roles=tuple(GrantSpec(g["role"], g["unit"]) for g in p.get("roles", [])), at=at,
+            username=p["username"],
+            display_name=p["display_name"],
+            email=p.get("email"),
+            phone=p.get("phone"),
+            locale=p.get("locale", "zh-CN"),
+            password=p.get("password"),
+            roles=tuple(GrantSpec(g["role"], g["unit"]) for g in p.get("roles", [])),
+            at=at,
         )
 
     def _customer(self, c: dict[str, Any], at: Path) -> CustomerSpec:
         return CustomerSpec(
-            key=c["key"], kind=CustomerKind(c["kind"]), name=c["name"], phone=c.get("phone"),
-            email=c.get("email"), id_type=c.get("id_type"), id_number=c.get("id_number"),
+            key=c["key"],
+            kind=CustomerKind(c["kind"]),
+            name=c["name"],
+            phone=c.get("phone"),
+            email=c.get("email"),
+            id_type=c.get("id_type"),
+            id_number=c.get("id_number"),
             address=c.get("address"),
             preferred_channel=ContactChannel(c.get("preferred_channel", "phone")),
-            preferred_language=c.get("preferred_language", "zh-CN"), unit=c["unit"], at=at,
+            preferred_language=c.get("preferred_language", "zh-CN"),
+            unit=c["unit"],
+            at=at,
         )
 
     def _date(self, value: str, at: Path) -> date:
@@ -417,11 +447,19 @@ class _Builder:
         else:
             cooling = default_cooling_off_end(lob, term, start)
         return PolicySpec(
-            number=p["number"], product_code=p["product"]["code"],
-            product_name=p["product"]["name"], line_of_business=lob, term_months=term,
-            start_date=start, cooling_off_end=cooling, status=p.get("status", "in_force"),
-            unit=p["unit"], agent=p.get("agent"), policyholder=p["policyholder"],
-            insured=p.get("insured"), at=at,
+            number=p["number"],
+            product_code=p["product"]["code"],
+            product_name=p["product"]["name"],
+            line_of_business=lob,
+            term_months=term,
+            start_date=start,
+            cooling_off_end=cooling,
+            status=p.get("status", "in_force"),
+            unit=p["unit"],
+            agent=p.get("agent"),
+            policyholder=p["policyholder"],
+            insured=p.get("insured"),
+            at=at,
         )
 
     def _case(self, c: dict[str, Any], at: Path, zone: ZoneInfo) -> CaseSpec:
@@ -430,18 +468,27 @@ class _Builder:
             received = datetime.fromisoformat(raw)
         except ValueError:
             self.errors.append(
-                ((*at, "received_at"),
-                 f"{raw!r} is not a date-time (e.g. 2026-03-02T09:30:00+08:00)")
+                (
+                    (*at, "received_at"),
+                    f"{raw!r} is not a date-time (e.g. 2026-03-02T09:30:00+08:00)",
+                )
             )
             received = datetime(1970, 1, 1, tzinfo=UTC)
         if received.tzinfo is None:
             received = received.replace(tzinfo=zone)
         return CaseSpec(
-            number=c["number"], type=CaseType(c["type"]), channel=Channel(c["channel"]),
-            state=c.get("state", "registered"), subject=c["subject"],
-            description=c.get("description"), unit=c["unit"], customer=c.get("customer"),
-            policy=c.get("policy"), assignee=c.get("assignee"),
-            received_at=received.astimezone(UTC), at=at,
+            number=c["number"],
+            type=CaseType(c["type"]),
+            channel=Channel(c["channel"]),
+            state=c.get("state", "registered"),
+            subject=c["subject"],
+            description=c.get("description"),
+            unit=c["unit"],
+            customer=c.get("customer"),
+            policy=c.get("policy"),
+            assignee=c.get("assignee"),
+            received_at=received.astimezone(UTC),
+            at=at,
         )
 
 
@@ -514,8 +561,9 @@ def load_manifests(paths: Sequence[FsPath | str]) -> list[Manifest]:
     issues: list[Issue] = []
     manifests: list[Manifest] = []
     if not files:
-        raise ManifestError([Issue(", ".join(map(str, paths)) or "(none)", (),
-                                   "no manifest files (*.yaml) found")])
+        raise ManifestError(
+            [Issue(", ".join(map(str, paths)) or "(none)", (), "no manifest files (*.yaml) found")]
+        )
     for f in files:
         try:
             manifests.append(load_manifest(f))
@@ -524,9 +572,14 @@ def load_manifests(paths: Sequence[FsPath | str]) -> list[Manifest]:
     first: dict[str, Manifest] = {}
     for m in manifests:
         if m.slug in first:
-            issues.append(Issue(m.source, ("tenant", "slug"),
-                                f"duplicate slug {m.slug!r} (also in {first[m.slug].source})",
-                                _line_of(m.node, ("tenant", "slug"))))
+            issues.append(
+                Issue(
+                    m.source,
+                    ("tenant", "slug"),
+                    f"duplicate slug {m.slug!r} (also in {first[m.slug].source})",
+                    _line_of(m.node, ("tenant", "slug")),
+                )
+            )
         else:
             first[m.slug] = m
     if issues:

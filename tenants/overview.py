@@ -45,9 +45,14 @@ def tenant_overview(db: Database) -> list[TenantRow]:
         tenants = session.scalars(select(Tenant).order_by(Tenant.slug)).all()
         return [
             TenantRow(
-                id=t.id, slug=t.slug, name=t.name, status=t.status,
-                units=counts["units"].get(t.id, 0), people=counts["people"].get(t.id, 0),
-                cases=counts["cases"].get(t.id, 0), manifest_digest=t.manifest_digest,
+                id=t.id,
+                slug=t.slug,
+                name=t.name,
+                status=t.status,
+                units=counts["units"].get(t.id, 0),
+                people=counts["people"].get(t.id, 0),
+                cases=counts["cases"].get(t.id, 0),
+                manifest_digest=t.manifest_digest,
             )
             for t in tenants
         ]

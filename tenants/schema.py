@@ -103,9 +103,9 @@ def shape_errors(data: Any) -> list[tuple[Path, str]]:
 # --- semantics -----------------------------------------------------------------------------
 
 
-def _duplicates(items: Iterable[tuple[str, Path]], what: str, field: str) -> Iterator[
-    tuple[Path, str]
-]:
+def _duplicates(
+    items: Iterable[tuple[str, Path]], what: str, field: str
+) -> Iterator[tuple[Path, str]]:
     seen: dict[str, Path] = {}
     for value, at in items:
         if value in seen:
@@ -163,9 +163,13 @@ def semantic_errors(manifest: Manifest) -> list[tuple[Path, str]]:
     # people
     for p in m.people:
         if p.password is not None and not m.demo:
-            add(((*p.at, "password"),
-                 "passwords are allowed only in demo manifests (demo: true); people of a "
-                 "production tenant set their own password"))
+            add(
+                (
+                    (*p.at, "password"),
+                    "passwords are allowed only in demo manifests (demo: true); people of a "
+                    "production tenant set their own password",
+                )
+            )
         seen_grants: set[tuple[str, str]] = set()
         for i, g in enumerate(p.roles):
             at = (*p.at, "roles", i)
@@ -198,9 +202,13 @@ def semantic_errors(manifest: Manifest) -> list[tuple[Path, str]]:
         if case.assignee is not None and case.assignee not in people:
             add(((*case.at, "assignee"), f"unknown person {case.assignee!r}"))
         if case.state not in states_of(case.type):
-            add(((*case.at, "state"),
-                 f"{case.state!r} is not a state of a {case.type.value} case "
-                 f"({', '.join(states_of(case.type))})"))
+            add(
+                (
+                    (*case.at, "state"),
+                    f"{case.state!r} is not a state of a {case.type.value} case "
+                    f"({', '.join(states_of(case.type))})",
+                )
+            )
 
     # plugins and clients
     for pl in m.plugins:
@@ -212,9 +220,13 @@ def semantic_errors(manifest: Manifest) -> list[tuple[Path, str]]:
             if scope not in ALL_PERMISSIONS:
                 add(((*cl.at, "scopes", i), f"unknown scope {scope!r}"))
         if cl.secret is not None and not m.demo:
-            add(((*cl.at, "secret"),
-                 "client secrets are allowed only in demo manifests (demo: true); register "
-                 "production clients with `insurdesk clients`"))
+            add(
+                (
+                    (*cl.at, "secret"),
+                    "client secrets are allowed only in demo manifests (demo: true); register "
+                    "production clients with `insurdesk clients`",
+                )
+            )
     return errors
 
 
@@ -230,7 +242,7 @@ def _cycles(m: Manifest) -> list[tuple[Path, str]]:
             chain.append(code)
             code = parent[code]
         if code is not None and code in chain:
-            loop = chain[chain.index(code):]
+            loop = chain[chain.index(code) :]
             if not reported.intersection(loop):
                 reported.update(loop)
                 first = min(loop, key=lambda c: [str(p) for p in at[c]])

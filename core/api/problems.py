@@ -179,8 +179,12 @@ def handle_data_error(request: Request[Any, Any, Any], exc: DataError) -> Respon
     log.info("data_error", path=request.url.path, error=str(exc.orig)[:200])
     return problem_response(
         request,
-        Problem(400, "a value in the request cannot be stored or compared: text may not "
-                "contain NUL characters and numbers must be within range", slug="invalid-value"),
+        Problem(
+            400,
+            "a value in the request cannot be stored or compared: text may not "
+            "contain NUL characters and numbers must be within range",
+            slug="invalid-value",
+        ),
     )
 
 

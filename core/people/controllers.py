@@ -259,7 +259,10 @@ class RoleAssignmentController(Controller):
         sync_to_thread=True,
     )
     def revoke(
-        self, request: Request[Any, Any, Any], session: Session, access: Access,
+        self,
+        request: Request[Any, Any, Any],
+        session: Session,
+        access: Access,
         assignment_id: uuid.UUID,
     ) -> None:
         """Remove an assignment; needs ``roles:write`` at its unit."""

@@ -35,17 +35,25 @@ def list_plugins(
     rows = []
     for p in registry.plugins.values():
         state = "always on" if p.always_on else "on by default" if p.on_by_default else "off"
-        rows.append({
-            "name": p.name, "version": p.version, "kind": p.info.kind, "default": state,
-            "title_zh": p.info.title_zh, "title_en": p.info.title_en,
-            "source": "built-in" if p.builtin else (p.distribution or "entry point"),
-        })
+        rows.append(
+            {
+                "name": p.name,
+                "version": p.version,
+                "kind": p.info.kind,
+                "default": state,
+                "title_zh": p.info.title_zh,
+                "title_en": p.info.title_en,
+                "source": "built-in" if p.builtin else (p.distribution or "entry point"),
+            }
+        )
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for r in rows:
-        typer.echo(f"{r['name']:<18} {r['version']:<10} {r['kind']:<10} {r['default']:<14} "
-                   f"{r['title_en']} / {r['title_zh']}  [{r['source']}]")
+        typer.echo(
+            f"{r['name']:<18} {r['version']:<10} {r['kind']:<10} {r['default']:<14} "
+            f"{r['title_en']} / {r['title_zh']}  [{r['source']}]"
+        )
 
 
 @cli.command("effective")
@@ -74,20 +82,25 @@ def effective(
             config = load_tenant_config(session, tenant_id)
         result: list[dict[str, Any]] = []
         for e in effective_plugins(registry, config, found.path):
-            result.append({
-                "plugin": e.name,
-                "enabled": e.enabled,
-                "enabled_by": codes.get(e.enabled_by or "", e.enabled_by),
-                "settings": mask(registry.plugins[e.name], e.settings),
-                "provenance": {k: codes.get(v, v) for k, v in e.provenance.items()},
-            })
+            result.append(
+                {
+                    "plugin": e.name,
+                    "enabled": e.enabled,
+                    "enabled_by": codes.get(e.enabled_by or "", e.enabled_by),
+                    "settings": mask(registry.plugins[e.name], e.settings),
+                    "provenance": {k: codes.get(v, v) for k, v in e.provenance.items()},
+                }
+            )
     finally:
         db.dispose()
     if as_json:
-        typer.echo(json.dumps(
-            {"tenant": tenant, "unit": unit, "revision": config.revision, "plugins": result},
-            ensure_ascii=False, indent=2,
-        ))
+        typer.echo(
+            json.dumps(
+                {"tenant": tenant, "unit": unit, "revision": config.revision, "plugins": result},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return
     typer.echo(f"tenant {tenant}, unit {unit}, configuration revision {config.revision}")
     for r in result:

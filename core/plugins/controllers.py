@@ -89,8 +89,9 @@ def _if_match(value: str | None) -> int | None:
     if tag == "*":
         return None
     if not tag.isdigit():
-        raise Problem(412, f"If-Match {value!r} is not a version this API issued",
-                      slug="precondition-failed")
+        raise Problem(
+            412, f"If-Match {value!r} is not a version this API issued", slug="precondition-failed"
+        )
     return int(tag)
 
 
@@ -141,18 +142,31 @@ class PluginsController(Controller):
         access.require_anywhere(READ)
         return [plugin_out(p) for p in plugins.registry.plugins.values()]
 
-    @get("/{name:str}", operation_id="getPlugin", summary="One installed plugin",
-         sync_to_thread=False)
+    @get(
+        "/{name:str}",
+        operation_id="getPlugin",
+        summary="One installed plugin",
+        sync_to_thread=False,
+    )
     def get_plugin(self, name: str, access: Access, plugins: PluginHost) -> PluginOut:
         """One installed plugin."""
         access.require_anywhere(READ)
         return plugin_out(services.installed_plugin(plugins.registry, name))
 
-    @post("/preview", operation_id="previewPlugins", status_code=200, sync_to_thread=True,
-          summary="What the plugins enabled at a unit decide for a hypothetical case")
+    @post(
+        "/preview",
+        operation_id="previewPlugins",
+        status_code=200,
+        sync_to_thread=True,
+        summary="What the plugins enabled at a unit decide for a hypothetical case",
+    )
     def preview(
-        self, data: PreviewIn, request: Request[Principal, Any, Any], session: Session,
-        access: Access, plugins: PluginHost,
+        self,
+        data: PreviewIn,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
     ) -> PreviewOut:
         """Deadlines (with the statute as outer bound and the warnings) and follow-ups that the
         plugins enabled at ``unit_id`` give a case like this one. Nothing is stored."""
@@ -160,8 +174,11 @@ class PluginsController(Controller):
         if data.received_at.tzinfo is None:
             raise Problem(422, "received_at needs a time zone offset", slug="invalid-request")
         if data.trigger not in TRIGGERS:
-            raise Problem(422, f"unknown trigger {data.trigger!r}; one of: {', '.join(TRIGGERS)}",
-                          slug="invalid-request")
+            raise Problem(
+                422,
+                f"unknown trigger {data.trigger!r}; one of: {', '.join(TRIGGERS)}",
+                slug="invalid-request",
+            )
         unit_facts = UnitFacts(id=unit.id, code=unit.code, kind=str(unit.kind), path=unit.path)
         case = CaseFacts(
             case_type=data.case_type,
@@ -189,7 +206,10 @@ class PluginsController(Controller):
             plugins=list(tp.enabled),
             clocks=[
                 ClockOut(
-                    clock=c.clock, due=c.due, last_day=c.last_day, provisional=c.provisional,
+                    clock=c.clock,
+                    due=c.due,
+                    last_day=c.last_day,
+                    provisional=c.provisional,
                     rule=_rule_out(c.rule),
                     candidates=[_rule_out(x.rule) for x in c.candidates if x.rule is not c.rule],
                 )
@@ -197,8 +217,13 @@ class PluginsController(Controller):
             ],
             warnings=deadlines.messages,
             follow_ups=[
-                FollowUpOut(kind=f.kind, due=f.due, recipients=list(f.recipients),
-                            sources=list(f.sources), notes=list(f.notes))
+                FollowUpOut(
+                    kind=f.kind,
+                    due=f.due,
+                    recipients=list(f.recipients),
+                    sources=list(f.sources),
+                    notes=list(f.notes),
+                )
                 for f in follow_ups
             ],
         )
@@ -210,8 +235,13 @@ def _fields(struct: Any) -> dict[str, Any]:
 
 def _rule_out(rule: Any) -> RuleOut:
     return RuleOut(
-        clock=rule.clock, amount=rule.amount, unit=rule.unit, citation=rule.citation,
-        source=rule.source, statutory=rule.statutory, description=rule.description,
+        clock=rule.clock,
+        amount=rule.amount,
+        unit=rule.unit,
+        citation=rule.citation,
+        source=rule.source,
+        statutory=rule.statutory,
+        description=rule.description,
     )
 
 
@@ -226,31 +256,48 @@ class PluginSettingsController(Controller):
     tags = ["plugins"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listPluginSettings", sync_to_thread=True,
-         summary="Plugin states set at units the caller may read")
+    @get(
+        "/",
+        operation_id="listPluginSettings",
+        sync_to_thread=True,
+        summary="Plugin states set at units the caller may read",
+    )
     def list_settings(
-        self, session: Session, access: Access, plugins: PluginHost,
-        plugin: str | None = None, unit_id: uuid.UUID | None = None,
+        self,
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
+        plugin: str | None = None,
+        unit_id: uuid.UUID | None = None,
     ) -> list[SettingOut]:
         """The states set at units (each unit's own, not merged), filtered by plugin or unit."""
         access.require_anywhere(READ)
         if unit_id is not None:
             _unit(session, access, unit_id, READ)
         rows = services.list_settings(
-            session, plugin=plugin, unit_ids=[unit_id] if unit_id else None,
+            session,
+            plugin=plugin,
+            unit_ids=[unit_id] if unit_id else None,
             visible=access.unit_clause(READ, PluginSetting.unit_id),
         )
         units = services.units_by_id(session, {r.unit_id for r in rows})
         return [
-            _setting_out(plugins.registry.plugins.get(r.plugin), units[r.unit_id], r)
-            for r in rows
+            _setting_out(plugins.registry.plugins.get(r.plugin), units[r.unit_id], r) for r in rows
         ]
 
-    @get("/effective", operation_id="effectivePluginSettings", sync_to_thread=True,
-         summary="Effective plugins and settings at a unit, with provenance")
+    @get(
+        "/effective",
+        operation_id="effectivePluginSettings",
+        sync_to_thread=True,
+        summary="Effective plugins and settings at a unit, with provenance",
+    )
     def effective(
-        self, unit_id: uuid.UUID, request: Request[Principal, Any, Any], session: Session,
-        access: Access, plugins: PluginHost,
+        self,
+        unit_id: uuid.UUID,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
     ) -> EffectiveOut:
         """Every installed plugin at the unit: enabled or not (and which unit decided), its
         settings merged along the unit's ancestors, and which unit each value comes from."""
@@ -281,10 +328,18 @@ class PluginSettingsController(Controller):
             ],
         )
 
-    @get(UnitPath, operation_id="getPluginSetting", sync_to_thread=True,
-         summary="A plugin's own state at a unit")
+    @get(
+        UnitPath,
+        operation_id="getPluginSetting",
+        sync_to_thread=True,
+        summary="A plugin's own state at a unit",
+    )
     def get_setting(
-        self, plugin: str, unit_id: uuid.UUID, session: Session, access: Access,
+        self,
+        plugin: str,
+        unit_id: uuid.UUID,
+        session: Session,
+        access: Access,
         plugins: PluginHost,
     ) -> Response[SettingOut]:
         """The unit's own state (version 0 when nothing was set there); ``ETag`` = version."""
@@ -295,20 +350,35 @@ class PluginSettingsController(Controller):
         )
         return Response(_setting_out(installed, unit, row), headers=_etag(row.version))
 
-    @put(UnitPath, operation_id="setPluginSettings", sync_to_thread=True,
-         summary="Set a plugin's settings at a unit")
+    @put(
+        UnitPath,
+        operation_id="setPluginSettings",
+        sync_to_thread=True,
+        summary="Set a plugin's settings at a unit",
+    )
     def set_settings(
-        self, plugin: str, unit_id: uuid.UUID, data: SettingsIn,
-        request: Request[Principal, Any, Any], session: Session, access: Access,
-        plugins: PluginHost, if_match: IfMatch = None,
+        self,
+        plugin: str,
+        unit_id: uuid.UUID,
+        data: SettingsIn,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
+        if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Replace the unit's own settings (validated against the plugin's schema: 422 with the
         JSON path of each error, nothing saved). ``If-Match: "<version>"`` guards against
         overwriting a change you have not seen (412)."""
         unit = _unit(session, access, unit_id, ADMIN)
         row = services.set_settings(
-            session, plugins.registry, plugin=plugin, unit=unit, settings=data.settings,
-            actor=services.Actor.from_principal(request.user, session), reason=data.reason,
+            session,
+            plugins.registry,
+            plugin=plugin,
+            unit=unit,
+            settings=data.settings,
+            actor=services.Actor.from_principal(request.user, session),
+            reason=data.reason,
             expected_version=_if_match(if_match),
         )
         session.commit()
@@ -316,9 +386,16 @@ class PluginSettingsController(Controller):
         return Response(out, headers=_etag(row.version))
 
     def _switch(
-        self, action: str, plugin: str, unit_id: uuid.UUID, data: ChangeIn | None,
-        request: Request[Principal, Any, Any], session: Session, access: Access,
-        plugins: PluginHost, if_match: str | None,
+        self,
+        action: str,
+        plugin: str,
+        unit_id: uuid.UUID,
+        data: ChangeIn | None,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
+        if_match: str | None,
     ) -> Response[SettingOut]:
         unit = _unit(session, access, unit_id, ADMIN)
         change = {
@@ -327,51 +404,99 @@ class PluginSettingsController(Controller):
             "inherit": services.inherit_enablement,
         }[action]
         row = change(
-            session, plugins.registry, plugin=plugin, unit=unit,
+            session,
+            plugins.registry,
+            plugin=plugin,
+            unit=unit,
             actor=services.Actor.from_principal(request.user, session),
-            reason=data.reason if data else None, expected_version=_if_match(if_match),
+            reason=data.reason if data else None,
+            expected_version=_if_match(if_match),
         )
         session.commit()
         out = _setting_out(plugins.registry.get(plugin), unit, row)
         return Response(out, headers=_etag(row.version), status_code=200)
 
-    @post(UnitPath + "/enable", operation_id="enablePlugin", sync_to_thread=True,
-          status_code=200, summary="Enable a plugin at a unit and below")
+    @post(
+        UnitPath + "/enable",
+        operation_id="enablePlugin",
+        sync_to_thread=True,
+        status_code=200,
+        summary="Enable a plugin at a unit and below",
+    )
     def enable(
-        self, plugin: str, unit_id: uuid.UUID, request: Request[Principal, Any, Any],
-        session: Session, access: Access, plugins: PluginHost,
-        data: ChangeIn | None = None, if_match: IfMatch = None,
+        self,
+        plugin: str,
+        unit_id: uuid.UUID,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
+        data: ChangeIn | None = None,
+        if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Enable the plugin at the unit (its effective settings must be valid: 422 if not)."""
-        return self._switch("enable", plugin, unit_id, data, request, session, access, plugins,
-                            if_match)
+        return self._switch(
+            "enable", plugin, unit_id, data, request, session, access, plugins, if_match
+        )
 
-    @post(UnitPath + "/disable", operation_id="disablePlugin", sync_to_thread=True,
-          status_code=200, summary="Disable a plugin at a unit and below")
+    @post(
+        UnitPath + "/disable",
+        operation_id="disablePlugin",
+        sync_to_thread=True,
+        status_code=200,
+        summary="Disable a plugin at a unit and below",
+    )
     def disable(
-        self, plugin: str, unit_id: uuid.UUID, request: Request[Principal, Any, Any],
-        session: Session, access: Access, plugins: PluginHost,
-        data: ChangeIn | None = None, if_match: IfMatch = None,
+        self,
+        plugin: str,
+        unit_id: uuid.UUID,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
+        data: ChangeIn | None = None,
+        if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Disable the plugin at the unit; the statutory baseline cannot be disabled (409)."""
-        return self._switch("disable", plugin, unit_id, data, request, session, access, plugins,
-                            if_match)
+        return self._switch(
+            "disable", plugin, unit_id, data, request, session, access, plugins, if_match
+        )
 
-    @post(UnitPath + "/inherit", operation_id="inheritPluginEnablement", sync_to_thread=True,
-          status_code=200, summary="Let a unit inherit enablement from above again")
+    @post(
+        UnitPath + "/inherit",
+        operation_id="inheritPluginEnablement",
+        sync_to_thread=True,
+        status_code=200,
+        summary="Let a unit inherit enablement from above again",
+    )
     def inherit(
-        self, plugin: str, unit_id: uuid.UUID, request: Request[Principal, Any, Any],
-        session: Session, access: Access, plugins: PluginHost,
-        data: ChangeIn | None = None, if_match: IfMatch = None,
+        self,
+        plugin: str,
+        unit_id: uuid.UUID,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
+        data: ChangeIn | None = None,
+        if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Forget the unit's own enabled/disabled choice (its settings are kept)."""
-        return self._switch("inherit", plugin, unit_id, data, request, session, access, plugins,
-                            if_match)
+        return self._switch(
+            "inherit", plugin, unit_id, data, request, session, access, plugins, if_match
+        )
 
-    @get(UnitPath + "/history", operation_id="pluginSettingHistory", sync_to_thread=True,
-         summary="Versions of a plugin's state at a unit")
+    @get(
+        UnitPath + "/history",
+        operation_id="pluginSettingHistory",
+        sync_to_thread=True,
+        summary="Versions of a plugin's state at a unit",
+    )
     def history(
-        self, plugin: str, unit_id: uuid.UUID, session: Session, access: Access,
+        self,
+        plugin: str,
+        unit_id: uuid.UUID,
+        session: Session,
+        access: Access,
         plugins: PluginHost,
         before: Annotated[int | None, Parameter(ge=1)] = None,
         limit: Annotated[int, Parameter(ge=1, le=services.MAX_HISTORY_PAGE)] = 50,
@@ -391,18 +516,34 @@ class PluginSettingsController(Controller):
             next_cursor=versions[-1].version if more and versions else None,
         )
 
-    @post(UnitPath + "/rollback", operation_id="rollbackPluginSetting", sync_to_thread=True,
-          status_code=200, summary="Restore an earlier version (as a new version)")
+    @post(
+        UnitPath + "/rollback",
+        operation_id="rollbackPluginSetting",
+        sync_to_thread=True,
+        status_code=200,
+        summary="Restore an earlier version (as a new version)",
+    )
     def rollback(
-        self, plugin: str, unit_id: uuid.UUID, data: RollbackIn,
-        request: Request[Principal, Any, Any], session: Session, access: Access,
-        plugins: PluginHost, if_match: IfMatch = None,
+        self,
+        plugin: str,
+        unit_id: uuid.UUID,
+        data: RollbackIn,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
+        plugins: PluginHost,
+        if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Make the unit's state equal to version ``to_version`` again (404 if unknown)."""
         unit = _unit(session, access, unit_id, ADMIN)
         row = services.rollback(
-            session, plugins.registry, plugin=plugin, unit=unit, to_version=data.to_version,
-            actor=services.Actor.from_principal(request.user, session), reason=data.reason,
+            session,
+            plugins.registry,
+            plugin=plugin,
+            unit=unit,
+            to_version=data.to_version,
+            actor=services.Actor.from_principal(request.user, session),
+            reason=data.reason,
             expected_version=_if_match(if_match),
         )
         session.commit()

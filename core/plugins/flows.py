@@ -88,8 +88,12 @@ def call_each(tp: TenantPlugins, hook: str, **kwargs: Any) -> list[tuple[str, An
             returned = caller(settings=settings, **kwargs)
         except Exception as exc:
             log.error(
-                "plugin_failed", plugin=name, hook=hook, tenant=str(tp.tenant_id),
-                error=repr(exc), exc_info=True,
+                "plugin_failed",
+                plugin=name,
+                hook=hook,
+                tenant=str(tp.tenant_id),
+                error=repr(exc),
+                exc_info=True,
             )
             raise PluginFailed(name, hook, f"it raised {type(exc).__name__}: {exc}") from exc
         results.append((name, returned[0] if returned else None))
@@ -151,7 +155,9 @@ def deadline_rules(tp: TenantPlugins, case: CaseFacts, trigger: str) -> list[Dea
         for rule in _items(tp, plugin, hook, value, DeadlineRule):
             if rule.statutory and not always_on:
                 raise _invalid(
-                    plugin, hook, tp,
+                    plugin,
+                    hook,
+                    tp,
                     f"rule {rule.clock} claims to be statutory; only the statutory baseline "
                     "may set the law's limits",
                 )
@@ -178,8 +184,11 @@ def compute_deadlines(
     clocks, warnings = resolve_rules(rules, start or case.received_at, calendar)
     for warning in warnings:
         log.warning(
-            "plugin_rule_ignored", plugin=warning.source, clock=warning.clock,
-            tenant=str(tp.tenant_id), reason=warning.message,
+            "plugin_rule_ignored",
+            plugin=warning.source,
+            clock=warning.clock,
+            tenant=str(tp.tenant_id),
+            reason=warning.message,
         )
     return DeadlinePlan(with_reminders(tp, case, clocks), warnings)
 
@@ -200,7 +209,9 @@ def reminder_fraction(tp: TenantPlugins, case: CaseFacts, clock: str) -> float |
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
             raise _invalid(
-                plugin, hook, tp,
+                plugin,
+                hook,
+                tp,
                 f"it returned {value!r} for {clock}; a reminder fraction is a number between "
                 "0 and 1 (exclusive)",
             )
@@ -267,7 +278,9 @@ def calendar_adjustments(tp: TenantPlugins, unit: UnitFacts) -> CalendarAdjustme
     if opens is not None and closes is not None:
         if opens >= closes:
             raise _invalid(
-                "+".join(sources), hook, tp,
+                "+".join(sources),
+                hook,
+                tp,
                 f"the plugins' business hours do not overlap ({opens}..{closes})",
             )
         hours = (opens, closes)
@@ -327,9 +340,7 @@ def visit_quotas(tp: TenantPlugins, unit: UnitFacts, period: Period) -> list[Vis
     out = []
     for key, quota in merged.items():
         sampling = "all" if quota.share >= 1 else quota.sampling
-        out.append(
-            dataclasses.replace(quota, sampling=sampling, source="+".join(sources[key]))
-        )
+        out.append(dataclasses.replace(quota, sampling=sampling, source="+".join(sources[key])))
     return sorted(out, key=lambda q: (q.kind, q.population))
 
 
@@ -431,9 +442,7 @@ def follow_ups_on_created(
 ) -> list[PlannedFollowUp]:
     """What the plugins want done because ``case`` was registered."""
     hook = "insurdesk_case_created"
-    return _combine_follow_ups(
-        tp, hook, call_each(tp, hook, case=case), case.received_at, calendar
-    )
+    return _combine_follow_ups(tp, hook, call_each(tp, hook, case=case), case.received_at, calendar)
 
 
 def follow_ups_on_transition(
@@ -479,7 +488,9 @@ def notification_channels(tp: TenantPlugins) -> dict[str, NotificationChannel]:
                 raise _invalid(plugin, hook, tp, f"{channel!r} is not a NotificationChannel")
             if channel.name in channels:
                 raise _invalid(
-                    plugin, hook, tp,
+                    plugin,
+                    hook,
+                    tp,
                     f"channel {channel.name!r} is already offered by plugin "
                     f"{owners[channel.name]!r}",
                 )

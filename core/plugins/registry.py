@@ -174,9 +174,9 @@ def _describe(
 ) -> InstalledPlugin:
     others = [p for p in pm.get_plugins() if p is not plugin]
     impls = {
-        caller.name for caller in (pm.get_hookcallers(plugin) or []) if caller.name.startswith(
-            "insurdesk_"
-        )
+        caller.name
+        for caller in (pm.get_hookcallers(plugin) or [])
+        if caller.name.startswith("insurdesk_")
     }
     if "insurdesk_plugin_info" not in impls:
         raise PluginLoadError(f"plugin {name!r} does not implement insurdesk_plugin_info")

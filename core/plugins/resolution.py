@@ -197,9 +197,7 @@ class TenantPlugins:
         return found
 
 
-def resolve(
-    registry: PluginRegistry, config: TenantConfig, unit_path: str
-) -> TenantPlugins:
+def resolve(registry: PluginRegistry, config: TenantConfig, unit_path: str) -> TenantPlugins:
     """The :class:`TenantPlugins` of the unit with ``unit_path`` (no database access)."""
     effective = tuple(
         EffectivePlugin(e.name, e.enabled, e.enabled_by, freeze(e.settings), e.provenance)

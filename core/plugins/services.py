@@ -47,6 +47,8 @@ SETTINGS_CHANGED_EVENT = "plugin.settings_changed"
 
 class _Keep(enum.Enum):
     KEEP = 0
+
+
 MAX_HISTORY_PAGE = 200
 
 
@@ -205,9 +207,7 @@ def _validate_subtree(
     by_unit: dict[str, Mapping[str, Any]] = {str(r.id): r.settings or {} for r in rows}
     by_unit[str(unit.id)] = own
     targets = [(unit.path, unit.code)]
-    targets += [
-        (r.path, r.code) for r in rows if r.path.startswith(unit.path) and r.id != unit.id
-    ]
+    targets += [(r.path, r.code) for r in rows if r.path.startswith(unit.path) and r.id != unit.id]
     errors: list[dict[str, str]] = []
     for path, code in targets:
         effective = dict(installed.defaults)
@@ -347,9 +347,14 @@ def _change(
     old_enabled = current.enabled if current is not None else None
     old_settings: Mapping[str, Any] = (current.settings or {}) if current is not None else {}
     if settings is not None and not isinstance(settings, Mapping):
-        raise Problem(422, "settings must be a JSON object", slug="invalid-settings",
-                      title="Invalid plugin settings", plugin=plugin,
-                      errors=[{"path": "$", "reason": "must be an object", "unit": unit.code}])
+        raise Problem(
+            422,
+            "settings must be a JSON object",
+            slug="invalid-settings",
+            title="Invalid plugin settings",
+            plugin=plugin,
+            errors=[{"path": "$", "reason": "must be an object", "unit": unit.code}],
+        )
     new_enabled = old_enabled if isinstance(enabled, _Keep) else enabled
     new_settings = dict(old_settings if settings is None else settings)
     if validate:
@@ -392,8 +397,15 @@ def _change(
     emit(
         session,
         SETTINGS_CHANGED_EVENT,
-        {"plugin": plugin, "unit_id": str(unit.id), "unit": unit.code, "change": action,
-         "version": version, "enabled": new_enabled, "changed": [c["path"] for c in changes]},
+        {
+            "plugin": plugin,
+            "unit_id": str(unit.id),
+            "unit": unit.code,
+            "change": action,
+            "version": version,
+            "enabled": new_enabled,
+            "changed": [c["path"] for c in changes],
+        },
         tenant_id=tenant_id,
     )
     return current, True
@@ -445,8 +457,15 @@ def enable_plugin(
     The effective settings must be valid (a plugin with required settings needs them first).
     """
     setting, _ = _change(
-        session, registry, plugin=plugin, unit=unit, actor=actor, action="enable",
-        enabled=True, reason=reason, expected_version=expected_version,
+        session,
+        registry,
+        plugin=plugin,
+        unit=unit,
+        actor=actor,
+        action="enable",
+        enabled=True,
+        reason=reason,
+        expected_version=expected_version,
     )
     return setting
 
@@ -464,8 +483,16 @@ def disable_plugin(
     """Disable ``plugin`` at ``unit`` and below (unless a lower unit enables it); its settings
     are kept. The always-on statutory plugin cannot be disabled (409)."""
     setting, _ = _change(
-        session, registry, plugin=plugin, unit=unit, actor=actor, action="disable",
-        enabled=False, reason=reason, expected_version=expected_version, validate=False,
+        session,
+        registry,
+        plugin=plugin,
+        unit=unit,
+        actor=actor,
+        action="disable",
+        enabled=False,
+        reason=reason,
+        expected_version=expected_version,
+        validate=False,
     )
     return setting
 
@@ -482,8 +509,16 @@ def inherit_enablement(
 ) -> PluginSetting:
     """Let ``unit`` inherit enablement from the units above it again."""
     setting, _ = _change(
-        session, registry, plugin=plugin, unit=unit, actor=actor, action="inherit",
-        enabled=None, reason=reason, expected_version=expected_version, validate=False,
+        session,
+        registry,
+        plugin=plugin,
+        unit=unit,
+        actor=actor,
+        action="inherit",
+        enabled=None,
+        reason=reason,
+        expected_version=expected_version,
+        validate=False,
     )
     return setting
 
@@ -502,8 +537,15 @@ def set_settings(
     """Replace the unit's own settings of ``plugin`` (the keys it overrides; a key left out is
     inherited again). Validated against the plugin's schema; a new version when it changes."""
     setting, _ = _change(
-        session, registry, plugin=plugin, unit=unit, actor=actor, action="set",
-        settings=settings, reason=reason, expected_version=expected_version,
+        session,
+        registry,
+        plugin=plugin,
+        unit=unit,
+        actor=actor,
+        action="set",
+        settings=settings,
+        reason=reason,
+        expected_version=expected_version,
     )
     return setting
 
@@ -525,9 +567,17 @@ def rollback(
     """
     old = get_version(session, plugin=plugin, unit_id=unit.id, version=to_version)
     setting, _ = _change(
-        session, registry, plugin=plugin, unit=unit, actor=actor, action="rollback",
-        enabled=old.enabled, settings=dict(old.settings or {}), reason=reason,
-        expected_version=expected_version, restored_version=to_version,
+        session,
+        registry,
+        plugin=plugin,
+        unit=unit,
+        actor=actor,
+        action="rollback",
+        enabled=old.enabled,
+        settings=dict(old.settings or {}),
+        reason=reason,
+        expected_version=expected_version,
+        restored_version=to_version,
         validate=True,
     )
     return setting
@@ -547,7 +597,14 @@ def apply_config(
     """Make the unit's state exactly ``enabled`` + ``settings`` (tenant manifests); idempotent:
     no new version when nothing differs. Returns the state and whether it changed."""
     return _change(
-        session, registry, plugin=plugin, unit=unit, actor=actor, action="apply",
-        enabled=enabled, settings=settings, reason=reason,
+        session,
+        registry,
+        plugin=plugin,
+        unit=unit,
+        actor=actor,
+        action="apply",
+        enabled=enabled,
+        settings=settings,
+        reason=reason,
         validate=enabled is not False,
     )

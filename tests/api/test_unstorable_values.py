@@ -18,7 +18,10 @@ from tests.factories import TenantWorld
     ],
 )
 def test_nul_bytes_in_filters_are_a_client_error(
-    api: httpx.Client, tenant_a: TenantWorld, person_token: TokenFor, path: str,
+    api: httpx.Client,
+    tenant_a: TenantWorld,
+    person_token: TokenFor,
+    path: str,
     params: dict[str, str],
 ) -> None:
     answer = api.get(path, params=params, headers=auth(person_token(tenant_a, "admin")))

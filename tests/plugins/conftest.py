@@ -53,8 +53,9 @@ def make_host(database: Database) -> Iterator[Callable[..., PluginHost]]:
     """Build plugin hosts on the test database; they are closed at the end of the test."""
     hosts: list[PluginHost] = []
 
-    def make(registry: PluginRegistry | None = None, db: Database | None = None,
-             **kwargs: Any) -> PluginHost:
+    def make(
+        registry: PluginRegistry | None = None, db: Database | None = None, **kwargs: Any
+    ) -> PluginHost:
         host = PluginHost(registry or build_registry(), db or database, **kwargs)
         hosts.append(host.start())
         return host
@@ -114,8 +115,9 @@ def complaint(
 class _TestAuth(AbstractAuthenticationMiddleware):
     """Stand-in for the OAuth middleware: the caller comes from ``X-Test-*`` headers."""
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]
-                                   ) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         tenant = connection.headers.get("x-test-tenant")
         if not tenant:
             raise NotAuthorizedException("no test principal")

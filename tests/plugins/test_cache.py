@@ -47,9 +47,15 @@ def count_statements(db: Database) -> Iterator[list[str]]:
 def set_days(db: Database, world: TenantWorld, registry: PluginRegistry, days: int) -> None:
     """Set the agency plugin's complaint days at the group (enabling it)."""
     with db.tenant_transaction(world.id) as s:
-        services.apply_config(s, registry, plugin="agency_policy",
-                              unit=get_unit(s, world.units["group"].id), enabled=True,
-                              settings={"complaint_decision_days": days}, actor=ADMIN)
+        services.apply_config(
+            s,
+            registry,
+            plugin="agency_policy",
+            unit=get_unit(s, world.units["group"].id),
+            enabled=True,
+            settings={"complaint_decision_days": days},
+            actor=ADMIN,
+        )
 
 
 def days_at(host: PluginHost, world: TenantWorld, key: str = "bj") -> Any:
@@ -67,7 +73,9 @@ def second_db(settings: Settings) -> Iterator[Database]:
 
 
 def test_no_database_round_trip_while_nothing_changed(
-    database: Database, registry: PluginRegistry, make_host: Callable[..., PluginHost],
+    database: Database,
+    registry: PluginRegistry,
+    make_host: Callable[..., PluginHost],
     world: TenantWorld,
 ) -> None:
     host = make_host(registry)
@@ -94,13 +102,16 @@ def test_a_change_is_seen_by_the_next_request_in_this_process(
 
 
 def test_a_change_is_seen_by_another_process_without_restart(
-    database: Database, second_db: Database, registry: PluginRegistry,
+    database: Database,
+    second_db: Database,
+    registry: PluginRegistry,
     make_host: Callable[..., PluginHost],
 ) -> None:
     world = make_tenant(database, "xproc")
     # PostgreSQL: no recheck at all, only the notification can tell it
-    other = make_host(registry, db=second_db,
-                      recheck_seconds=None if second_db.is_postgres else 0.2)
+    other = make_host(
+        registry, db=second_db, recheck_seconds=None if second_db.is_postgres else 0.2
+    )
     assert days_at(other, world) is None
     with count_statements(second_db) as idle:
         for _ in range(50):
@@ -119,7 +130,9 @@ def test_a_change_is_seen_by_another_process_without_restart(
 
 @pytest.mark.postgres_only
 def test_without_its_listener_a_postgres_host_checks_the_revision_every_time(
-    database: Database, second_db: Database, registry: PluginRegistry,
+    database: Database,
+    second_db: Database,
+    registry: PluginRegistry,
     make_host: Callable[..., PluginHost],
 ) -> None:
     assert database.is_postgres  # LISTEN/NOTIFY is PostgreSQL's
@@ -137,7 +150,9 @@ def test_without_its_listener_a_postgres_host_checks_the_revision_every_time(
 
 
 def test_a_load_racing_with_a_change_is_not_kept(
-    database: Database, registry: PluginRegistry, make_host: Callable[..., PluginHost],
+    database: Database,
+    registry: PluginRegistry,
+    make_host: Callable[..., PluginHost],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     host = make_host(registry, recheck_seconds=3600)

@@ -41,14 +41,22 @@ def test_effective_shows_settings_and_where_they_come_from(
 ) -> None:
     world = make_tenant(database, "cli")
     with database.tenant_transaction(world.id) as s:
-        for key, settings in (("group", {"complaint_decision_days": 10}),
-                              ("bj", {"complaint_decision_days": 6})):
-            services.apply_config(s, registry, plugin="group_policy",
-                                  unit=get_unit(s, world.units[key].id),
-                                  enabled=True if key == "group" else None, settings=settings,
-                                  actor=services.Actor("cli"))
-    result = runner.invoke(cli, ["effective", "--tenant", world.tenant.slug, "--unit", "BJ",
-                                 "--json"])
+        for key, settings in (
+            ("group", {"complaint_decision_days": 10}),
+            ("bj", {"complaint_decision_days": 6}),
+        ):
+            services.apply_config(
+                s,
+                registry,
+                plugin="group_policy",
+                unit=get_unit(s, world.units[key].id),
+                enabled=True if key == "group" else None,
+                settings=settings,
+                actor=services.Actor("cli"),
+            )
+    result = runner.invoke(
+        cli, ["effective", "--tenant", world.tenant.slug, "--unit", "BJ", "--json"]
+    )
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     group = next(p for p in body["plugins"] if p["plugin"] == "group_policy")

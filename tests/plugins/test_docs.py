@@ -60,7 +60,8 @@ def test_every_hook_has_a_behavioural_test() -> None:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_hook_"):
                 tests.add(node.name)
     missing = [
-        name for name in hookspecs.HOOK_NAMES
+        name
+        for name in hookspecs.HOOK_NAMES
         if not any(t.startswith(f"test_hook_{name.removeprefix('insurdesk_')}") for t in tests)
     ]
     assert missing == [], f"hooks without a test_hook_<name> test: {missing}"

@@ -51,17 +51,26 @@ def test_it_works_end_to_end_through_the_api(
     assert "example_vip" in listed
 
     def preview(**customer: Any) -> dict[str, Any]:
-        response = api.post("/api/v1/plugins/preview", headers=admin, json={
-            "unit_id": str(world.units["bj"].id), "case_type": "complaint",
-            "received_at": "2026-03-02T10:00:00+08:00", "customer": customer})
+        response = api.post(
+            "/api/v1/plugins/preview",
+            headers=admin,
+            json={
+                "unit_id": str(world.units["bj"].id),
+                "case_type": "complaint",
+                "received_at": "2026-03-02T10:00:00+08:00",
+                "customer": customer,
+            },
+        )
         assert response.status_code == 200, response.text
         return dict(response.json())
 
     before = preview(vip=True)
     assert "example_vip" not in before["plugins"]  # installed, not enabled: never called
 
-    assert api.post(f"/api/v1/plugin-settings/example_vip/{unit}/enable",
-                    headers=admin).status_code == 200
+    assert (
+        api.post(f"/api/v1/plugin-settings/example_vip/{unit}/enable", headers=admin).status_code
+        == 200
+    )
     vip = preview(vip=True)
     clocks = {c["clock"]: c for c in vip["clocks"]}
     assert clocks["complaint.decision"]["rule"]["source"] == "example_vip"
@@ -74,11 +83,17 @@ def test_it_works_end_to_end_through_the_api(
     assert ordinary["complaint.decision"]["rule"]["source"] == "statutory_cn"
 
     # its settings are validated against its schema, and a looser value never loosens the law
-    bad = api.put(f"/api/v1/plugin-settings/example_vip/{unit}", headers=admin,
-                  json={"settings": {"elderly_age": 30}})
+    bad = api.put(
+        f"/api/v1/plugin-settings/example_vip/{unit}",
+        headers=admin,
+        json={"settings": {"elderly_age": 30}},
+    )
     assert bad.status_code == 422 and bad.json()["errors"][0]["path"] == "$.elderly_age"
-    api.put(f"/api/v1/plugin-settings/example_vip/{unit}", headers=admin,
-            json={"settings": {"complaint_days": 20}})
+    api.put(
+        f"/api/v1/plugin-settings/example_vip/{unit}",
+        headers=admin,
+        json={"settings": {"complaint_days": 20}},
+    )
     loose = preview(vip=True)
     decision = next(c for c in loose["clocks"] if c["clock"] == "complaint.decision")
     assert decision["rule"]["source"] == "statutory_cn"

@@ -31,15 +31,17 @@ def _exercise(operation: Any, headers: dict[str, str], failures: list[str], mode
     sent = 0
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def run(case: Any) -> None:
         nonlocal sent
         sent += 1
         response = case.call(headers=headers, timeout=15)
         try:
             case.validate_response(
-                response, checks=[not_a_server_error, response_schema_conformance])
+                response, checks=[not_a_server_error, response_schema_conformance]
+            )
         except Exception as exc:  # collected and reported together
             failures.append(f"{case.method} {case.formatted_path}: {exc}"[:600])
             return
@@ -48,8 +50,10 @@ def _exercise(operation: Any, headers: dict[str, str], failures: list[str], mode
             kind = "".join(kind) if isinstance(kind, list) else kind
             body = response.json() if kind.startswith("application/problem+json") else {}
             if not {"type", "title", "status", "detail"} <= set(body):
-                failures.append(f"{case.method} {case.formatted_path}: {response.status_code} "
-                                f"is not problem details: {response.text[:200]}")
+                failures.append(
+                    f"{case.method} {case.formatted_path}: {response.status_code} "
+                    f"is not problem details: {response.text[:200]}"
+                )
 
     # nothing invalid can be sent to an operation without parameters or body
     with contextlib.suppress(Unsatisfiable):

@@ -37,16 +37,31 @@ def at(day: str) -> dt.datetime:
     return dt.datetime.fromisoformat(day).replace(tzinfo=SHANGHAI)
 
 
-def configure(db: Database, world: TenantWorld, registry: PluginRegistry, plugin: str, key: str,
-              settings: dict[str, object] | None = None, enabled: bool | None = True) -> None:
+def configure(
+    db: Database,
+    world: TenantWorld,
+    registry: PluginRegistry,
+    plugin: str,
+    key: str,
+    settings: dict[str, object] | None = None,
+    enabled: bool | None = True,
+) -> None:
     """Enable ``plugin`` at a unit (and set its settings there) through the services."""
     with db.tenant_transaction(world.id) as s:
-        services.apply_config(s, registry, plugin=plugin, unit=get_unit(s, world.units[key].id),
-                              enabled=enabled, settings=settings or {}, actor=ADMIN)
+        services.apply_config(
+            s,
+            registry,
+            plugin=plugin,
+            unit=get_unit(s, world.units[key].id),
+            enabled=enabled,
+            settings=settings or {},
+            actor=ADMIN,
+        )
 
 
-def clocks(host: PluginHost, world: TenantWorld, case: object, trigger: str = "received",
-           key: str = "bj") -> dict[str, tuple[dt.datetime, str, str]]:
+def clocks(
+    host: PluginHost, world: TenantWorld, case: object, trigger: str = "received", key: str = "bj"
+) -> dict[str, tuple[dt.datetime, str, str]]:
     """``clock -> (due, source, citation)`` for a case at a unit of ``world``."""
     tp = host.for_unit(world.id, world.units[key].path)
     cal = flows.unit_calendar(tp, unit_facts(world, key), CALENDAR)
@@ -62,10 +77,23 @@ def test_hook_deadline_rules_two_tenants_with_different_plugins_get_different_de
 ) -> None:
     plain, agency = make_tenant(database, "plain"), make_tenant(database, "agency")
     configure(database, agency, registry, "agency_policy", "group")
-    configure(database, agency, registry, "branch_policy", "bj", {
-        "visit_quotas": [{"kind": "periodic", "population": "customers", "share": 0.1,
-                          "minimum_per_month": 20}],
-    })
+    configure(
+        database,
+        agency,
+        registry,
+        "branch_policy",
+        "bj",
+        {
+            "visit_quotas": [
+                {
+                    "kind": "periodic",
+                    "population": "customers",
+                    "share": 0.1,
+                    "minimum_per_month": 20,
+                }
+            ],
+        },
+    )
     case_a, case_b = complaint(plain), complaint(agency)
 
     a, b = clocks(host, plain, case_a), clocks(host, agency, case_b)
@@ -76,10 +104,12 @@ def test_hook_deadline_rules_two_tenants_with_different_plugins_get_different_de
     assert b["complaint.missing_materials_notice"] == a["complaint.missing_materials_notice"]
 
     march = Period(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 31))
-    qa = flows.visit_quotas(host.for_unit(plain.id, plain.units["bj"].path),
-                            unit_facts(plain, "bj"), march)
-    qb = flows.visit_quotas(host.for_unit(agency.id, agency.units["bj"].path),
-                            unit_facts(agency, "bj"), march)
+    qa = flows.visit_quotas(
+        host.for_unit(plain.id, plain.units["bj"].path), unit_facts(plain, "bj"), march
+    )
+    qb = flows.visit_quotas(
+        host.for_unit(agency.id, agency.units["bj"].path), unit_facts(agency, "bj"), march
+    )
     assert [(q.kind, q.share) for q in qa] == [("after_complaint", 1.0)]
     assert {(q.kind, q.population, q.share, q.minimum) for q in qb} == {
         ("after_claim", "paid_claims", 1.0, 0),
@@ -106,7 +136,9 @@ def test_hook_deadline_rules_a_looser_policy_never_loosens_the_statute(
     assert sorted(w.source for w in plan.warnings) == ["group_policy", "looser"]
     assert any("later than the statutory 15 natural_days" in m for m in plan.messages)
     assert {e["plugin"] for e in logs if e["event"] == "plugin_rule_ignored"} == {
-        "group_policy", "looser"}
+        "group_policy",
+        "looser",
+    }
 
 
 def test_hook_deadline_rules_a_tighter_group_rule_wins_and_a_branch_tightens_further(
@@ -114,12 +146,23 @@ def test_hook_deadline_rules_a_tighter_group_rule_wins_and_a_branch_tightens_fur
 ) -> None:
     world = make_tenant(database, "tight")
     configure(database, world, registry, "group_policy", "group", {"complaint_decision_days": 12})
-    configure(database, world, registry, "group_policy", "bj", {"complaint_decision_days": 7},
-              enabled=None)
+    configure(
+        database,
+        world,
+        registry,
+        "group_policy",
+        "bj",
+        {"complaint_decision_days": 7},
+        enabled=None,
+    )
     assert clocks(host, world, complaint(world, "sh"), key="sh")["complaint.decision"][:2] == (
-        at("2026-03-17"), "group_policy")  # 12 days end on Saturday the 14th: moved to Monday
+        at("2026-03-17"),
+        "group_policy",
+    )  # 12 days end on Saturday the 14th: moved to Monday
     assert clocks(host, world, complaint(world, "bj"))["complaint.decision"][:2] == (
-        at("2026-03-10"), "group_policy")
+        at("2026-03-10"),
+        "group_policy",
+    )
 
 
 def test_hook_reminder_fraction_policies_set_it_and_the_earliest_reminder_wins(
@@ -163,13 +206,18 @@ def test_a_reminder_fraction_outside_0_and_1_fails_naming_the_plugin(
     world = make_tenant(database, "remind-bad")
     configure(database, world, registry, "reminder", "group")
     with pytest.raises(PluginFailed) as exc:
-        flows.compute_deadlines(host.for_unit(world.id, world.units["bj"].path),
-                                complaint(world), CALENDAR)
+        flows.compute_deadlines(
+            host.for_unit(world.id, world.units["bj"].path), complaint(world), CALENDAR
+        )
     assert (exc.value.plugin, exc.value.hook) == ("reminder", "insurdesk_reminder_fraction")
 
 
-LIFE = PolicyFacts(line_of_business="life", term_months=240, start_date=dt.date(2026, 1, 5),
-                   cooling_off_end=dt.date(2026, 1, 20))
+LIFE = PolicyFacts(
+    line_of_business="life",
+    term_months=240,
+    start_date=dt.date(2026, 1, 5),
+    cooling_off_end=dt.date(2026, 1, 20),
+)
 
 
 def test_hook_deadline_rules_statutory_claims_policy_service_and_callbacks(
@@ -183,27 +231,41 @@ def test_hook_deadline_rules_statutory_claims_policy_service_and_callbacks(
     got = clocks(host, world, complaint(world, case_type="claim_report", policy=motor))
     assert got["claim.decision"] == (at("2026-04-02"), "statutory_cn", "insurance-law/23")
     assert clocks(host, world, life_claim, "claim.agreed")["claim.payment"][2] == (
-        "insurance-law/23")
+        "insurance-law/23"
+    )
     assert clocks(host, world, life_claim, "claim.refused")["claim.refusal_notice"][0] == at(
-        "2026-03-06")
+        "2026-03-06"
+    )
 
-    change = complaint(world, case_type="service_request", service_kind="policy_change",
-                       policy=LIFE)
+    change = complaint(
+        world, case_type="service_request", service_kind="policy_change", policy=LIFE
+    )
     got = clocks(host, world, change)
     assert got["policy_service.acceptance"][:1] == (at("2026-03-05"),)  # 2 working days
     assert got["policy_service.missing_materials"][2] == "2010-life-service/19"
     group = PolicyFacts(line_of_business="life", term_months=12, group=True)
-    assert "policy_service.acceptance" not in clocks(host, world, complaint(
-        world, case_type="service_request", service_kind="policy_change", policy=group))
+    assert "policy_service.acceptance" not in clocks(
+        host,
+        world,
+        complaint(world, case_type="service_request", service_kind="policy_change", policy=group),
+    )
 
-    issued = complaint(world, case_type="service_request", policy=LIFE,
-                       received=dt.datetime(2026, 1, 5, 9, 0, tzinfo=SHANGHAI))
+    issued = complaint(
+        world,
+        case_type="service_request",
+        policy=LIFE,
+        received=dt.datetime(2026, 1, 5, 9, 0, tzinfo=SHANGHAI),
+    )
     assert clocks(host, world, issued, "policy.issued")["callback.new_policy"] == (
-        at("2026-01-21"), "statutory_cn", "2010-life-service/15")
+        at("2026-01-21"),
+        "statutory_cn",
+        "2010-life-service/15",
+    )
     decided = clocks(host, world, complaint(world), "complaint.decided")
     assert decided["complaint.review_request_window"][2] == "2020-complaints/20"
     assert clocks(host, world, complaint(world), "review.requested")["complaint.review"][0] == (
-        at("2026-04-02"))
+        at("2026-04-02")
+    )
 
 
 def test_hook_deadline_rules_statutory_rules_are_chosen_by_the_date_a_case_was_received(
@@ -212,13 +274,15 @@ def test_hook_deadline_rules_statutory_rules_are_chosen_by_the_date_a_case_was_r
     def amended(case: CaseFacts, trigger: str) -> list[DeadlineRule]:
         return [
             dataclasses.replace(r, amount=10, citation="2027-complaints/18")
-            if r.clock == "complaint.decision" else r
+            if r.clock == "complaint.decision"
+            else r
             for r in rules_2020(case, trigger)
         ]
 
     baseline = StatutoryBaseline([*RULESETS, RuleSet(dt.date(2027, 1, 1), "amended", amended)])
-    registry = build_registry(builtin_package=None, entry_points=False,
-                              extra=[("statutory_cn", baseline)])
+    registry = build_registry(
+        builtin_package=None, entry_points=False, extra=[("statutory_cn", baseline)]
+    )
     host = make_host(registry)
     world = make_tenant(database, "amend")
     old = complaint(world, received=dt.datetime(2026, 12, 31, 23, 30, tzinfo=SHANGHAI))
@@ -237,13 +301,21 @@ def test_hook_calendar_adjustments_a_branch_closure_moves_the_deadline(
     database: Database, registry: PluginRegistry, host: PluginHost
 ) -> None:
     world = make_tenant(database, "closed")
-    configure(database, world, registry, "branch_policy", "bj", {
-        "extra_closed_days": ["2026-03-17"],
-        "working_hours": {"open": "08:30", "close": "17:30"},
-    })
+    configure(
+        database,
+        world,
+        registry,
+        "branch_policy",
+        "bj",
+        {
+            "extra_closed_days": ["2026-03-17"],
+            "working_hours": {"open": "08:30", "close": "17:30"},
+        },
+    )
     assert clocks(host, world, complaint(world))["complaint.decision"][0] == at("2026-03-19")
     assert clocks(host, world, complaint(world, "sh"), key="sh")["complaint.decision"][0] == at(
-        "2026-03-18")
+        "2026-03-18"
+    )
     tp = host.for_unit(world.id, world.units["bj"].path)
     calendar = flows.unit_calendar(tp, unit_facts(world, "bj"), CALENDAR)
     assert calendar.business_hours == (dt.time(8, 30), dt.time(17, 30))
@@ -258,15 +330,37 @@ def test_hook_visit_quotas_monthly_minimum_scales_and_the_most_demanding_share_w
     database: Database, registry: PluginRegistry, host: PluginHost
 ) -> None:
     world = make_tenant(database, "quota")
-    configure(database, world, registry, "branch_policy", "bj", {"visit_quotas": [
-        {"kind": "after_complaint", "population": "closed_complaints", "share": 0.5,
-         "minimum_per_month": 4, "sampling": "risk_weighted"},
-        {"kind": "new_policy", "population": "new_policies", "share": 0.3,
-         "minimum_per_month": 10},
-    ]})
+    configure(
+        database,
+        world,
+        registry,
+        "branch_policy",
+        "bj",
+        {
+            "visit_quotas": [
+                {
+                    "kind": "after_complaint",
+                    "population": "closed_complaints",
+                    "share": 0.5,
+                    "minimum_per_month": 4,
+                    "sampling": "risk_weighted",
+                },
+                {
+                    "kind": "new_policy",
+                    "population": "new_policies",
+                    "share": 0.3,
+                    "minimum_per_month": 10,
+                },
+            ]
+        },
+    )
     quarter = Period(start=dt.date(2026, 1, 1), end=dt.date(2026, 3, 31), label="2026Q1")
-    quotas = {q.kind: q for q in flows.visit_quotas(
-        host.for_unit(world.id, world.units["bj"].path), unit_facts(world, "bj"), quarter)}
+    quotas = {
+        q.kind: q
+        for q in flows.visit_quotas(
+            host.for_unit(world.id, world.units["bj"].path), unit_facts(world, "bj"), quarter
+        )
+    }
     merged = quotas["after_complaint"]
     assert (merged.share, merged.minimum, merged.sampling) == (1.0, 12, "all")
     # the test factory enables group_policy at the group: its mandatory callback counts too
@@ -277,11 +371,17 @@ def test_hook_visit_quotas_monthly_minimum_scales_and_the_most_demanding_share_w
 def test_hook_inspection_rubric_comes_from_the_seed_rules(
     world: TenantWorld, host: PluginHost
 ) -> None:
-    plan = flows.inspection_plan(host.for_unit(world.id, world.units["bj"].path),
-                                 unit_facts(world, "bj"))
+    plan = flows.inspection_plan(
+        host.for_unit(world.id, world.units["bj"].path), unit_facts(world, "bj")
+    )
     assert [i.key for i in plan.rubric] == [
-        "courtesy", "knowledge", "timeliness", "follow_up", "information_security",
-        "technical_support"]
+        "courtesy",
+        "knowledge",
+        "timeliness",
+        "follow_up",
+        "information_security",
+        "technical_support",
+    ]
     assert sum(i.max_score for i in plan.rubric) == 100
     assert {i.source for i in plan.rubric} == {"service_rules_cn"}
 
@@ -293,18 +393,28 @@ def test_hook_inspection_schedule_is_never_less_often_than_every_half_year(
     host = make_host(registry)
     world = make_tenant(database, "inspect")
     configure(database, world, registry, "looser", "group")
-    configure(database, world, registry, "service_rules_cn", "bj",
-              {"inspection_interval_months": 3}, enabled=None)
-    sh = flows.inspection_plan(host.for_unit(world.id, world.units["sh"].path),
-                               unit_facts(world, "sh"))
+    configure(
+        database,
+        world,
+        registry,
+        "service_rules_cn",
+        "bj",
+        {"inspection_interval_months": 3},
+        enabled=None,
+    )
+    sh = flows.inspection_plan(
+        host.for_unit(world.id, world.units["sh"].path), unit_facts(world, "sh")
+    )
     assert (sh.interval_months, sh.interval_source) == (6, "service_rules_cn")
     assert sh.warnings and "every 12 months" in sh.warnings[0]
-    bj = flows.inspection_plan(host.for_unit(world.id, world.units["bj"].path),
-                               unit_facts(world, "bj"))
+    bj = flows.inspection_plan(
+        host.for_unit(world.id, world.units["bj"].path), unit_facts(world, "bj")
+    )
     assert (bj.interval_months, bj.interval_source) == (3, "service_rules_cn")
     configure(database, world, registry, "service_rules_cn", "group", enabled=False)
-    alone = flows.inspection_plan(host.for_unit(world.id, world.units["sh"].path),
-                                  unit_facts(world, "sh"))
+    alone = flows.inspection_plan(
+        host.for_unit(world.id, world.units["sh"].path), unit_facts(world, "sh")
+    )
     assert alone.interval_months == 6 and alone.rubric == []
 
 
@@ -332,52 +442,96 @@ def test_hook_case_transitioned_callbacks_combine_to_the_earliest_due(
     configure(database, world, registry, "agency_policy", "bj")
     tp = host.for_unit(world.id, world.units["bj"].path)
     closed_at = dt.datetime(2026, 3, 6, 15, 0, tzinfo=SHANGHAI)  # a Friday
-    follow = {f.kind: f for f in flows.follow_ups_on_transition(
-        tp, complaint(world, state="decided"), "decided", "closed", closed_at, CALENDAR)}
+    follow = {
+        f.kind: f
+        for f in flows.follow_ups_on_transition(
+            tp, complaint(world, state="decided"), "decided", "closed", closed_at, CALENDAR
+        )
+    }
     callback = follow["callback_visit"]
     assert callback.sources == ("service_rules_cn", "group_policy")
     # group: 2 natural days, the last a Sunday, moved to Monday the 9th (before 5 working days)
     assert callback.due == at("2026-03-10")
     assert callback.rule is not None and callback.rule.source == "group_policy"
     assert follow["satisfaction_survey"].due == at("2026-03-14")
-    assert flows.follow_ups_on_transition(
-        tp, complaint(world), "registered", "accepted", closed_at, CALENDAR) == []
+    assert (
+        flows.follow_ups_on_transition(
+            tp, complaint(world), "registered", "accepted", closed_at, CALENDAR
+        )
+        == []
+    )
 
 
 def _clock() -> ClockState:
     """A running complaint-decision clock started on March 2."""
-    return start_clock(DeadlineRule(clock="complaint.decision", amount=15, unit="natural_days",
-                                    citation="2020-complaints/18", source="statutory_cn",
-                                    statutory=True), MARCH_2, CALENDAR)
+    return start_clock(
+        DeadlineRule(
+            clock="complaint.decision",
+            amount=15,
+            unit="natural_days",
+            citation="2020-complaints/18",
+            source="statutory_cn",
+            statutory=True,
+        ),
+        MARCH_2,
+        CALENDAR,
+    )
 
 
 def test_hook_deadline_approached_tells_the_branch_contacts(
     database: Database, registry: PluginRegistry, host: PluginHost
 ) -> None:
     world = make_tenant(database, "near")
-    configure(database, world, registry, "branch_policy", "bj",
-              {"escalation_contacts": ["bj-lead@example.com"]})
-    configure(database, world, registry, "group_policy", "group",
-              {"escalation": {"division": "集团客服处", "email": "cs@group.example.com"}})
+    configure(
+        database,
+        world,
+        registry,
+        "branch_policy",
+        "bj",
+        {"escalation_contacts": ["bj-lead@example.com"]},
+    )
+    configure(
+        database,
+        world,
+        registry,
+        "group_policy",
+        "group",
+        {"escalation": {"division": "集团客服处", "email": "cs@group.example.com"}},
+    )
     tp = host.for_unit(world.id, world.units["bj"].path)
     now = at("2026-03-16")
-    near = flows.follow_ups_on_deadline(tp, complaint(world), _clock(), now, CALENDAR,
-                                        breached=False)
+    near = flows.follow_ups_on_deadline(
+        tp, complaint(world), _clock(), now, CALENDAR, breached=False
+    )
     assert [(f.kind, f.recipients, f.sources) for f in near] == [
-        ("escalation", ("bj-lead@example.com",), ("branch_policy",))]
+        ("escalation", ("bj-lead@example.com",), ("branch_policy",))
+    ]
 
 
 def test_hook_deadline_breached_escalates_to_the_group_division_and_the_branch(
     database: Database, registry: PluginRegistry, host: PluginHost
 ) -> None:
     world = make_tenant(database, "breach")
-    configure(database, world, registry, "branch_policy", "bj",
-              {"escalation_contacts": ["bj-lead@example.com"]})
-    configure(database, world, registry, "group_policy", "group",
-              {"escalation": {"division": "集团客服处", "email": "cs@group.example.com"}})
+    configure(
+        database,
+        world,
+        registry,
+        "branch_policy",
+        "bj",
+        {"escalation_contacts": ["bj-lead@example.com"]},
+    )
+    configure(
+        database,
+        world,
+        registry,
+        "group_policy",
+        "group",
+        {"escalation": {"division": "集团客服处", "email": "cs@group.example.com"}},
+    )
     tp = host.for_unit(world.id, world.units["bj"].path)
-    breached = flows.follow_ups_on_deadline(tp, complaint(world), _clock(),
-                                            at("2026-03-19"), CALENDAR, breached=True)
+    breached = flows.follow_ups_on_deadline(
+        tp, complaint(world), _clock(), at("2026-03-19"), CALENDAR, breached=True
+    )
     assert len(breached) == 1
     assert breached[0].recipients == ("bj-lead@example.com", "cs@group.example.com")
     assert breached[0].sources == ("branch_policy", "group_policy")
@@ -394,17 +548,35 @@ def test_hook_notification_channels_email_and_signed_webhook(
     database: Database, registry: PluginRegistry, host: PluginHost
 ) -> None:
     world = make_tenant(database, "channels")
-    configure(database, world, registry, "email_smtp", "group",
-              {"host": "smtp.example.com", "from_address": "service@insurer.example.com",
-               "password": "s3cret"})
-    configure(database, world, registry, "webhook", "group",
-              {"url": "https://hooks.example.com/insurdesk", "secret": SECRET,
-               "events": ["deadline.*"]})
+    configure(
+        database,
+        world,
+        registry,
+        "email_smtp",
+        "group",
+        {
+            "host": "smtp.example.com",
+            "from_address": "service@insurer.example.com",
+            "password": "s3cret",
+        },
+    )
+    configure(
+        database,
+        world,
+        registry,
+        "webhook",
+        "group",
+        {"url": "https://hooks.example.com/insurdesk", "secret": SECRET, "events": ["deadline.*"]},
+    )
     channels = flows.notification_channels(host.for_unit(world.id, world.units["bj"].path))
     assert sorted(channels) == ["email", "webhook"]
     message = Notification(
-        id="msg_01", tenant_id=world.id, event="deadline.breached", subject="投诉处理已超时",
-        body="案件 C-2026-000001 已超过法定时限。", recipients=("lead@example.com", "13800138000"),
+        id="msg_01",
+        tenant_id=world.id,
+        event="deadline.breached",
+        subject="投诉处理已超时",
+        body="案件 C-2026-000001 已超过法定时限。",
+        recipients=("lead@example.com", "13800138000"),
         created_at=dt.datetime(2026, 3, 18, 1, 0, tzinfo=dt.UTC),
     )
     mails = channels["email"].build(message)
@@ -417,8 +589,9 @@ def test_hook_notification_channels_email_and_signed_webhook(
     assert webhook.verify(SECRET, hook_msg.headers, hook_msg.body, now=now)
     assert not webhook.verify(SECRET, hook_msg.headers, hook_msg.body + b" ", now=now)
     assert not webhook.verify(SECRET, hook_msg.headers, hook_msg.body, now=now + 3600)
-    other_event = Notification(id="m2", tenant_id=world.id, event="case.created", subject="s",
-                               body="b")
+    other_event = Notification(
+        id="m2", tenant_id=world.id, event="case.created", subject="s", body="b"
+    )
     assert channels["webhook"].build(other_event) == []
 
 
@@ -438,8 +611,14 @@ def test_hook_notification_channels_a_duplicate_channel_name_fails_naming_the_pl
     registry = registry_with(other_mail=Copycat())
     host = make_host(registry)
     world = make_tenant(database, "dupe")
-    configure(database, world, registry, "email_smtp", "group",
-              {"host": "smtp.example.com", "from_address": "service@insurer.example.com"})
+    configure(
+        database,
+        world,
+        registry,
+        "email_smtp",
+        "group",
+        {"host": "smtp.example.com", "from_address": "service@insurer.example.com"},
+    )
     configure(database, world, registry, "other_mail", "group")
     with pytest.raises(PluginFailed) as exc:
         flows.notification_channels(host.for_unit(world.id, world.units["bj"].path))
@@ -460,25 +639,39 @@ def test_a_raising_plugin_is_a_clear_problem_and_nothing_is_written(
     world = make_tenant(database, "raise")
     configure(database, world, registry, "raiser", "company")
     tp = host.for_unit(world.id, world.units["bj"].path)
-    with capture_logs() as logs, pytest.raises(PluginFailed) as exc, \
-            database.tenant_transaction(world.id) as s:
+    with (
+        capture_logs() as logs,
+        pytest.raises(PluginFailed) as exc,
+        database.tenant_transaction(world.id) as s,
+    ):
         plan = flows.plan_case_opening(tp, complaint(world), CALENDAR)
-        s.add(Case(number="C-1", type="complaint", channel="hotline", subject="never written",
-                   unit_id=world.units["bj"].id, received_at=MARCH_2))
+        s.add(
+            Case(
+                number="C-1",
+                type="complaint",
+                channel="hotline",
+                subject="never written",
+                unit_id=world.units["bj"].id,
+                received_at=MARCH_2,
+            )
+        )
         s.flush()
         assert plan  # not reached
     problem = exc.value
     assert (problem.status, problem.slug, problem.plugin, problem.hook) == (
-        502, "plugin-failed", "raiser", "insurdesk_deadline_rules")
+        502,
+        "plugin-failed",
+        "raiser",
+        "insurdesk_deadline_rules",
+    )
     assert "the policy database is down" in problem.detail
     assert any(e["event"] == "plugin_failed" and e["plugin"] == "raiser" for e in logs)
     with database.tenant_session(world.id) as s:
-        assert s.scalar(
-            select(func.count()).select_from(Case).where(Case.number == "C-1")
-        ) == 0
+        assert s.scalar(select(func.count()).select_from(Case).where(Case.number == "C-1")) == 0
     # a unit where it is not enabled is unaffected
-    ok = flows.plan_case_opening(host.for_unit(world.id, world.units["group"].path),
-                                 complaint(world, "group"), CALENDAR)
+    ok = flows.plan_case_opening(
+        host.for_unit(world.id, world.units["group"].path), complaint(world, "group"), CALENDAR
+    )
     assert "raiser" not in ok.plugins
 
 
@@ -498,6 +691,7 @@ def test_a_plugin_returning_something_invalid_fails_naming_it(
     world = make_tenant(database, f"liar-{mode}")
     configure(database, world, registry, "liar", "group")
     with pytest.raises(PluginFailed) as exc:
-        flows.compute_deadlines(host.for_unit(world.id, world.units["bj"].path),
-                                complaint(world), CALENDAR)
+        flows.compute_deadlines(
+            host.for_unit(world.id, world.units["bj"].path), complaint(world), CALENDAR
+        )
     assert exc.value.plugin == "liar" and reason in exc.value.detail

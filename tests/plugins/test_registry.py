@@ -12,8 +12,16 @@ from core.hookspecs import PluginInfo, hookimpl
 from core.plugins.registry import PluginLoadError, PluginRegistry, build_registry
 from tests.plugins.testing_plugins import Spy, info
 
-BUILTINS = ["statutory_cn", "service_rules_cn", "agency_policy", "branch_policy",
-            "email_smtp", "group_policy", "privacy_cn", "webhook"]
+BUILTINS = [
+    "statutory_cn",
+    "service_rules_cn",
+    "agency_policy",
+    "branch_policy",
+    "email_smtp",
+    "group_policy",
+    "privacy_cn",
+    "webhook",
+]
 
 
 def test_builtins_are_installed_in_calling_order_with_bilingual_metadata() -> None:
@@ -97,8 +105,7 @@ def test_per_plugin_callers_reach_one_plugin_only() -> None:
         entry_points=False, extra=[("spy_a", spy_a), ("spy_b", spy_b)]
     )
     assert registry.implementers("insurdesk_deadline_rules") >= {"spy_a", "spy_b"}
-    registry.caller("insurdesk_deadline_rules", "spy_b")(case=None, trigger="x",
-                                                          settings={"n": 1})
+    registry.caller("insurdesk_deadline_rules", "spy_b")(case=None, trigger="x", settings={"n": 1})
     assert spy_a.calls == [] and len(spy_b.calls) == 1
     assert registry.caller("insurdesk_visit_quotas", "spy_a") is None
 

@@ -19,8 +19,14 @@ from core.plugins.registry import PluginRegistry, build_registry
 
 def info(title: str) -> PluginInfo:
     """A minimal description."""
-    return PluginInfo(version="0.0.1", title_zh=title, title_en=title,
-                      description_zh=title, description_en=title, kind="extension")
+    return PluginInfo(
+        version="0.0.1",
+        title_zh=title,
+        title_en=title,
+        description_zh=title,
+        description_en=title,
+        kind="extension",
+    )
 
 
 class Spy:
@@ -35,8 +41,11 @@ class Spy:
 
     @hookimpl
     def insurdesk_plugin_config_schema(self) -> dict[str, Any]:
-        return {"type": "object", "properties": {"label": {"type": "string", "default": "x"}},
-                "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": {"label": {"type": "string", "default": "x"}},
+            "additionalProperties": False,
+        }
 
     @hookimpl
     def insurdesk_deadline_rules(
@@ -73,8 +82,16 @@ class Liar:
         if self.mode == "string":
             return "fifteen days"
         if self.mode == "statutory":
-            return [DeadlineRule(clock="complaint.decision", amount=90, unit="natural_days",
-                                 citation="made-up/1", source="liar", statutory=True)]
+            return [
+                DeadlineRule(
+                    clock="complaint.decision",
+                    amount=90,
+                    unit="natural_days",
+                    citation="made-up/1",
+                    source="liar",
+                    statutory=True,
+                )
+            ]
         return [{"clock": "complaint.decision", "amount": 3}]
 
     @hookimpl
@@ -93,8 +110,16 @@ class Looser:
     def insurdesk_deadline_rules(self, case: CaseFacts, trigger: str) -> list[DeadlineRule]:
         if trigger != "received" or not case.is_complaint:
             return []
-        return [DeadlineRule(clock="complaint.decision", amount=20, unit="natural_days",
-                             citation="loose-policy/1", source="looser", statutory=False)]
+        return [
+            DeadlineRule(
+                clock="complaint.decision",
+                amount=20,
+                unit="natural_days",
+                citation="loose-policy/1",
+                source="looser",
+                statutory=False,
+            )
+        ]
 
     @hookimpl
     def insurdesk_inspection_schedule(self, unit: UnitFacts) -> InspectionSchedule:

@@ -37,8 +37,11 @@ def demo_as(tmp_path: Path) -> Callable[[str], DemoWriter]:
 
     def for_file(stem: str) -> DemoWriter:
         source = (DEMO_DIR / f"{stem}.yaml").read_text("utf-8")
-        old = next(line.split(":", 1)[1].strip() for line in source.splitlines()
-                   if line.strip().startswith("slug:"))
+        old = next(
+            line.split(":", 1)[1].strip()
+            for line in source.splitlines()
+            if line.strip().startswith("slug:")
+        )
 
         def write(prefix: str) -> tuple[Path, str]:
             slug = unique_slug(prefix)

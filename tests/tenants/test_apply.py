@@ -39,17 +39,17 @@ def _apply(db: Database, text: str, name: str = "m.yaml") -> list[str]:
     return apply_manifest(db, parse_manifest(text, name)).lines()
 
 
-def test_demo_group_applied_twice(
-    database: Database, demo_as: Callable[[str], DemoWriter]
-) -> None:
+def test_demo_group_applied_twice(database: Database, demo_as: Callable[[str], DemoWriter]) -> None:
     path, slug = demo_as("huaxia-group")("hx")
     manifest = load_manifest(path)
 
     first = apply_manifest(database, manifest)
     assert first.created
-    assert first.lines()[0].startswith(f"{slug}: tenant created with 23 units, 2 roles, "
-                                       "16 people, 18 role grants, 20 customers, 20 policies, "
-                                       "10 cases")
+    assert first.lines()[0].startswith(
+        f"{slug}: tenant created with 23 units, 2 roles, "
+        "16 people, 18 role grants, 20 customers, 20 policies, "
+        "10 cases"
+    )
     counts = row_counts(database)
 
     second = apply_manifest(database, load_manifest(path))
@@ -61,16 +61,17 @@ def test_demo_group_applied_twice(
     assert tenant.manifest_digest == manifest.digest
     assert tenant.case_number_format == "HX-{prefix}-{year}-{seq:06d}"
     with database.tenant_transaction(tenant.id) as s:
-        held = set(s.scalars(
-            select(Role.key).join(RoleAssignment, RoleAssignment.role_id == Role.id)
-        ))
+        held = set(
+            s.scalars(select(Role.key).join(RoleAssignment, RoleAssignment.role_id == Role.id))
+        )
         assert {r.key for r in BUILTIN_ROLES} <= held
         agent = s.scalars(select(Person).where(Person.username == "li.na")).one()
         assert verify_password(agent.password_hash, "demo-agent-2026")
         hx_bj_hd = s.scalars(select(OrgUnit).where(OrgUnit.code == "HXL-BJ-HD")).one()
         assert hx_bj_hd.depth == 3
-        ancestors = s.scalars(select(OrgUnit.code).where(
-            OrgUnit.id.in_(hx_bj_hd.ancestor_ids()))).all()
+        ancestors = s.scalars(
+            select(OrgUnit.code).where(OrgUnit.id.in_(hx_bj_hd.ancestor_ids()))
+        ).all()
         assert set(ancestors) == {"HX", "HXL", "HXL-BJ", "HXL-BJ-HD"}
 
 
@@ -84,8 +85,10 @@ def test_demo_group_client_and_plugin_settings(
     assert f"client {slug}.demo-portal registered" in lines
     assert f"client {slug}.console-cli registered" in lines
     with database.platform_session() as s:
-        clients = {c.client_id: c for c in s.scalars(select(OAuthClient).where(
-            OAuthClient.tenant_id == tenant.id))}
+        clients = {
+            c.client_id: c
+            for c in s.scalars(select(OAuthClient).where(OAuthClient.tenant_id == tenant.id))
+        }
         assert set(clients) == {f"{slug}.demo-portal", f"{slug}.console-cli"}
         client = clients[f"{slug}.demo-portal"]
         assert client.scopes == ["cases:read", "cases:write", "customers:read", "org:read"]
@@ -103,10 +106,14 @@ def test_changed_manifest_reports_exactly_the_changes(
 ) -> None:
     slug = unique_slug("chg")
     _apply(database, small(slug))
-    changed = small(slug).replace("{code: BJ, name: 北京,", "{code: BJ, name: 北京分公司,").replace(
-        "    roles: [{role: agent, unit: BJ}]\n",
-        "    roles: [{role: agent, unit: BJ}, {role: visitor, unit: CO}]\n"
-        "  - username: li.na\n    display_name: 李娜\n    roles: [{role: agent, unit: SH}]\n",
+    changed = (
+        small(slug)
+        .replace("{code: BJ, name: 北京,", "{code: BJ, name: 北京分公司,")
+        .replace(
+            "    roles: [{role: agent, unit: BJ}]\n",
+            "    roles: [{role: agent, unit: BJ}, {role: visitor, unit: CO}]\n"
+            "  - username: li.na\n    display_name: 李娜\n    roles: [{role: agent, unit: SH}]\n",
+        )
     )
     before = row_counts(database)
     lines = _apply(database, changed)
@@ -176,8 +183,11 @@ def test_moving_a_unit_moves_its_subtree(database: Database) -> None:
     with database.tenant_transaction(tenant.id) as s:
         bj = s.scalars(select(OrgUnit).where(OrgUnit.code == "BJ")).one()
         create_unit(s, code="BJ-HD", name="海淀", kind=bj.kind, parent_id=bj.id)
-    moved = small(slug).replace("          - {code: BJ, name: 北京, kind: branch}\n", "").replace(
-        "roles:\n", "  - {code: BJ, name: 北京, kind: branch, parent: G}\nroles:\n", 1)
+    moved = (
+        small(slug)
+        .replace("          - {code: BJ, name: 北京, kind: branch}\n", "")
+        .replace("roles:\n", "  - {code: BJ, name: 北京, kind: branch, parent: G}\nroles:\n", 1)
+    )
     lines = _apply(database, moved)
     assert f"{slug}: unit BJ moved: under CO → under G" in lines
     with database.tenant_transaction(tenant.id) as s:
@@ -190,16 +200,20 @@ def test_moving_a_unit_moves_its_subtree(database: Database) -> None:
 def test_passwords_are_set_only_on_create(database: Database) -> None:
     slug = unique_slug("pw")
     demo = "demo: true\n" + small(slug).replace(
-        "    display_name: 管理员\n", "    display_name: 管理员\n    password: first-password\n")
+        "    display_name: 管理员\n", "    display_name: 管理员\n    password: first-password\n"
+    )
     _apply(database, demo)
     tenant = _tenant(database, slug)
     with database.tenant_transaction(tenant.id) as s:
         stored = s.scalars(select(Person.password_hash).where(Person.username == "admin")).one()
     assert _apply(database, demo.replace("first-password", "other-password")) == [
-        f"{slug}: no changes"]
+        f"{slug}: no changes"
+    ]
     with database.tenant_transaction(tenant.id) as s:
-        assert s.scalars(select(Person.password_hash).where(
-            Person.username == "admin")).one() == stored
+        assert (
+            s.scalars(select(Person.password_hash).where(Person.username == "admin")).one()
+            == stored
+        )
         agent = s.scalars(select(Person).where(Person.username == "agent.bj")).one()
         assert agent.password_hash is None  # production-style: sets it later
 
@@ -272,12 +286,15 @@ def test_production_clients_get_a_generated_secret_shown_once(database: Database
     pytest.importorskip("core.auth.services")
     slug = unique_slug("cli")
     text = small(slug) + (
-        "clients:\n  - {key: crm-sync01, name: CRM, scopes: [cases:read], units: [BJ]}\n")
+        "clients:\n  - {key: crm-sync01, name: CRM, scopes: [cases:read], units: [BJ]}\n"
+    )
     manifest: Manifest = parse_manifest(text, "c.yaml")
     lines = apply_manifest(database, manifest).lines(verbose=True)
     assert f"{slug}: client {slug}.crm-sync01 registered" in lines
-    assert any(line.startswith(f"{slug}: client {slug}.crm-sync01: its secret, shown once: ")
-               for line in lines)
+    assert any(
+        line.startswith(f"{slug}: client {slug}.crm-sync01: its secret, shown once: ")
+        for line in lines
+    )
     assert apply_manifest(database, manifest).lines() == [f"{slug}: no changes"]
     audit_detail = _audit(database, slug)
     assert all("shown once" not in str(d) for d in audit_detail)
@@ -285,8 +302,9 @@ def test_production_clients_get_a_generated_secret_shown_once(database: Database
 
 def _audit(db: Database, slug: str) -> list[dict[str, object]]:
     with db.platform_session() as s:
-        rows = s.scalars(select(PlatformAuditEntry).where(
-            PlatformAuditEntry.action == "tenant.manifest.apply")).all()
+        rows = s.scalars(
+            select(PlatformAuditEntry).where(PlatformAuditEntry.action == "tenant.manifest.apply")
+        ).all()
         return [r.detail for r in rows if r.detail.get("slug") == slug]
 
 

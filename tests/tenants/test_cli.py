@@ -76,19 +76,32 @@ def test_dry_run_writes_nothing(
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda t: t.replace("{code: SH, name: 上海分公司, kind: branch}",
-                             "{code: SH, name: 上海分公司, kind: branch, parent: XX}"),
-         ":13: units[0].children[0].children[1].parent: parent 'XX' contradicts"),
-        (lambda t: t.replace("{code: SH,", "{code: BJ,"),
-         ":13: units[0].children[0].children[1].code: duplicate unit code 'BJ'"),
-        (lambda t: t.replace("role: agent, unit: BJ", "role: boss, unit: BJ"),
-         ":25: people[1].roles[0].role: unknown role 'boss'"),
-        (lambda t: t.replace("display_name: 管理员",
-                             "display_name: 管理员\n    password: hunter2hunter2"),
-         ":22: people[0].password: passwords are allowed only in demo manifests"),
-        (lambda t: t.replace("kind: group", "kind: [group"),
-         ":7: bad YAML: expected ',' or ']', but got ':' (while parsing a flow sequence that "
-         "starts on line 6)"),
+        (
+            lambda t: t.replace(
+                "{code: SH, name: 上海分公司, kind: branch}",
+                "{code: SH, name: 上海分公司, kind: branch, parent: XX}",
+            ),
+            ":13: units[0].children[0].children[1].parent: parent 'XX' contradicts",
+        ),
+        (
+            lambda t: t.replace("{code: SH,", "{code: BJ,"),
+            ":13: units[0].children[0].children[1].code: duplicate unit code 'BJ'",
+        ),
+        (
+            lambda t: t.replace("role: agent, unit: BJ", "role: boss, unit: BJ"),
+            ":25: people[1].roles[0].role: unknown role 'boss'",
+        ),
+        (
+            lambda t: t.replace(
+                "display_name: 管理员", "display_name: 管理员\n    password: hunter2hunter2"
+            ),
+            ":22: people[0].password: passwords are allowed only in demo manifests",
+        ),
+        (
+            lambda t: t.replace("kind: group", "kind: [group"),
+            ":7: bad YAML: expected ',' or ']', but got ':' (while parsing a flow sequence that "
+            "starts on line 6)",
+        ),
     ],
     ids=["contradicting-parent", "duplicate-unit-code", "unknown-role", "password", "bad-yaml"],
 )
@@ -122,7 +135,8 @@ def test_duplicate_slug_exits_2(
 
 
 def test_demo_manifests_refused_with_production_settings(
-    run: Callable[..., tuple[int, str, str]], demo_as: Callable[[str], DemoWriter],
+    run: Callable[..., tuple[int, str, str]],
+    demo_as: Callable[[str], DemoWriter],
     settings: Settings,
 ) -> None:
     path, _slug = demo_as("anxin-agency")("prod")

@@ -27,10 +27,21 @@ def test_demo_manifests_are_valid_and_cover_every_builtin_role() -> None:
     assert {r.key for r in BUILTIN_ROLES} <= held
     assert len(huaxia.customers) >= 20 and len(huaxia.policies) >= 20 and len(huaxia.cases) >= 10
     kinds = {u.kind.value for u in huaxia.units}
-    assert {"group", "company", "branch", "sub_branch", "agency", "service_centre",
-            "department"} <= kinds
+    assert {
+        "group",
+        "company",
+        "branch",
+        "sub_branch",
+        "agency",
+        "service_centre",
+        "department",
+    } <= kinds
     assert {p.line_of_business.value for p in huaxia.policies} >= {
-        "life", "health", "motor", "property"}
+        "life",
+        "health",
+        "motor",
+        "property",
+    }
 
 
 def test_demo_id_numbers_fail_the_checksum() -> None:
@@ -41,8 +52,9 @@ def test_demo_id_numbers_fail_the_checksum() -> None:
             if c.id_type == "resident_id":
                 assert c.id_number is not None
                 body, check = c.id_number[:17], c.id_number[17]
-                right = "10X98765432"[sum(int(a) * w for a, w in zip(body, weights,
-                                                                      strict=True)) % 11]
+                right = "10X98765432"[
+                    sum(int(a) * w for a, w in zip(body, weights, strict=True)) % 11
+                ]
                 assert check != right, c.key
 
 
@@ -55,44 +67,88 @@ def _error(text: str, name: str = "bad.yaml") -> str:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("          - {code: SH, name: 上海分公司, kind: branch}",
-         "          - {code: SH, name: 上海分公司, kind: branch}\n"
-         "  - {code: GZ, name: 广州, kind: branch, parent: NOPE}",
-         "bad.yaml:14: units[1].parent: unknown parent unit 'NOPE'"),
-        ("          - {code: SH, name: 上海分公司, kind: branch}",
-         "          - {code: BJ, name: 上海分公司, kind: branch}",
-         "bad.yaml:13: units[0].children[0].children[1].code: duplicate unit code 'BJ'"),
-        ("    roles: [{role: agent, unit: BJ}]",
-         "    roles: [{role: agent, unit: BJ}, {role: nobody, unit: BJ}]",
-         "bad.yaml:25: people[1].roles[1].role: unknown role 'nobody'"),
-        ("    roles: [{role: agent, unit: BJ}]",
-         "    roles: [{role: agent, unit: XX}]",
-         "bad.yaml:25: people[1].roles[0].unit: unknown unit 'XX'"),
-        ("permissions: [cases:read, visits:write]",
-         "permissions: [cases:read, visits:fly]",
-         "bad.yaml:18: roles[0].permissions[1]: unknown permission 'visits:fly'"),
-        ("  - key: visitor", "  - key: agent",
-         "bad.yaml:15: roles[0].key: 'agent' is a built-in role"),
-        ("    display_name: 管理员",
-         "    display_name: 管理员\n    password: demo-tenant_admin-2026",
-         "bad.yaml:22: people[0].password: passwords are allowed only in demo manifests"),
-        ("    policyholder: c1", "    policyholder: c9",
-         "bad.yaml:41: policies[0].policyholder: unknown customer 'c9'"),
-        ("    assignee: agent.bj", "    assignee: nobody",
-         "bad.yaml:50: cases[0].assignee: unknown person 'nobody'"),
-        ("    kind: company", "    kind: companyy",
-         "bad.yaml:10: units[0].children[0].kind: 'companyy' is not one of"),
-        ("    name: 测试人寿", "    name: 测试人寿\n        colour: red",
-         "bad.yaml:8: units[0].children[0]: unknown field(s) ('colour' was unexpected)"),
-        ("    start_date: \"2026-01-05\"", "    start_date: \"2026-02-30\"",
-         "bad.yaml:38: policies[0].start_date: '2026-02-30' is not a date"),
-        ("tenant: {slug: t-err,", "tenant: {slug: Bad_Slug,",
-         "bad.yaml:2: tenant.slug: 'Bad_Slug' does not have the expected form"),
+        (
+            "          - {code: SH, name: 上海分公司, kind: branch}",
+            "          - {code: SH, name: 上海分公司, kind: branch}\n"
+            "  - {code: GZ, name: 广州, kind: branch, parent: NOPE}",
+            "bad.yaml:14: units[1].parent: unknown parent unit 'NOPE'",
+        ),
+        (
+            "          - {code: SH, name: 上海分公司, kind: branch}",
+            "          - {code: BJ, name: 上海分公司, kind: branch}",
+            "bad.yaml:13: units[0].children[0].children[1].code: duplicate unit code 'BJ'",
+        ),
+        (
+            "    roles: [{role: agent, unit: BJ}]",
+            "    roles: [{role: agent, unit: BJ}, {role: nobody, unit: BJ}]",
+            "bad.yaml:25: people[1].roles[1].role: unknown role 'nobody'",
+        ),
+        (
+            "    roles: [{role: agent, unit: BJ}]",
+            "    roles: [{role: agent, unit: XX}]",
+            "bad.yaml:25: people[1].roles[0].unit: unknown unit 'XX'",
+        ),
+        (
+            "permissions: [cases:read, visits:write]",
+            "permissions: [cases:read, visits:fly]",
+            "bad.yaml:18: roles[0].permissions[1]: unknown permission 'visits:fly'",
+        ),
+        (
+            "  - key: visitor",
+            "  - key: agent",
+            "bad.yaml:15: roles[0].key: 'agent' is a built-in role",
+        ),
+        (
+            "    display_name: 管理员",
+            "    display_name: 管理员\n    password: demo-tenant_admin-2026",
+            "bad.yaml:22: people[0].password: passwords are allowed only in demo manifests",
+        ),
+        (
+            "    policyholder: c1",
+            "    policyholder: c9",
+            "bad.yaml:41: policies[0].policyholder: unknown customer 'c9'",
+        ),
+        (
+            "    assignee: agent.bj",
+            "    assignee: nobody",
+            "bad.yaml:50: cases[0].assignee: unknown person 'nobody'",
+        ),
+        (
+            "    kind: company",
+            "    kind: companyy",
+            "bad.yaml:10: units[0].children[0].kind: 'companyy' is not one of",
+        ),
+        (
+            "    name: 测试人寿",
+            "    name: 测试人寿\n        colour: red",
+            "bad.yaml:8: units[0].children[0]: unknown field(s) ('colour' was unexpected)",
+        ),
+        (
+            '    start_date: "2026-01-05"',
+            '    start_date: "2026-02-30"',
+            "bad.yaml:38: policies[0].start_date: '2026-02-30' is not a date",
+        ),
+        (
+            "tenant: {slug: t-err,",
+            "tenant: {slug: Bad_Slug,",
+            "bad.yaml:2: tenant.slug: 'Bad_Slug' does not have the expected form",
+        ),
     ],
-    ids=["unknown-parent", "duplicate-unit-code", "unknown-role", "unknown-unit",
-         "unknown-permission", "builtin-role-redefined", "password-not-demo",
-         "unknown-customer", "unknown-assignee", "bad-enum", "unknown-field", "bad-date",
-         "bad-slug"],
+    ids=[
+        "unknown-parent",
+        "duplicate-unit-code",
+        "unknown-role",
+        "unknown-unit",
+        "unknown-permission",
+        "builtin-role-redefined",
+        "password-not-demo",
+        "unknown-customer",
+        "unknown-assignee",
+        "bad-enum",
+        "unknown-field",
+        "bad-date",
+        "bad-slug",
+    ],
 )
 def test_errors_name_file_line_and_path(old: str, new: str, expected: str) -> None:
     text = small("t-err")
@@ -104,7 +160,9 @@ def test_cycle_is_refused() -> None:
     text = small("t-cyc").replace(
         "units:\n",
         "units:\n  - {code: A, name: a, kind: department, parent: B}\n"
-        "  - {code: B, name: b, kind: department, parent: A}\n", 1)
+        "  - {code: B, name: b, kind: department, parent: A}\n",
+        1,
+    )
     assert "bad.yaml:4: units[0].parent: the units form a cycle: A → B → A" in _error(text)
 
 
@@ -121,8 +179,11 @@ def test_duplicate_yaml_key_is_refused() -> None:
 
 
 def test_every_issue_is_listed() -> None:
-    text = small("t-many").replace("policyholder: c1", "policyholder: c9").replace(
-        "assignee: agent.bj", "assignee: nobody")
+    text = (
+        small("t-many")
+        .replace("policyholder: c1", "policyholder: c9")
+        .replace("assignee: agent.bj", "assignee: nobody")
+    )
     message = _error(text)
     assert "policies[0].policyholder" in message and "cases[0].assignee" in message
 

@@ -19,7 +19,10 @@ SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "complaint_days": {
-            "type": "integer", "minimum": 1, "maximum": 60, "default": 7,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 60,
+            "default": 7,
             "description": "Natural days to decide a VIP or elderly customer's complaint.",
         },
         "first_contact_hours": {"type": "integer", "minimum": 1, "maximum": 72, "default": 24},
@@ -64,13 +67,21 @@ def insurdesk_deadline_rules(
         return []
     return [
         DeadlineRule(
-            clock="complaint.decision", amount=settings["complaint_days"], unit="natural_days",
-            citation=CITATION, source="example_vip", statutory=False,
+            clock="complaint.decision",
+            amount=settings["complaint_days"],
+            unit="natural_days",
+            citation=CITATION,
+            source="example_vip",
+            statutory=False,
             description="VIP与老年客户投诉快速处理",
         ),
         DeadlineRule(
-            clock="complaint.first_contact", amount=settings["first_contact_hours"],
-            unit="hours", citation=CITATION, source="example_vip", statutory=False,
+            clock="complaint.first_contact",
+            amount=settings["first_contact_hours"],
+            unit="hours",
+            citation=CITATION,
+            source="example_vip",
+            statutory=False,
             description="24小时内首次联系客户",
         ),
     ]
@@ -81,5 +92,12 @@ def insurdesk_case_created(case: CaseFacts, settings: Mapping[str, Any]) -> list
     """Tell the VIP desk about a VIP customer's complaint."""
     if not (case.is_complaint and case.customer.vip):
         return []
-    return [FollowUp(kind="notification", recipients=(settings["vip_desk"],), channel="email",
-                     note="VIP客户投诉", citation=CITATION)]
+    return [
+        FollowUp(
+            kind="notification",
+            recipients=(settings["vip_desk"],),
+            channel="email",
+            note="VIP客户投诉",
+            citation=CITATION,
+        )
+    ]
