@@ -43,9 +43,6 @@ class Settings:
     access_token_ttl: int = 900
     """``INSURDESK_ACCESS_TOKEN_TTL``: lifetime of access tokens, in seconds."""
 
-    signing_key_dir: Path | None = None
-    """``INSURDESK_SIGNING_KEY_DIR``: reserved; signing keys are kept in the database."""
-
     host: str = "127.0.0.1"
     """``INSURDESK_HOST``: the address ``insurdesk serve`` binds."""
 
@@ -57,10 +54,6 @@ class Settings:
 
     log_level: str = "INFO"
     """``INSURDESK_LOG_LEVEL``: structlog level."""
-
-    load_demo_tenants: bool = False
-    """``INSURDESK_LOAD_DEMO_TENANTS``: apply the manifests in ``tenants/demo`` at ``serve``
-    start-up. Refused when ``environment`` is ``production``."""
 
     broker_url: str = ""
     """``INSURDESK_BROKER_URL``: the Dramatiq broker: ``amqp://...`` (RabbitMQ, production) or
@@ -184,8 +177,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                 raise ValueError(f"{name}: cannot read {env[name]!r}: {exc}") from exc
     values.update(overrides)
     settings = Settings(**values)
-    if settings.is_production and settings.load_demo_tenants:
-        raise ValueError("INSURDESK_LOAD_DEMO_TENANTS is refused with production settings")
     from core.cases.storage import check_settings
 
     check_settings(settings)
