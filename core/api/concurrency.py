@@ -21,6 +21,7 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Any
 
+from litestar import Response
 from litestar.params import Parameter
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -46,6 +47,11 @@ IfMatch = Annotated[
 def version_etag(version: int) -> str:
     """The strong ETag of a row with an integer version."""
     return f'"{version}"'
+
+
+def with_etag(body: Any, version: int, status: int = 200, **headers: str) -> Response[Any]:
+    """A response carrying ``body`` with the strong ETag of ``version`` (and ``headers``)."""
+    return Response(body, status_code=status, headers={"ETag": version_etag(version), **headers})
 
 
 def timestamp_etag(ident: object, updated_at: datetime) -> str:

@@ -19,6 +19,7 @@ from core.api.concurrency import (
     flush_or_412,
     requires_if_match,
     version_etag,
+    with_etag,
 )
 from core.api.deps import API_DEPENDENCIES
 from core.api.pagination import Page, check_limit, decode_cursor, encode_cursor
@@ -35,10 +36,6 @@ ClientId = Annotated[
 
 def _caller(request: Request[Principal, Any, Any], access: Access) -> services.Caller:
     return services.Caller(access, request.client.host if request.client else None)
-
-
-def _with_etag(body: Any, version: int, status: int = 200, **headers: str) -> Response[Any]:
-    return Response(body, status_code=status, headers={"ETag": version_etag(version), **headers})
 
 
 class ClientController(Controller):
@@ -76,7 +73,7 @@ class ClientController(Controller):
             jwks=data.jwks,
         )
         session.commit()
-        return _with_etag(
+        return with_etag(
             ClientCreated(client=ClientOut.of(client), client_secret=secret),
             client.version,
             201,
@@ -116,7 +113,7 @@ class ClientController(Controller):
     ) -> Response[ClientOut]:
         """A client you may manage (its secret is never shown again)."""
         client = services.get_visible(session, _caller(request, access), client_id)
-        return _with_etag(ClientOut.of(client), client.version)
+        return with_etag(ClientOut.of(client), client.version)
 
     @patch(
         "/{client_id:str}",
@@ -154,7 +151,7 @@ class ClientController(Controller):
         )
         flush_or_412(session, what="the client")
         session.commit()
-        return _with_etag(ClientOut.of(client), client.version)
+        return with_etag(ClientOut.of(client), client.version)
 
     @post(
         "/{client_id:str}/secret",
@@ -177,7 +174,7 @@ class ClientController(Controller):
         secret = services.rotate_secret(session, caller, client)
         flush_or_412(session, what="the client")
         session.commit()
-        return _with_etag(
+        return with_etag(
             ClientSecret(
                 client_id=client.client_id,
                 client_secret=secret,
@@ -207,7 +204,7 @@ class ClientController(Controller):
         services.disable(session, caller, client)
         flush_or_412(session, what="the client")
         session.commit()
-        return _with_etag(ClientOut.of(client), client.version)
+        return with_etag(ClientOut.of(client), client.version)
 
 
 ROUTES = [ClientController]

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.api.problems import Problem, not_found
@@ -25,7 +24,7 @@ from core.auth.audit import record_by
 from core.auth.guards import Access
 from core.auth.models import OAuthClient
 from core.auth.principal import Principal
-from core.orgs.models import OrgUnit
+from core.orgs.services import unit_paths
 
 PERMISSION = "clients:admin"
 
@@ -49,23 +48,15 @@ class Caller:
         return f"person:{p.subject}" if p.kind == "person" else f"client:{p.client_id}"
 
 
-def _paths(session: Session, unit_ids: Iterable[str | uuid.UUID]) -> list[tuple[str, str]]:
-    """(path, code) of the units a client acts for; the roots when it acts for the tenant."""
-    ids = [uuid.UUID(str(u)) for u in unit_ids]
-    stmt = select(OrgUnit.path, OrgUnit.code)
-    stmt = stmt.where(OrgUnit.id.in_(ids)) if ids else stmt.where(OrgUnit.parent_id.is_(None))
-    return [(path, code) for path, code in session.execute(stmt).all()]
-
-
 def can_manage(session: Session, access: Access, client: OAuthClient) -> bool:
     """True when the caller holds ``clients:admin`` at every unit the client acts for."""
-    paths = _paths(session, client.unit_ids)
+    paths = unit_paths(session, client.unit_ids)
     return bool(paths) and all(access.can(PERMISSION, p) for p, _ in paths)
 
 
 def _require_manage(session: Session, access: Access, unit_ids: Sequence[uuid.UUID]) -> None:
     access.require_anywhere(PERMISSION)
-    paths = _paths(session, unit_ids)
+    paths = unit_paths(session, unit_ids)
     if unit_ids and len(paths) < len(set(unit_ids)):
         clients._check_units(session, clients._tenant(session, None), unit_ids)  # 422
     for path, code in paths:
@@ -83,7 +74,7 @@ def _require_manage(session: Session, access: Access, unit_ids: Sequence[uuid.UU
 def _require_grantable(
     session: Session, access: Access, scopes: Iterable[str], unit_ids: Sequence[uuid.UUID]
 ) -> None:
-    paths = _paths(session, unit_ids)
+    paths = unit_paths(session, unit_ids)
     for scope in sorted(set(scopes)):
         for path, code in paths:
             if not access.can(scope, path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import String, func, literal, select, update
 from sqlalchemy.orm import Session
@@ -24,6 +24,18 @@ def get_unit(session: Session, unit_id: uuid.UUID) -> OrgUnit:
 def get_unit_by_code(session: Session, code: str) -> OrgUnit | None:
     """The unit with ``code`` in the session's tenant, or None."""
     return session.scalars(select(OrgUnit).where(OrgUnit.code == code)).one_or_none()
+
+
+def unit_paths(session: Session, unit_ids: Iterable[str | uuid.UUID]) -> list[tuple[str, str]]:
+    """(path, code) of the units named, or of the tenant's roots when none is named.
+
+    An empty list of units means "the whole tenant" for clients and webhook subscriptions; the
+    roots' paths then stand for it in permission checks.
+    """
+    ids = [uuid.UUID(str(u)) for u in unit_ids]
+    stmt = select(OrgUnit.path, OrgUnit.code)
+    stmt = stmt.where(OrgUnit.id.in_(ids)) if ids else stmt.where(OrgUnit.parent_id.is_(None))
+    return [(path, code) for path, code in session.execute(stmt).all()]
 
 
 def create_unit(

@@ -20,6 +20,7 @@ from core.api.concurrency import (
     flush_or_412,
     requires_if_match,
     version_etag,
+    with_etag,
 )
 from core.api.deps import API_DEPENDENCIES
 from core.api.pagination import Page, check_limit, decode_cursor, encode_cursor
@@ -42,10 +43,6 @@ from core.webhooks.schemas import (
 
 def _caller(request: Request[Principal, Any, Any], access: Access) -> services.Caller:
     return services.Caller(access, request.client.host if request.client else None)
-
-
-def _with_etag(body: Any, version: int, status: int = 200, **headers: str) -> Response[Any]:
-    return Response(body, status_code=status, headers={"ETag": version_etag(version), **headers})
 
 
 class WebhookController(Controller):
@@ -84,7 +81,7 @@ class WebhookController(Controller):
             active=data.active,
         )
         session.commit()
-        return _with_etag(
+        return with_etag(
             WebhookCreated(webhook=WebhookOut.of(sub), secret=secret),
             sub.version,
             201,
@@ -128,7 +125,7 @@ class WebhookController(Controller):
     ) -> Response[WebhookOut]:
         """A subscription you may manage (its secret is never shown again)."""
         sub = services.get_visible(session, _caller(request, access), webhook_id)
-        return _with_etag(WebhookOut.of(sub), sub.version)
+        return with_etag(WebhookOut.of(sub), sub.version)
 
     @patch(
         "/{webhook_id:uuid}",
@@ -171,7 +168,7 @@ class WebhookController(Controller):
         )
         flush_or_412(session, what="the webhook")
         session.commit()
-        return _with_etag(WebhookOut.of(sub), sub.version)
+        return with_etag(WebhookOut.of(sub), sub.version)
 
     @post(
         "/{webhook_id:uuid}/secret",
@@ -195,7 +192,7 @@ class WebhookController(Controller):
         flush_or_412(session, what="the webhook")
         session.commit()
         assert sub.previous_secret_until is not None
-        return _with_etag(
+        return with_etag(
             WebhookSecret(id=sub.id, secret=secret, previous_valid_until=sub.previous_secret_until),
             sub.version,
         )

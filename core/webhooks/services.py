@@ -21,6 +21,7 @@ from core.auth.audit import record_by
 from core.auth.guards import Access
 from core.db import new_id, utcnow
 from core.orgs.models import OrgUnit
+from core.orgs.services import unit_paths
 from core.outbox.services import emit
 from core.settings import Settings
 from core.tenancy.models import Tenant
@@ -50,22 +51,15 @@ class Caller:
         return f"person:{p.subject}" if p.kind == "person" else f"client:{p.client_id}"
 
 
-def _paths(session: Session, unit_ids: Sequence[str | uuid.UUID]) -> list[tuple[str, str]]:
-    ids = [uuid.UUID(str(u)) for u in unit_ids]
-    stmt = select(OrgUnit.path, OrgUnit.code)
-    stmt = stmt.where(OrgUnit.id.in_(ids)) if ids else stmt.where(OrgUnit.parent_id.is_(None))
-    return [(p, c) for p, c in session.execute(stmt).all()]
-
-
 def _may_manage(session: Session, access: Access, unit_ids: Sequence[str | uuid.UUID]) -> bool:
-    paths = _paths(session, unit_ids)
+    paths = unit_paths(session, unit_ids)
     return bool(paths) and all(access.can(ADMIN, p) and access.can(READ, p) for p, _ in paths)
 
 
 def _require_units(session: Session, access: Access, unit_ids: Sequence[uuid.UUID]) -> list[str]:
     access.require_anywhere(ADMIN)
     wanted = sorted(set(unit_ids), key=str)
-    paths = _paths(session, wanted)
+    paths = unit_paths(session, wanted)
     if wanted and len(paths) < len(wanted):
         found = set(session.scalars(select(OrgUnit.id).where(OrgUnit.id.in_(wanted))))
         missing = [str(u) for u in wanted if u not in found]
