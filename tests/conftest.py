@@ -223,15 +223,15 @@ def pg_database(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``postgres_only`` run on the PostgreSQL backend only (deselected, not
-    skipped, on SQLite: nothing is hidden, the behaviour simply has no SQLite form)."""
+    """Tests marked ``postgres_only`` run on the PostgreSQL backend only, ``sqlite_only`` on
+    SQLite only (deselected, not skipped, on the other: nothing is hidden, the behaviour simply
+    has no form there)."""
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if (
-            item.get_closest_marker("postgres_only")
-            and callspec is not None
-            and callspec.params.get("backend") == "sqlite"
+        backend = callspec.params.get("backend") if callspec is not None else None
+        if (item.get_closest_marker("postgres_only") and backend == "sqlite") or (
+            item.get_closest_marker("sqlite_only") and backend == "postgres"
         ):
             drop.append(item)
         else:
