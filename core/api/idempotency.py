@@ -4,13 +4,16 @@ An integrator that sends ``Idempotency-Key: <1-255 visible ASCII characters>`` m
 request as often as it likes (a timeout, a dropped connection) and the change happens once:
 
 * the first request runs normally; if it succeeds (2xx), its status, headers and body are kept
-  for ``settings.idempotency_ttl`` seconds (24 h by default);
+  for ``settings.idempotency_ttl`` seconds (24 h by default), the body sealed with the
+  tenant's data key (a response may hold personal data in clear);
 * the same key with the same request (method, path, query, content type and body; JSON bodies
   compared after canonicalization, multipart bodies without their random boundary) gets that
   first response again, with ``Idempotent-Replayed: true``;
 * the same key with a different request is a ``422`` problem (``idempotency-key-reused``);
 * the same key while the first request is still running is a ``409`` problem
   (``idempotency-key-in-use``, ``Retry-After: 1``);
+* a kept response whose data key was destroyed since (key rotation) is a ``409`` problem
+  (``idempotency-replay-unavailable``): read the resource instead;
 * a first request that failed (4xx or 5xx) keeps nothing: the key is free again, so the
   client can correct the request and send it with the same key.
 
@@ -40,6 +43,8 @@ from core.api.models import IdempotencyRecord
 from core.api.problems import Problem
 from core.auth.principal import Principal
 from core.db import Database, new_id, utcnow
+from core.privacy.crypto import keyring_of
+from core.privacy.tokens import DecryptionError
 from core.settings import Settings
 
 log = structlog.get_logger("insurdesk.idempotency")
@@ -110,7 +115,7 @@ def _boundary(content_type: str) -> str | None:
 class Begin:
     """What to do with a request that carries a key."""
 
-    action: Literal["run", "replay", "mismatch", "running"]
+    action: Literal["run", "replay", "mismatch", "running", "unreadable"]
     record_id: uuid.UUID | None = None
     status_code: int = 0
     headers: tuple[tuple[str, str], ...] = ()
@@ -179,11 +184,15 @@ class IdempotencyStore:
             if row.fingerprint != fingerprint:
                 return Begin("mismatch")
             if row.state == "done":
+                try:
+                    kept = _open_body(session, tenant_id, row.id, bytes(row.body or b""))
+                except DecryptionError:
+                    return Begin("unreadable")
                 return Begin(
                     "replay",
                     status_code=int(row.status_code or 200),
                     headers=tuple((str(k), str(v)) for k, v in row.headers),
-                    body=bytes(row.body or b""),
+                    body=kept,
                 )
             if row.locked_until is not None and _aware(row.locked_until) > now:
                 return Begin("running")
@@ -207,7 +216,7 @@ class IdempotencyStore:
                     state="done",
                     status_code=status_code,
                     headers=[[k, v] for k, v in headers],
-                    body=body,
+                    body=_seal_body(session, tenant_id, record_id, body),
                     locked_until=None,
                 )
                 .execution_options(synchronize_session=False)
@@ -229,6 +238,29 @@ class IdempotencyStore:
                 IdempotencyRecord.principal == principal, IdempotencyRecord.key == key
             )
         ).one_or_none()
+
+
+def _aad(record_id: uuid.UUID) -> bytes:
+    return f"idempotency_keys:{record_id}".encode()
+
+
+def _seal_body(session: Any, tenant_id: uuid.UUID, record_id: uuid.UUID, body: bytes) -> bytes:
+    """The kept response body, sealed with the tenant's data key: a response may hold personal
+    data in clear (a read declared for a purpose), and the table must not."""
+    keyring = keyring_of(session)
+    version = keyring.active_version(session, tenant_id)
+    token = keyring.seal(
+        keyring.cipher(session, tenant_id, version), version, body, _aad(record_id)
+    )
+    return token.encode("ascii")
+
+
+def _open_body(session: Any, tenant_id: uuid.UUID, record_id: uuid.UUID, kept: bytes) -> bytes:
+    """The response body :func:`_seal_body` kept.
+
+    :raises DecryptionError: the key it was sealed with has been destroyed since.
+    """
+    return keyring_of(session).open(session, tenant_id, kept.decode("ascii"), _aad(record_id))
 
 
 def purge_expired(db: Database, *, now: datetime | None = None) -> int:
@@ -308,6 +340,13 @@ class IdempotencyMiddleware:
                 "a request with this Idempotency-Key is still being processed; retry shortly",
                 slug="idempotency-key-in-use",
                 headers={"Retry-After": "1"},
+            )
+        if begin.action == "unreadable":
+            raise Problem(
+                409,
+                "the first response to this Idempotency-Key can no longer be replayed (its key was "
+                "rotated away); read the resource it created instead of retrying",
+                slug="idempotency-replay-unavailable",
             )
         if begin.action == "replay":
             await _replay(send, begin)

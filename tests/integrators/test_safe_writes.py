@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from core.api.idempotency import IdempotencyStore, fingerprint
 from core.cases.models import Case
@@ -91,6 +91,28 @@ def test_a_retried_create_happens_once(
     )
     assert problem(other, 422)["type"] == "/problems/idempotency-key-reused"
     assert _cases_with(database, world, subject + "!") == 0
+
+
+def test_kept_responses_are_sealed(
+    api: httpx.Client, integrator: Integrator, world: TenantWorld, database: Database
+) -> None:
+    """The response kept for a replay is ciphertext in the table (it may hold personal data),
+    and the replay is still byte for byte the first answer."""
+    subject = f"身份证110101199003077777 {uuid.uuid4().hex[:6]}"
+    key = str(uuid.uuid4())
+    headers = {**integrator.headers, "Idempotency-Key": key}
+    first = api.post("/api/v1/cases", headers=headers, json=_complaint(world, subject))
+    assert first.status_code == 201, first.text
+    with database.admin_engine.connect() as conn:
+        kept = conn.execute(
+            text("SELECT body FROM idempotency_keys WHERE key = :k"), {"k": key}
+        ).scalar_one()
+    raw = bytes(kept)
+    assert raw.startswith(b"v") and first.json()["case"]["number"].encode() not in raw
+    assert subject[-6:].encode() not in raw
+    again = api.post("/api/v1/cases", headers=headers, json=_complaint(world, subject))
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
 
 
 def test_keys_belong_to_one_caller(
