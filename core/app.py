@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     from core.api.idempotency import idempotency_middleware
     from core.api.openapi import finished_openapi_plugin
-    from core.api.ratelimit import RateLimiter, make_backend, rate_limit_middleware
+    from core.api.ratelimit import TAKEN_KEY, RateLimiter, make_backend, rate_limit_middleware
     from core.auth.keys import ensure_signing_key
     from core.auth.middleware import auth_middleware
     from core.outbox.embedded import embedded_lifespans
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             "plugins": Provide(lambda: plugins, use_cache=True, sync_to_thread=False),
         },
         middleware=[
-            auth_middleware(settings, db),
+            auth_middleware(settings, db, hooks={TAKEN_KEY: limiter.in_auth_transaction}),
             rate_limit_middleware(limiter),
             idempotency_middleware(settings, db),
         ],

@@ -2,38 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from litestar import Request
 from litestar.di import Provide
 from sqlalchemy.orm import Session
 
 from core.auth.guards import Access, load_access
+from core.auth.middleware import ACCESS_KEY
 from core.auth.principal import Principal
 from core.db import Database
 
 
-def provide_session(request: Request[Principal, Any, Any], db: Database) -> Iterator[Session]:
+def _end(session: Session) -> None:
+    session.rollback()
+    session.close()
+
+
+async def provide_session(
+    request: Request[Principal, Any, Any], db: Database
+) -> AsyncIterator[Session]:
     """A session bound to the tenant of the authenticated principal (never a client header).
 
-    Handlers commit their writes explicitly; anything uncommitted is rolled back here.
+    Handlers commit their writes explicitly; anything uncommitted is rolled back here (in a
+    worker thread when a transaction is still open, so the event loop never waits on the
+    database).
     """
     session = db.tenant_session(request.user.tenant_id)
     try:
         yield session
     finally:
-        session.rollback()
-        session.close()
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(_end, session)
+        else:
+            session.close()
 
 
-def provide_access(request: Request[Principal, Any, Any], session: Session) -> Access:
-    """The caller's permissions for this request."""
-    return load_access(session, request.user)
+async def provide_access(request: Request[Principal, Any, Any], session: Session) -> Access:
+    """The caller's permissions for this request: read by the authentication middleware with
+    the token's state (no further query), else loaded here."""
+    access = request.scope.get(ACCESS_KEY)
+    if isinstance(access, Access) and access.principal is request.user:
+        return access
+    return await anyio.to_thread.run_sync(load_access, session, request.user)
 
 
 API_DEPENDENCIES: dict[str, Provide] = {
     "session": Provide(provide_session),
-    "access": Provide(provide_access, sync_to_thread=True),
+    "access": Provide(provide_access),
 }
 """Dependencies for controllers under ``/api/v1`` (set on each controller or router)."""

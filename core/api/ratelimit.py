@@ -12,8 +12,10 @@ headers of the tighter bucket::
     RateLimit-Policy: 1200;w=60
 
 Where the buckets live (``INSURDESK_RATE_LIMIT_BACKEND``): ``redis`` (one Lua script per
-request, atomic over both buckets; the production choice), ``database`` (an upsert per bucket
-that computes the refill in SQL; PostgreSQL deployments without Redis), ``memory`` (this
+request, atomic over both buckets; the production choice), ``database`` (one upsert for the
+request's buckets that computes each refill in SQL, run by the authentication middleware in the
+transaction that checks the token, :meth:`RateLimiter.in_auth_transaction`; PostgreSQL
+deployments without Redis), ``memory`` (this
 process only: the embedded default on SQLite, a single process), ``off``. ``auto`` picks the
 first that applies. If Redis cannot be reached the request is let through and a warning is
 logged: losing the limiter must not take the API down.
@@ -41,6 +43,7 @@ import structlog
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.orm import Session
 
 from core.api.problems import Problem
 from core.auth.principal import Principal
@@ -234,8 +237,12 @@ def _loop_id() -> int:
 
 
 class DatabaseBackend:
-    """Buckets in ``rate_limit_buckets``: an upsert per bucket computes the refill in SQL with
-    the database's clock, so every process shares the buckets without lost updates."""
+    """Buckets in ``rate_limit_buckets``: one upsert for all of a request's buckets computes
+    each refill in SQL with the database's clock, so every process shares the buckets without
+    lost updates.
+
+    A new bucket is inserted with ``capacity - 1`` tokens, so in the conflict branch
+    ``excluded.tokens + 1`` is the bucket's capacity (and ``/ 60`` its refill per second)."""
 
     name = "database"
 
@@ -243,46 +250,67 @@ class DatabaseBackend:
         self.db = db
         dialect = db.engine.dialect.name
         if dialect == "postgresql":
-            now, least, greatest = "EXTRACT(EPOCH FROM clock_timestamp())", "LEAST", "GREATEST"
+            self._now = "EXTRACT(EPOCH FROM clock_timestamp())"
+            self._least, self._greatest = "LEAST", "GREATEST"
         else:
-            now, least, greatest = "((julianday('now') - 2440587.5) * 86400.0)", "MIN", "MAX"
-        level = (
-            f"{least}(:cap, rate_limit_buckets.tokens + "
-            f"{greatest}(0, {now} - rate_limit_buckets.stamp) * :rate)"
-        )
-        self.sql = text(
-            "INSERT INTO rate_limit_buckets (tenant_id, id, key, tokens, stamp, allowed) "
-            f"VALUES (:tenant, :id, :key, :cap - 1, {now}, true) "
-            "ON CONFLICT (tenant_id, key) DO UPDATE SET "
-            f"tokens = CASE WHEN {level} >= 1 THEN {level} - 1 ELSE {level} END, "
-            f"allowed = ({level} >= 1), "
-            f"stamp = {greatest}(rate_limit_buckets.stamp, {now}) "
-            "RETURNING tokens, allowed"
-        ).bindparams(bindparam("tenant", type_=Uuid()), bindparam("id", type_=Uuid()))
+            self._now = "((julianday('now') - 2440587.5) * 86400.0)"
+            self._least, self._greatest = "MIN", "MAX"
+        self._statements: dict[int, Any] = {}
         self.purge = text(
             "DELETE FROM rate_limit_buckets WHERE tenant_id = :tenant AND stamp < :before"
         ).bindparams(bindparam("tenant", type_=Uuid()))
 
+    def _statement(self, count: int) -> Any:
+        """The upsert of ``count`` buckets (built once per count)."""
+        found = self._statements.get(count)
+        if found is not None:
+            return found
+        now, least, greatest = self._now, self._least, self._greatest
+        cap = "(excluded.tokens + 1)"
+        level = (
+            f"{least}({cap}, rate_limit_buckets.tokens + "
+            f"{greatest}(0, {now} - rate_limit_buckets.stamp) * {cap} / {WINDOW_SECONDS})"
+        )
+        rows = ", ".join(
+            f"(:tenant, :id{i}, :key{i}, :cap{i} - 1, {now}, true)" for i in range(count)
+        )
+        found = text(
+            "INSERT INTO rate_limit_buckets (tenant_id, id, key, tokens, stamp, allowed) "
+            f"VALUES {rows} "
+            "ON CONFLICT (tenant_id, key) DO UPDATE SET "
+            f"tokens = CASE WHEN {level} >= 1 THEN {level} - 1 ELSE {level} END, "
+            f"allowed = ({level} >= 1), "
+            f"stamp = {greatest}(rate_limit_buckets.stamp, {now}) "
+            "RETURNING key, tokens, allowed"
+        ).bindparams(
+            bindparam("tenant", type_=Uuid()),
+            *(bindparam(f"id{i}", type_=Uuid()) for i in range(count)),
+        )
+        self._statements[count] = found
+        return found
+
+    def take_in(
+        self, session: Session, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
+    ) -> tuple[bool, list[float]]:
+        """Take the tokens in ``session``'s transaction (a session of ``tenant_id``), one
+        statement; the caller commits (promptly: the rows stay locked until then)."""
+        if random.random() < PURGE_SHARE:  # buckets untouched for an hour are full anyway
+            session.execute(self.purge, {"tenant": tenant_id, "before": time.time() - 3600})
+        params: dict[str, Any] = {"tenant": tenant_id}
+        for i, b in enumerate(buckets):
+            params[f"id{i}"] = new_id()
+            params[f"key{i}"] = b.key
+            params[f"cap{i}"] = float(b.capacity)
+        rows = {
+            str(key): (float(tokens), bool(allowed))
+            for key, tokens, allowed in session.execute(self._statement(len(buckets)), params)
+        }
+        levels = [rows[b.key][0] for b in buckets]
+        return all(rows[b.key][1] for b in buckets), levels
+
     def _take(self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]) -> tuple[bool, list[float]]:
-        levels: list[float] = []
-        allowed = True
         with self.db.tenant_transaction(tenant_id) as session:
-            if random.random() < PURGE_SHARE:  # buckets untouched for an hour are full anyway
-                session.execute(self.purge, {"tenant": tenant_id, "before": time.time() - 3600})
-            for b in buckets:
-                row = session.execute(
-                    self.sql,
-                    {
-                        "tenant": tenant_id,
-                        "id": new_id(),
-                        "key": b.key,
-                        "cap": float(b.capacity),
-                        "rate": b.rate,
-                    },
-                ).one()
-                levels.append(float(row[0]))
-                allowed = allowed and bool(row[1])
-        return allowed, levels
+            return self.take_in(session, tenant_id, buckets)
 
     async def take(
         self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
@@ -356,6 +384,21 @@ def make_backend(settings: Settings, db: Database) -> Backend | None:
     return MemoryBackend()
 
 
+TAKEN_KEY = "insurdesk.rate_limit"
+"""ASGI scope key of the tokens taken in the authentication's transaction (a :class:`Taken`)."""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The request's tokens were taken already; ``decision`` is None when nothing limits it."""
+
+    decision: Decision | None
+
+
+def _slug(claims: Any) -> str | None:
+    return claims.get("tenant_slug") if isinstance(claims, dict) else None
+
+
 class RateLimiter:
     """Chooses the buckets of a request and asks the backend (see the module docstring)."""
 
@@ -385,6 +428,22 @@ class RateLimiter:
         if tenant_limit > 0:
             found.append(Bucket(f"{tid}:tenant", tenant_limit))
         return found
+
+    def in_auth_transaction(
+        self, session: Session, principal: Principal, claims: dict[str, Any]
+    ) -> Taken | None:
+        """The authentication middleware's hook (:data:`core.auth.middleware.AuthHook`): with
+        the database backend, take the request's tokens in the transaction that checked the
+        token (one statement, no extra transaction or connection). None with other backends:
+        the middleware then asks the backend itself."""
+        backend = self.backend
+        if not isinstance(backend, DatabaseBackend):
+            return None
+        buckets = self.buckets(principal, _slug(claims))
+        if not buckets:
+            return Taken(None)
+        allowed, levels = backend.take_in(session, principal.tenant_id, buckets)
+        return Taken(decide(buckets, allowed, levels))
 
     async def check(self, principal: Principal, tenant_slug: str | None) -> Decision | None:
         """Take the request's tokens; None when nothing limits it (or the backend failed)."""
@@ -418,9 +477,11 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        claims = scope.get("auth") or {}
-        slug = claims.get("tenant_slug") if isinstance(claims, dict) else None
-        decision = await self.limiter.check(principal, slug)
+        taken = scope.get(TAKEN_KEY)
+        if isinstance(taken, Taken):  # taken with the authentication (database backend)
+            decision = taken.decision
+        else:
+            decision = await self.limiter.check(principal, _slug(scope.get("auth")))
         if decision is None:
             await self.app(scope, receive, send)
             return

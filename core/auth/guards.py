@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select
+from sqlalchemy import ColumnElement, Select, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.api.problems import Problem
@@ -97,23 +98,38 @@ class Access:
             return false()
         visible = (
             select(OrgUnit.id)
-            .where(or_(*(OrgUnit.path.startswith(p, autoescape=True) for p in prefixes)))
+            .where(
+                OrgUnit.tenant_id == self.principal.tenant_id,
+                or_(*(OrgUnit.path.startswith(p, autoescape=True) for p in prefixes)),
+            )
             .correlate(None)
         )
         return unit_id_column.in_(visible)
+
+
+def person_grants_query(person_id: Any) -> Select[str, list[str]]:
+    """The unit path and role permissions of each of a person's assignments at active units."""
+    return (
+        select(OrgUnit.path, Role.permissions)
+        .join(RoleAssignment, RoleAssignment.unit_id == OrgUnit.id)
+        .join(Role, Role.id == RoleAssignment.role_id)
+        .where(RoleAssignment.person_id == person_id, OrgUnit.active.is_(True))
+    )
+
+
+def person_access(principal: Principal, rows: Iterable[tuple[str, Iterable[str]]]) -> Access:
+    """A person's access from ``(unit path, role permissions)`` rows: each role's permissions
+    narrowed to the token's scopes."""
+    scopes = principal.scopes
+    return Access(principal, [Grant(path, frozenset(perms) & scopes) for path, perms in rows])
 
 
 def load_access(session: Session, principal: Principal) -> Access:
     """Resolve the principal's grants: one query for a person, one for a client's units."""
     scopes = principal.scopes
     if principal.kind == "person" and principal.person_id is not None:
-        rows = session.execute(
-            select(OrgUnit.path, Role.permissions)
-            .join(RoleAssignment, RoleAssignment.unit_id == OrgUnit.id)
-            .join(Role, Role.id == RoleAssignment.role_id)
-            .where(RoleAssignment.person_id == principal.person_id, OrgUnit.active.is_(True))
-        ).all()
-        return Access(principal, [Grant(path, frozenset(perms) & scopes) for path, perms in rows])
+        rows = session.execute(person_grants_query(principal.person_id)).all()
+        return person_access(principal, [(path, perms) for path, perms in rows])
     if principal.kind == "client":
         if principal.client_unit_ids:
             paths = session.scalars(

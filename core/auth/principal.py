@@ -26,6 +26,8 @@ class Principal:
     token_id: str | None = None
     # For clients: the units the client may act for (and those below); empty = none.
     client_unit_ids: tuple[uuid.UUID, ...] = field(default=())
+    username: str | None = None
+    """A person's username, when the authentication read it (for actor labels)."""
 
 
 current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)

@@ -21,6 +21,8 @@ The header carries ``typ: at+jwt``, ``alg`` and the ``kid`` of the signing key.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from joserfc.errors import (
     JoseError,
     MissingClaimError,
 )
-from sqlalchemy import exists, select
+from sqlalchemy import String, Uuid, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from core.auth.hashing import generate_handle
@@ -55,16 +57,23 @@ class TokenState:
 
     person_id: uuid.UUID | None
     unit_ids: tuple[uuid.UUID, ...]
+    username: str | None = None
+    """The person's username (``with_access`` only)."""
+    grants: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    """A person's ``(unit path, role permissions)`` at active units (``with_access`` only; on
+    PostgreSQL read by the same statement, elsewhere by a second one in the same transaction)."""
 
 
-def token_state(session: Session, claims: dict[str, Any]) -> TokenState:
+def token_state(
+    session: Session, claims: dict[str, Any], *, with_access: bool = False
+) -> TokenState:
     """One query, in ``session`` (the token's tenant): revoked jti, active client and person.
 
+    :param with_access: also read a person's username and role grants (what
+        :func:`core.auth.guards.load_access` reads), so a request's authentication and its
+        caller's permissions cost one statement.
     :raises TokenError: ``token revoked``, ``client disabled`` or ``person disabled``.
     """
-    from core.auth.models import OAuthClient, RevokedToken
-    from core.people.models import Person
-
     tenant_id = uuid.UUID(str(claims["tenant"]))
     person_id: uuid.UUID | None = None
     if claims["kind"] == "person":
@@ -72,26 +81,88 @@ def token_state(session: Session, claims: dict[str, Any]) -> TokenState:
             person_id = uuid.UUID(str(claims["sub"]))
         except ValueError:
             raise TokenError("token claim 'sub' invalid") from None
-    revoked = exists().where(RevokedToken.tenant_id == tenant_id, RevokedToken.jti == claims["jti"])
-    columns: list[Any] = [OAuthClient.active, OAuthClient.unit_ids, revoked.label("revoked")]
-    if person_id is not None:
-        columns.append(
-            select(Person.active)
-            .where(Person.tenant_id == tenant_id, Person.id == person_id)
-            .scalar_subquery()
-            .label("person_active")
-        )
-    stmt = select(*columns).where(
-        OAuthClient.tenant_id == tenant_id, OAuthClient.client_id == claims["client_id"]
+    folded = (
+        with_access and person_id is not None and session.get_bind().dialect.name == "postgresql"
     )
-    row = session.execute(stmt).one_or_none()
+    stmt = _state_statement(person_id is not None, with_access and person_id is not None, folded)
+    params: dict[str, Any] = {
+        "tenant": tenant_id,
+        "jti": str(claims["jti"]),
+        "client_id": str(claims["client_id"]),
+    }
+    if person_id is not None:
+        params["person"] = person_id
+    # Core execution: every table of the statement is filtered by the tenant explicitly (and
+    # by row-level security on PostgreSQL), so the ORM's per-statement tenant criteria, which
+    # would cost as much as the rest of the authentication, are not needed here.
+    row = session.connection().execute(stmt, params).one_or_none()
     if row is None or not row.active:
         raise TokenError("client disabled")
     if row.revoked:
         raise TokenError("token revoked")
     if person_id is not None and not row.person_active:
         raise TokenError("person disabled")
-    return TokenState(person_id, tuple(uuid.UUID(u) for u in row.unit_ids or ()))
+    unit_ids = tuple(uuid.UUID(u) for u in row.unit_ids or ())
+    if not with_access or person_id is None:
+        return TokenState(person_id, unit_ids)
+    if folded:
+        raw = row.grants
+        pairs = (json.loads(raw) if isinstance(raw, str) else raw) or []
+    else:
+        from core.auth.guards import person_grants_query
+
+        pairs = session.execute(person_grants_query(person_id)).all()
+    grants_of = tuple((str(path), tuple(perms or ())) for path, perms in pairs)
+    return TokenState(person_id, unit_ids, row.username, grants_of)
+
+
+@functools.cache
+def _state_statement(person: bool, with_access: bool, folded: bool) -> Any:
+    """The token-state statement of one shape, built once (binds: ``tenant``, ``jti``,
+    ``client_id``, ``person``). Every table is filtered by the tenant explicitly."""
+    from core.auth.guards import person_grants_query
+    from core.auth.models import OAuthClient, RevokedToken
+    from core.orgs.models import OrgUnit
+    from core.people.models import Person, Role, RoleAssignment
+
+    tenant = bindparam("tenant", type_=Uuid())
+    person_id = bindparam("person", type_=Uuid())
+    revoked = exists().where(
+        RevokedToken.tenant_id == tenant, RevokedToken.jti == bindparam("jti", type_=String())
+    )
+    columns: list[Any] = [OAuthClient.active, OAuthClient.unit_ids, revoked.label("revoked")]
+
+    def of_person(column: Any, label: str) -> Any:
+        return (
+            select(column)
+            .where(Person.tenant_id == tenant, Person.id == person_id)
+            .scalar_subquery()
+            .label(label)
+        )
+
+    if person:
+        columns.append(of_person(Person.active, "person_active"))
+    if with_access:
+        columns.append(of_person(Person.username, "username"))
+    if folded:
+        grants = (
+            person_grants_query(person_id)
+            .where(
+                RoleAssignment.tenant_id == tenant,
+                OrgUnit.tenant_id == tenant,
+                Role.tenant_id == tenant,
+            )
+            .subquery()
+        )
+        columns.append(
+            select(func.json_agg(func.json_build_array(grants.c.path, grants.c.permissions)))
+            .scalar_subquery()
+            .label("grants")
+        )
+    return select(*columns).where(
+        OAuthClient.tenant_id == tenant,
+        OAuthClient.client_id == bindparam("client_id", type_=String()),
+    )
 
 
 class TokenError(Exception):

@@ -100,6 +100,32 @@ def test_role_assignment_and_no_privilege_escalation(
     assert refused.status_code == 403
 
 
+def test_a_role_granted_or_taken_away_counts_from_the_next_request(
+    api: httpx.Client, tenant_a: TenantWorld, person_token: TokenFor
+) -> None:
+    """The caller's roles are read with the token's state on every request: a role given or
+    removed changes what the same, unexpired token may do from its next request on."""
+    admin = auth(person_token(tenant_a, "admin"))
+    agent_sh = auth(person_token(tenant_a, "agent_sh"))
+    customer = f"/api/v1/customers/{tenant_a.customers['bj'].id}"
+    assert api.get(customer, headers=agent_sh).status_code == 404  # Beijing is not its branch
+    roles = api.get("/api/v1/roles", params={"limit": 100}, headers=admin).json()["items"]
+    granted = api.post(
+        "/api/v1/role-assignments",
+        headers=admin,
+        json={
+            "person_id": str(tenant_a.people["agent_sh"].id),
+            "role_id": next(r["id"] for r in roles if r["key"] == "agent"),
+            "unit_id": str(tenant_a.units["bj"].id),
+        },
+    )
+    assert granted.status_code == 201, granted.text
+    assert api.get(customer, headers=agent_sh).status_code == 200
+    removed = api.delete(f"/api/v1/role-assignments/{granted.json()['id']}", headers=admin)
+    assert removed.status_code == 204, removed.text
+    assert api.get(customer, headers=agent_sh).status_code == 404
+
+
 def test_agent_reads_only_its_branchs_customers(
     api: httpx.Client, tenant_a: TenantWorld, person_token: TokenFor
 ) -> None:
