@@ -14,14 +14,15 @@ and never clear personal data (use masked values and keyed fingerprints, as
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -129,21 +130,39 @@ def _tenant(session: Session, tenant_id: uuid.UUID | None) -> uuid.UUID:
     return uuid.UUID(str(found))
 
 
+_HEADS = cast(Table, AuditHead.__table__)
+
+
 def _lock_head(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
     """The tenant's head ``(seq, hash)``, created if missing and locked until the transaction
-    ends."""
-    dialect = session.get_bind().dialect.name
-    values = {"tenant_id": tenant_id, "id": new_id(), "seq": 0, "hash": GENESIS_HASH}
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(
-        insert(AuditHead).values(**values).on_conflict_do_nothing(index_elements=["tenant_id"])
-    )
+    ends: one upsert whose no-op update takes the row lock and returns the head."""
     seq, hash_ = session.execute(
-        select(AuditHead.seq, AuditHead.hash)
-        .where(AuditHead.tenant_id == tenant_id)
-        .with_for_update()
+        _head_statement(session.get_bind().dialect.name),
+        {"tenant_id": tenant_id, "id": new_id(), "seq": 0, "hash": GENESIS_HASH},
     ).one()
     return int(seq), str(hash_)
+
+
+@functools.cache
+def _head_statement(dialect: str) -> Any:
+    """``INSERT .. ON CONFLICT (tenant_id) DO UPDATE SET seq = seq RETURNING seq, hash``
+    (built once per dialect)."""
+    table = _HEADS
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).values(
+        {name: bindparam(name) for name in ("tenant_id", "id", "seq", "hash")}
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["tenant_id"], set_={"seq": table.c.seq}
+    ).returning(table.c.seq, table.c.hash)
+
+
+_MOVE_HEAD = (
+    update(_HEADS)
+    .where(_HEADS.c.tenant_id == bindparam("tid"))
+    .values(seq=bindparam("seq"), hash=bindparam("hash"), at=bindparam("at"))
+)
+"""The head moved to a new entry (built once)."""
 
 
 def record(
@@ -197,10 +216,7 @@ def record(
     session.add(entry)
     with session.no_autoflush:
         session.execute(
-            update(AuditHead)
-            .where(AuditHead.tenant_id == tid)
-            .values(seq=entry.seq, hash=entry.hash, at=entry.at)
-            .execution_options(synchronize_session=False)
+            _MOVE_HEAD, {"tid": tid, "seq": entry.seq, "hash": entry.hash, "at": entry.at}
         )
     return entry
 

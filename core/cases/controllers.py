@@ -11,26 +11,37 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
 from litestar.response import Stream
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import Select, Table, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from core.api.pagination import Page, check_limit
 from core.api.problems import Problem, not_found
+from core.audit.services import source_of
 from core.auth.guards import Access
+from core.auth.principal import Principal
 from core.cases import flows, lifecycle, services, stats
 from core.cases.deps import CASE_DEPENDENCIES
 from core.cases.disclosure import Disclosure, disclose_case, disclose_cases
 from core.cases.flows import CaseContext
-from core.cases.models import Case, CaseCategory, CaseClock, CaseType, CaseView, Channel
+from core.cases.models import (
+    Attachment,
+    Case,
+    CaseCategory,
+    CaseClock,
+    CaseType,
+    CaseView,
+    Channel,
+)
 from core.cases.schemas import (
     AssignIn,
     AssignmentOut,
@@ -55,9 +66,10 @@ from core.cases.schemas import (
     ViewOut,
 )
 from core.cases.storage import StorageError, iter_file
-from core.db import utcnow
+from core.db import tenant_rows, utcnow
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
+from core.privacy.fields import sealed_rows
 from core.privacy.purposes import PurposeHeader
 
 IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
@@ -75,13 +87,21 @@ def _visible_case(session: Session, access: Access, case_id: uuid.UUID) -> tuple
 
 
 def _detail(
-    ctx: CaseContext, case: Case, unit: OrgUnit | None = None, *, strict: bool = False
+    ctx: CaseContext,
+    case: Case,
+    unit: OrgUnit | None = None,
+    *,
+    strict: bool = False,
+    clocks: Sequence[CaseClock] | None = None,
+    attachments: Sequence[Attachment] | None = None,
 ) -> CaseDetailOut:
     """The case as the caller may see it (free text masked unless the request declared a
     purpose the caller may use at the case's unit: then in clear, audited and committed).
 
     :param strict: a read (a declared purpose the caller cannot use is a 403); after a write
         that committed, the answer is masked instead.
+    :param clocks: the case's clocks when the caller holds all of them (just written), else
+        they are read; ``attachments`` likewise.
     """
     session = ctx.session
     unit = unit or get_unit(session, case.unit_id)
@@ -97,19 +117,25 @@ def _detail(
             )
         except Problem:
             disclosure = Disclosure()
-    clocks = [ClockOut.of(c, now) for c in services.clocks_of(session, case.id)]
-    open_ = [c for c in clocks if c.status in ("running", "paused", "breached", "window")]
+    if clocks is None:
+        rows = services.clocks_of(session, case.id)
+    else:  # in the order clocks_of reads them
+        rows = sorted(clocks, key=lambda c: (c.started_at, c.clock, c.id))
+    if attachments is None:
+        attachments = services.attachments_of(session, case.id)
+    shown = [ClockOut.of(c, now) for c in rows]
+    open_ = [c for c in shown if c.status in ("running", "paused", "breached", "window")]
     out = CaseOut.of(
         case,
         disclosure=disclosure,
         provisional=any(c.provisional for c in open_),
-        breached=any(c.status == "breached" for c in clocks),
+        breached=any(c.status == "breached" for c in shown),
     )
     detail = CaseDetailOut(
         case=out,
-        clocks=clocks,
+        clocks=shown,
         actions=lifecycle.actions_from(case.type, case.state),
-        attachments=[AttachmentOut.of(a) for a in services.attachments_of(session, case.id)],
+        attachments=[AttachmentOut.of(a) for a in attachments],
     )
     if ctx.purpose is not None:
         session.commit()  # the clear read's audit entry
@@ -230,14 +256,18 @@ class CaseController(Controller):
                 "is opened there",
                 slug="use-privacy-requests",
             )
-        case = flows.register_case(ctx, data)
+        done = flows.register(ctx, data)
         ctx.session.commit()
-        return _with_etag(_detail(ctx, case), case, 201, Location=f"/api/v1/cases/{case.id}")
+        case = done.case  # answered from what was written: a new case has no attachments
+        body = _detail(ctx, case, done.unit, clocks=done.clocks, attachments=())
+        return _with_etag(body, case, 201, Location=f"/api/v1/cases/{case.id}")
 
     @get("/", operation_id="listCases", summary="Work queue", sync_to_thread=True)
     def list_cases(
         self,
-        ctx: CaseContext,
+        request: Request[Principal, Any, Any],
+        session: Session,
+        access: Access,
         states: Annotated[list[str] | None, Parameter(query="state", max_items=20)] = None,
         type: CaseType | None = None,
         channel: Channel | None = None,
@@ -264,12 +294,11 @@ class CaseController(Controller):
         masked unless ``X-Purpose`` is declared with ``customers:read_clear`` at the case's
         unit (each clear row audited); a whistle-blower's identity needs
         ``cases:whistleblower`` and a purpose."""
-        session, access = ctx.session, ctx.access
         access.require_anywhere("cases:read")
         limit = check_limit(limit)
         filters: dict[str, Any] = {}
         if view_id is not None:
-            filters = dict(_own_view(ctx, view_id).filters)
+            filters = dict(_own_view(session, access, view_id).filters)
         given = {
             "state": states,
             "type": type,
@@ -288,37 +317,26 @@ class CaseController(Controller):
         if open_only:
             filters["open"] = True
         now = utcnow()
-        stmt = select(Case).where(access.unit_clause("cases:read", Case.unit_id))
+        # Plain rows, not ORM objects, with the clock flags computed by the same statement.
+        stmt = select(*_QUEUE_COLUMNS).where(access.unit_clause("cases:read", Case.unit_id))
         stmt = _apply_filters(session, stmt, filters, descendants=descendants, now=now)
         stmt = _keyset(stmt, sort, cursor)
-        rows = list(session.scalars(stmt.limit(limit + 1)))
-        page = rows[:limit]
-        flags = _clock_flags(session, [c.id for c in page], now)
-        units = {
-            u.id: u
-            for u in session.scalars(
-                select(OrgUnit).where(OrgUnit.id.in_({c.unit_id for c in page}))
-            )
-        }
-        shown = disclose_cases(
-            session,
-            access,
-            page,
-            purpose=purpose,
-            source=ctx.source,
-            paths={u.id: u.path for u in units.values()},
-        )
+        rows = tenant_rows(session, stmt.limit(limit + 1), _CASES.c.tenant_id, flags_now=now)
+        page = sealed_rows(session, Case, access.principal.tenant_id, rows[:limit])
+        shown = disclose_cases(session, access, page, purpose=purpose, source=source_of(request))
         items = [
             CaseOut.of(
                 c,
                 disclosure=shown[c.id],
-                provisional=flags.get(c.id, (False, False))[0],
-                breached=flags.get(c.id, (False, False))[1],
+                provisional=bool(c.flag_provisional),
+                breached=bool(c.flag_breached),
             )
             for c in page
         ]
         if purpose is not None:
             session.commit()  # the clear reads' audit entries
+        else:
+            session.rollback()  # the read is over: end it here, not on the event loop
         next_cursor = None
         if len(rows) > limit:
             last = page[-1]
@@ -640,7 +658,10 @@ def _apply_filters(
     if f.get("unit_id"):
         unit = get_unit(session, as_uuid("unit_id"))
         if descendants:
-            sub = select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path, autoescape=True))
+            sub = select(OrgUnit.id).where(
+                OrgUnit.tenant_id == unit.tenant_id,
+                OrgUnit.path.startswith(unit.path, autoescape=True),
+            )
             stmt = stmt.where(Case.unit_id.in_(sub))
         else:
             stmt = stmt.where(Case.unit_id == unit.id)
@@ -679,30 +700,51 @@ def _apply_filters(
     return stmt
 
 
-def _clock_flags(
-    session: Session, case_ids: list[uuid.UUID], now: datetime
-) -> dict[uuid.UUID, tuple[bool, bool]]:
-    """Per case: (has an open provisional clock, has a breached clock)."""
-    if not case_ids:
-        return {}
-    rows = session.execute(
-        select(CaseClock.case_id, CaseClock.status, CaseClock.due_at, CaseClock.provisional).where(
-            CaseClock.case_id.in_(case_ids)
+_CASES = cast(Table, Case.__table__)
+_CLOCKS = cast(Table, CaseClock.__table__)
+
+
+def _queue_columns() -> tuple[Any, ...]:
+    """What a queue row renders (:meth:`CaseOut.of`, :func:`disclose_cases`): the columns, the
+    sealed record, and per case whether an open clock is provisional and whether a clock is
+    breached (a running clock past its due time counts before the sweep marks it; the time
+    is the ``flags_now`` parameter). Plain table columns, built once: no ORM object per row,
+    and a statement the compiled cache recognises without adapting its columns."""
+    columns = [
+        _CASES.c[name]
+        for name in (
+            *(f for f in CaseOut.__struct_fields__ if f in _CASES.c),
+            "sealed_enc",
+            "reporter_anonymous",
         )
-    ).all()
-    flags: dict[uuid.UUID, tuple[bool, bool]] = {}
-    for case_id, status, due_at, prov in rows:
-        provisional, breached = flags.get(case_id, (False, False))
-        is_open = status in ("running", "paused", "window")
-        provisional = provisional or (prov and is_open)
-        breached = breached or status == "breached" or (status == "running" and now >= due_at)
-        flags[case_id] = (provisional, breached)
-    return flags
+    ]
+    own = (_CLOCKS.c.case_id == _CASES.c.id, _CLOCKS.c.tenant_id == _CASES.c.tenant_id)
+    provisional = exists().where(
+        *own,
+        _CLOCKS.c.provisional.is_(True),
+        _CLOCKS.c.status.in_(("running", "paused", "window")),
+    )
+    breached = exists().where(
+        *own,
+        or_(
+            _CLOCKS.c.status == "breached",
+            and_(_CLOCKS.c.status == "running", _CLOCKS.c.due_at <= bindparam("flags_now")),
+        ),
+    )
+    return (
+        *columns,
+        provisional.label("flag_provisional"),
+        breached.label("flag_breached"),
+    )
 
 
-def _own_view(ctx: CaseContext, view_id: uuid.UUID) -> CaseView:
-    view = ctx.session.get(CaseView, (ctx.tenant.id, view_id))
-    if view is None or view.person_id != ctx.actor.person_id:
+_QUEUE_COLUMNS = _queue_columns()
+
+
+def _own_view(session: Session, access: Access, view_id: uuid.UUID) -> CaseView:
+    principal = access.principal
+    view = session.get(CaseView, (principal.tenant_id, view_id))
+    if view is None or principal.person_id is None or view.person_id != principal.person_id:
         raise not_found("view", view_id)
     return view
 
@@ -779,7 +821,7 @@ class CaseViewController(Controller):
     )
     def delete_view(self, ctx: CaseContext, view_id: uuid.UUID) -> None:
         """Delete one of the caller's views."""
-        view = _own_view(ctx, view_id)
+        view = _own_view(ctx.session, ctx.access, view_id)
         ctx.session.delete(view)
         ctx.session.commit()
 

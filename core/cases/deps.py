@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import anyio
 from litestar import Request
 from litestar.di import Provide
 from sqlalchemy.orm import Session
@@ -18,17 +20,19 @@ from core.privacy.purposes import PURPOSE_HEADER
 from core.settings import Settings
 
 
-def provide_case_context(
+async def provide_case_context(
     request: Request[Any, Any, Any],
     session: Session,
     access: Access,
     plugins: PluginHost,
     settings: Settings,
 ) -> CaseContext:
-    """The flow context of this request: tenant, calendar, plugins, actor, attachment store,
-    the purpose the caller declared (``X-Purpose``: free text in clear, see
-    :mod:`core.cases.disclosure`) and its address."""
-    return make_context(
+    """The flow context of this request: plugins, actor, attachment store, the purpose the
+    caller declared (``X-Purpose``: free text in clear, see :mod:`core.cases.disclosure`) and
+    its address; the tenant and its calendar are read by the handler when it needs them. No
+    query here (the actor's name came with the token's state), so no worker thread either."""
+    build = functools.partial(
+        make_context,
         session,
         access,
         plugins=plugins,
@@ -36,10 +40,14 @@ def provide_case_context(
         purpose=request.headers.get(PURPOSE_HEADER) or None,
         source=source_of(request),
     )
+    principal = access.principal
+    if principal.kind == "person" and principal.username is None:
+        return await anyio.to_thread.run_sync(build)  # the actor's name is read
+    return build()
 
 
 CASE_DEPENDENCIES: dict[str, Provide] = {
     **API_DEPENDENCIES,
-    "ctx": Provide(provide_case_context, sync_to_thread=True),
+    "ctx": Provide(provide_case_context),
 }
 """Dependencies of the case controllers."""

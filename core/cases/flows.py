@@ -126,8 +126,10 @@ class Actor:
     def of(cls, session: Session, principal: Principal) -> Actor:
         """The actor of an authenticated principal."""
         if principal.kind == "person" and principal.person_id is not None:
-            person = session.get(Person, (principal.tenant_id, principal.person_id))
-            name = person.username if person is not None else str(principal.person_id)
+            name = principal.username  # read with the token's state by the auth middleware
+            if name is None:
+                person = session.get(Person, (principal.tenant_id, principal.person_id))
+                name = person.username if person is not None else str(principal.person_id)
             return cls(f"person:{name}", principal.person_id)
         return cls(f"client:{principal.client_id or principal.subject}")
 
@@ -140,10 +142,6 @@ class CaseContext:
     session: Session
     access: Access
     actor: Actor
-    tenant: Tenant
-    calendar: TenantCalendar
-    """The tenant calendar (loaded years, tenant zone); :meth:`calendar_at` adds the
-    plugins' adjustments of a unit."""
     plugins: PluginHost
     now: Callable[[], dt.datetime] = utcnow
     storage: AttachmentStorage | None = None
@@ -152,6 +150,28 @@ class CaseContext:
     """The purpose the caller declared (``X-Purpose``), for reading free text in clear."""
     source: str | None = None
     """The caller's network address (audit entries of clear reads)."""
+    loaded_tenant: Tenant | None = None
+    """The tenant when the caller has it already; else :attr:`tenant` reads it on first use."""
+    loaded_calendar: TenantCalendar | None = None
+    """Likewise for :attr:`calendar`."""
+
+    @property
+    def tenant(self) -> Tenant:
+        """The session's tenant (read on first use: many requests never need it)."""
+        if self.loaded_tenant is None:
+            found = self.session.get(Tenant, services.tenant_id_of(self.session))
+            if found is None:
+                raise Problem(404, "the tenant was not found")
+            self.loaded_tenant = found
+        return self.loaded_tenant
+
+    @property
+    def calendar(self) -> TenantCalendar:
+        """The tenant calendar (loaded years, tenant zone; read on first use);
+        :meth:`calendar_at` adds the plugins' adjustments of a unit."""
+        if self.loaded_calendar is None:
+            self.loaded_calendar = calendar_for(self.session, self.tenant.time_zone)
+        return self.loaded_calendar
 
     @property
     def tz(self) -> ZoneInfo:
@@ -198,16 +218,12 @@ def make_context(
     actor: Actor | None = None,
     **kwargs: Any,
 ) -> CaseContext:
-    """A context for the session's tenant."""
-    tenant = session.get(Tenant, services.tenant_id_of(session))
-    if tenant is None:
-        raise Problem(404, "the tenant was not found")
+    """A context for the session's tenant (the tenant and its calendar are read when a flow
+    first needs them)."""
     return CaseContext(
         session=session,
         access=access,
         actor=actor or Actor.of(session, access.principal),
-        tenant=tenant,
-        calendar=calendar_for(session, tenant.time_zone),
         plugins=plugins,
         **kwargs,
     )
@@ -670,7 +686,15 @@ def _check_assignee(ctx: CaseContext, person_id: uuid.UUID, unit: OrgUnit) -> Pe
     return person
 
 
-@guarded
+@dataclass(frozen=True)
+class Registration:
+    """A case just registered, with its unit and the clocks written with it."""
+
+    case: Case
+    unit: OrgUnit
+    clocks: list[CaseClock]
+
+
 def register_case(ctx: CaseContext, data: CaseCreate) -> Case:
     """Register a case: validate, compute its clocks, then write the case, its clocks and its
     first timeline event in the caller's transaction.
@@ -679,6 +703,13 @@ def register_case(ctx: CaseContext, data: CaseCreate) -> Case:
         policy or category of another tenant, 422 for inconsistent fields, ``plugin-failed``
         when a plugin fails (nothing is written).
     """
+    return register(ctx, data).case
+
+
+@guarded
+def register(ctx: CaseContext, data: CaseCreate) -> Registration:
+    """:func:`register_case`, returning the unit and the clocks as well (the API answers with
+    them without reading back what it just wrote)."""
     session = ctx.session
     unit = get_unit(session, data.unit_id)
     ctx.access.require("cases:write", unit)
@@ -816,7 +847,7 @@ def register_case(ctx: CaseContext, data: CaseCreate) -> Case:
     audit_case(ctx, case, "case.registered", unit=unit.code, channel=data.channel.value)
     flush(ctx)
     log.info("case_registered", number=number, type=data.type.value, clocks=len(rows))
-    return case
+    return Registration(case, unit, rows)
 
 
 # -- transitions ----------------------------------------------------------------------------
@@ -1741,9 +1772,9 @@ def _recompute_tenant(
             [],
         ),
         actor=Actor("system:calendar"),
-        tenant=tenant,
-        calendar=calendar_for(session, tenant.time_zone),
         plugins=host,
+        loaded_tenant=tenant,
+        loaded_calendar=calendar_for(session, tenant.time_zone),
     )
     rows = session.scalars(
         select(CaseClock)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+from sqlalchemy import Row
 
 from core.api.schemas import Input, Output
 from core.cases.clocks import is_window
@@ -194,7 +195,8 @@ class ClockOut(Output):
 
     @classmethod
     def of(cls, c: CaseClock, now: datetime) -> ClockOut:
-        """Render a clock as of ``now``."""
+        """Render a clock as of ``now`` (times in UTC, as they are stored, whether the clock
+        was just computed in the tenant's zone or read back)."""
         status = c.status
         if status == "running" and now >= c.due_at:
             status = "breached"
@@ -207,17 +209,21 @@ class ClockOut(Output):
             statutory=c.statutory,
             amount=c.amount,
             unit=c.unit,
-            started_at=c.started_at,
-            due_at=c.due_at,
+            started_at=c.started_at.astimezone(UTC),
+            due_at=c.due_at.astimezone(UTC),
             last_day=c.last_day,
             status=status,
             kind="window" if is_window(c.clock) else "deadline",
             provisional=c.provisional,
-            paused_at=c.paused_at,
+            paused_at=_utc(c.paused_at),
             paused_seconds=c.paused_seconds,
             extensions=list(c.history.get("extensions", [])),
-            completed_at=c.completed_at,
+            completed_at=_utc(c.completed_at),
         )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
 
 
 class ReporterOut(Output):
@@ -275,7 +281,9 @@ class CaseOut(Output):
     holding ``customers:read_clear`` at the case's unit, to read it in clear)."""
 
     @classmethod
-    def of(cls, c: Case, *, disclosure: Disclosure = MASKED_CASE, **extra: Any) -> CaseOut:
+    def of(
+        cls, c: Case | Row[Any], *, disclosure: Disclosure = MASKED_CASE, **extra: Any
+    ) -> CaseOut:
         """Render a case: free text masked unless ``disclosure.clear``, the reporter's
         identity only when ``disclosure.reporter``."""
         reporter = None
@@ -339,7 +347,7 @@ class CaseOut(Output):
         )
 
 
-def _texts(c: Case, *, clear: bool) -> dict[str, str | None]:
+def _texts(c: Case | Row[Any], *, clear: bool) -> dict[str, str | None]:
     """The case's free-text fields, in clear or with identifiers masked (one decryption)."""
     values = {name: getattr(c, name) for name in CASE_TEXT_FIELDS}
     if clear:

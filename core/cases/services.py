@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import string
 import uuid
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -128,20 +129,25 @@ def next_value(session: Session, key: str) -> int:
     lock it takes serializes concurrent callers on PostgreSQL, and SQLite serializes writers,
     so no two transactions ever get the same value.
     """
-    tenant_id = tenant_id_of(session)
+    params = {"tenant_id": tenant_id_of(session), "id": new_id(), "key": key}
+    stmt = _counter_statement(session.get_bind().dialect.name)
+    return int(session.execute(stmt, params).scalar_one())
+
+
+@functools.cache
+def _counter_statement(dialect: str) -> Any:
+    """The counter upsert of :func:`next_value` (built once per dialect)."""
     table = cast(Table, CaseCounter.__table__)
-    dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
+    return (
         insert(table)
-        .values(tenant_id=tenant_id, id=new_id(), key=key, value=1)
+        .values(tenant_id=bindparam("tenant_id"), id=bindparam("id"), key=bindparam("key"), value=1)
         .on_conflict_do_update(
             index_elements=[table.c.tenant_id, table.c.key],
             set_={"value": table.c.value + 1},
         )
         .returning(table.c.value)
     )
-    return int(session.execute(stmt).scalar_one())
 
 
 def number_format_fields(fmt: str) -> set[str]:

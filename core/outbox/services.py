@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -97,18 +98,39 @@ def emit(
         "dedupe_key": dedupe_key,
     }
     if dedupe_key is None:
-        session.execute(insert(_TABLE).values(**values))
+        session.execute(_INSERT, values)
         return row_id
-    dialect = session.get_bind().dialect.name
+    # RETURNING, not rowcount: drivers need not report a row count for INSERT.
+    return session.execute(_insert_once(session.get_bind().dialect.name), values).scalar()
+
+
+_INSERT = insert(_TABLE)
+"""An outbox row (the values are parameters: built once, compiled once)."""
+
+
+@functools.cache
+def _insert_once(dialect: str) -> Any:
+    """An outbox row unless its ``dedupe_key`` was used (built once per dialect)."""
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
+    return (
         upsert(_TABLE)
-        .values(**values)
+        .values({name: bindparam(name) for name in _EMIT_COLUMNS})
         .on_conflict_do_nothing(index_elements=["tenant_id", "dedupe_key"])
         .returning(_TABLE.c.id)
     )
-    # RETURNING, not rowcount: drivers need not report a row count for INSERT.
-    return session.execute(stmt).scalar()
+
+
+_EMIT_COLUMNS = (
+    "tenant_id",
+    "id",
+    "event_type",
+    "payload",
+    "status",
+    "attempts",
+    "created_at",
+    "available_at",
+    "dedupe_key",
+)
 
 
 def id_in(session: Session, column: Any, ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
@@ -211,6 +212,40 @@ def record_of(obj: Any, column: str | None = None) -> dict[str, str]:
     record = _decode.decode(keyring.open(session, obj.tenant_id, token, aad(obj)))
     obj.__dict__[_CLEAR] = (token, record)
     return record
+
+
+def row_record(
+    session: Session, model: type, tenant_id: uuid.UUID, row_id: uuid.UUID, token: str | None
+) -> dict[str, str]:
+    """The decrypted record of a row read without the ORM (:func:`record_of` for a plain
+    ``SELECT`` of ``model``'s columns, e.g. a page of a list): empty when there is none."""
+    if token is None or token.startswith(PENDING):
+        return {}
+    keyring = session.info.get(_SESSION_KEYRING)
+    if keyring is None:
+        from core.privacy.crypto import keyring_of
+
+        keyring = session.info[_SESSION_KEYRING] = keyring_of(session)
+    bound = aad_for(tenant_id, str(model.__tablename__), row_id)  # type: ignore[attr-defined]
+    return _decode.decode(keyring.open(session, tenant_id, token, bound))
+
+
+def sealed_rows(session: Session, model: type, tenant_id: uuid.UUID, rows: Any) -> list[Any]:
+    """Each of ``rows`` (with ``id`` and ``model``'s sealed column) as an object that reads
+    like the model's: the row's columns and, decrypted once, the sealed fields."""
+    column = str(model.__sealed_column__)  # type: ignore[attr-defined]
+    names = tuple(getattr(model, "__sealed_fields__", {}))
+    out: list[Any] = []
+    if not rows:
+        return out
+    keys = rows[0]._fields
+    for row in rows:
+        values = dict(zip(keys, row, strict=True))
+        record = row_record(session, model, tenant_id, values["id"], values[column])
+        for name in names:
+            values[name] = record.get(name)
+        out.append(SimpleNamespace(**values))
+    return out
 
 
 MASK_VERSION = "1"

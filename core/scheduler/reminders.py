@@ -12,9 +12,10 @@ extension, a restart), a reminder already sent is armed again for the new due.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, cast
 
-from sqlalchemy import Table, case, event, inspect
+from sqlalchemy import Table, bindparam, case, event, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -53,20 +54,41 @@ def fraction_of(clock: CaseClock) -> float:
 def _upsert(connection: Connection, clock: CaseClock) -> None:
     fraction = fraction_of(clock)
     when = remind_at(clock.started_at, clock.due_at, clock.paused_seconds or 0, fraction)
-    values = {
-        "tenant_id": clock.tenant_id,
-        "id": new_id(),
-        "clock_id": clock.id,
-        "case_id": clock.case_id,
-        "remind_at": when,
-        "due_at": clock.due_at,
-        "fraction": fraction,
-        "status": "pending",
-    }
-    upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    stmt = upsert(_TABLE).values(**values)
+    connection.execute(
+        _upsert_statement(connection.dialect.name),
+        {
+            "tenant_id": clock.tenant_id,
+            "id": new_id(),
+            "clock_id": clock.id,
+            "case_id": clock.case_id,
+            "remind_at": when,
+            "due_at": clock.due_at,
+            "fraction": fraction,
+            "status": "pending",
+        },
+    )
+
+
+_UPSERT_COLUMNS = (
+    "tenant_id",
+    "id",
+    "clock_id",
+    "case_id",
+    "remind_at",
+    "due_at",
+    "fraction",
+    "status",
+)
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> Any:
+    """The reminder upsert, built once per dialect (it runs at every clock's flush; the values
+    are parameters)."""
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = upsert(_TABLE).values({name: bindparam(name) for name in _UPSERT_COLUMNS})
     moved = _TABLE.c.due_at != stmt.excluded.due_at
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["tenant_id", "clock_id"],
         set_={
             "remind_at": stmt.excluded.remind_at,
@@ -76,7 +98,6 @@ def _upsert(connection: Connection, clock: CaseClock) -> None:
             "handled_at": case((moved, None), else_=_TABLE.c.handled_at),
         },
     )
-    connection.execute(stmt)
 
 
 @event.listens_for(CaseClock, "after_insert")

@@ -96,3 +96,40 @@ def test_another_tenants_id_is_not_found(
     )
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert str(tenant_b.id) not in answer.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"open": "true"}, {"breached": "false"}, {"provisional": "false"}, {"sort": "-received"}],
+)
+def test_the_work_queue_lists_only_the_tenants_own_cases(
+    database: Database,
+    api: httpx.Client,
+    tenant_a: TenantWorld,
+    tenant_b: TenantWorld,
+    person_token: TokenFor,
+    params: dict[str, str],
+) -> None:
+    """The queue reads plain rows below the ORM's automatic tenant filter (decision 0009): its
+    own filters (the session's tenant, the caller's units) keep tenant B out, on SQLite (no
+    row-level security) as on PostgreSQL, whatever the other filters."""
+    cases = Base.metadata.tables["cases"]
+    with database.platform_session() as s:
+        own = {
+            str(i) for i in s.scalars(select(cases.c.id).where(cases.c.tenant_id == tenant_a.id))
+        }
+        theirs = {
+            str(i) for i in s.scalars(select(cases.c.id).where(cases.c.tenant_id == tenant_b.id))
+        }
+    assert own and theirs
+    answer = api.get(
+        "/api/v1/cases",
+        params={**params, "limit": 200},
+        headers=auth(person_token(tenant_a, "admin")),
+    )
+    assert answer.status_code == 200, answer.text
+    listed = {c["id"] for c in answer.json()["items"]}
+    assert listed and listed <= own
+    assert not listed & theirs
+    if not params:
+        assert listed == own

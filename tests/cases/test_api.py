@@ -120,6 +120,29 @@ def test_queue_filters_units_handlers_breaches_and_visibility(
     assert {i["id"] for i in mine} == both
 
 
+def test_a_registration_answers_with_the_case_as_it_was_stored(
+    as_: Callable[[str], Api], world: TenantWorld
+) -> None:
+    """The answer to a registration is built from what the registration wrote (nothing is read
+    back), so it must be what a read of the new case gives: the same clocks (times in UTC),
+    flags, actions, no attachments, and the same case."""
+    api = as_("agent_bj")
+    made = register(api, world, description="客户来电 13800138000", complexity=["disputed"])
+    read = api.get(f"/api/v1/cases/{made['case']['id']}")
+    assert read.status_code == 200, read.text
+    stored = read.json()
+    assert made["clocks"] and made["clocks"] == stored["clocks"]
+    assert all(c["due_at"].endswith("Z") for c in made["clocks"])
+    assert made["actions"] == stored["actions"]
+    assert made["attachments"] == stored["attachments"] == []
+    due = {
+        dt.datetime.fromisoformat(c["case"].pop("next_due_at").replace("Z", "+00:00"))
+        for c in (made, stored)
+    }
+    assert len(due) == 1 and made["case"] == stored["case"]
+    assert "13800138000" not in str(made)  # masked in the answer as in the read
+
+
 def test_whistle_blowers_are_masked_without_the_permission(
     as_: Callable[[str], Api], world: TenantWorld
 ) -> None:
