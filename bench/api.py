@@ -12,19 +12,26 @@ one worker, ``access_log`` off, ``log_level`` warning, same host):
   person's bearer token from the authorization-code flow). Full stack: auth middleware (token
   verification and the caller's roles), the rate limiter (PostgreSQL buckets, the default
   without Redis, limits set high enough never to refuse), tenancy (RLS ``set_config``), the
-  plugins' deadline rules and the deadline engine, number allocation, the case, its clocks, the
-  first timeline event and the outbox row in one transaction, then the case detail as answer.
+  plugins' deadline rules and the deadline engine, number allocation, the case (its free text
+  sealed), its clocks and reminders, the first timeline event, the outbox rows and the audit
+  chain in one transaction, then the case detail as answer.
 * **queue** — ``GET /api/v1/cases?assignee_id=<me>&open=true``: the agent's own open cases,
-  nearest deadline first, first page (50), with per-case clock flags.
+  nearest deadline first, first page (50), with per-case clock flags, free text opened and
+  masked.
 
 The **bare** server is a Litestar app defined below: ``async`` handlers on an asyncpg pool,
 no ORM, no auth, no plugins, no rate limiter, no msgspec validation of the body beyond
 ``json.loads``. It replays the statements the full stack issues for the same request (captured
 with ``before_cursor_execute``; ``--show-sql`` prints them), connecting as the same non-owner
 role with the same ``set_config('app.tenant_id', …)`` so row-level security costs the same on
-both sides. The tenant and the person come from ``X-Bench-*`` headers that both servers receive
-(the full stack ignores them; the bare one ignores ``Authorization``). Clock due times are a
-fixed 15 days / 5 days: the bare handler does no calendar arithmetic.
+both sides; when the full stack's statements change, the bare handler follows them. The tenant
+and the person come from ``X-Bench-*`` headers that both servers receive (the full stack
+ignores them; the bare one ignores ``Authorization``). Clock due times are a fixed 15 days /
+7 days: the bare handler does no calendar arithmetic. Where the full stack writes a sealed
+record (the case's free text, AES-256-GCM under the tenant's data key) the bare handler writes
+an opaque token of the same size, and its queue returns that column as it is: it encrypts,
+decrypts and masks nothing. (Its registered cases are unassigned, so they never appear in the
+measured queue; the platform cannot open their token.)
 
 Background work: the measured full-stack process runs **no** embedded relay, worker or
 scheduler (``INSURDESK_BROKER_URL`` points at RabbitMQ, as in production, where they are
@@ -38,8 +45,10 @@ stack reaches at least half the bare handler's throughput in both scenarios.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
+import os
 import shutil
 import signal
 import socket
@@ -58,6 +67,8 @@ PG_SUPERUSER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 APP_ROLE = "insurdesk_app_bench"
 HERE = Path(__file__).resolve()
 TARGET_RATIO = 0.5
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+"""py-spy: on the PATH, or installed beside this interpreter (``pip install -e '.[bench]'``)."""
 
 
 def free_port() -> int:
@@ -119,10 +130,20 @@ def run_uvicorn(app: Any, port: int) -> None:
 # -- the bare server: Litestar + asyncpg, the same statements, nothing else ----------------------
 
 BARE_CASE_COLUMNS = (
-    "id, number, type, channel, state, subject, description, received_at, unit_id, category_id,"
+    "id, number, type, channel, state, sealed_enc, received_at, unit_id, category_id,"
     " customer_id, policy_id, assignee_id, assigned_at, created_by, next_due_at, version,"
     " reporter_anonymous, created_at, updated_at"
 )
+BARE_FLAGS = (
+    "EXISTS (SELECT 1 FROM case_clocks k WHERE k.case_id = cases.id AND k.tenant_id ="
+    " cases.tenant_id AND k.provisional AND k.status IN ('running', 'paused', 'window'))"
+    " AS flag_provisional, EXISTS (SELECT 1 FROM case_clocks k WHERE k.case_id = cases.id AND"
+    " k.tenant_id = cases.tenant_id AND (k.status = 'breached' OR (k.status = 'running' AND"
+    " k.due_at <= $4))) AS flag_breached"
+)
+BARE_SEALED = "v1:1:" + base64.b64encode(bytes(range(96))).decode()
+"""What the bare handler writes where the full stack writes a sealed record: an opaque token of
+the same shape and size. The bare handler encrypts, decrypts and masks nothing."""
 CLOCK_SQL = (
     "INSERT INTO case_clocks (tenant_id, id, case_id, clock, citation, source, statutory, amount,"
     " unit, started_at, due_at, last_day, status, paused_seconds, extensions, provisional,"
@@ -172,152 +193,140 @@ def bare_app(state: dict[str, Any]) -> Any:
         person = uuid.UUID(request.headers["x-bench-person"])
         unit_id = uuid.UUID(body["unit_id"])
         now = dt.datetime.now(dt.UTC)
-        async with pool["p"].acquire() as conn:
-            async with conn.transaction():
-                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
-                await conn.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant)
-                actor = await conn.fetchrow(
-                    "SELECT * FROM people WHERE tenant_id = $1 AND id = $2", tenant, person
-                )
-                unit = await conn.fetchrow(
-                    "SELECT * FROM org_units WHERE tenant_id = $1 AND id = $2", tenant, unit_id
-                )
-                await conn.fetchrow(
-                    "SELECT * FROM customers WHERE tenant_id = $1 AND id = $2",
-                    tenant,
-                    uuid.UUID(body["customer_id"]),
-                )
-                await conn.fetchrow(
-                    "SELECT * FROM policies WHERE tenant_id = $1 AND id = $2",
-                    tenant,
-                    uuid.UUID(body["policy_id"]),
-                )
-                category = await conn.fetchrow(
-                    "SELECT * FROM case_categories WHERE code = $1 AND tenant_id = $2",
-                    body["category"],
-                    tenant,
-                )
-                seq = await conn.fetchval(
-                    "INSERT INTO case_counters (tenant_id, id, key, value) VALUES ($1, $2, $3, 1)"
-                    " ON CONFLICT (tenant_id, key) DO UPDATE SET value = case_counters.value + 1"
-                    " RETURNING value",
-                    tenant,
-                    new_id(),
-                    f"number:bare|prefix=TS|year={now.year}",
-                )
-                case_id, number = new_id(), f"TS-{now.year}-B{seq:06d}"
-                decision_due = now + dt.timedelta(days=15)
-                materials_due = now + dt.timedelta(days=7)
-                actor_name = f"person:{actor['username']}"
+        async with pool["p"].acquire() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
+            await conn.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant)
+            actor = await conn.fetchrow(
+                "SELECT * FROM people WHERE tenant_id = $1 AND id = $2", tenant, person
+            )
+            unit = await conn.fetchrow(
+                "SELECT * FROM org_units WHERE tenant_id = $1 AND id = $2", tenant, unit_id
+            )
+            await conn.fetchrow(
+                "SELECT * FROM customers WHERE tenant_id = $1 AND id = $2",
+                tenant,
+                uuid.UUID(body["customer_id"]),
+            )
+            await conn.fetchrow(
+                "SELECT * FROM policies WHERE tenant_id = $1 AND id = $2",
+                tenant,
+                uuid.UUID(body["policy_id"]),
+            )
+            category = await conn.fetchrow(
+                "SELECT * FROM case_categories WHERE code = $1 AND tenant_id = $2",
+                body["category"],
+                tenant,
+            )
+            seq = await conn.fetchval(
+                "INSERT INTO case_counters (tenant_id, id, key, value) VALUES ($1, $2, $3, 1)"
+                " ON CONFLICT (tenant_id, key) DO UPDATE SET value = case_counters.value + 1"
+                " RETURNING value",
+                tenant,
+                new_id(),
+                f"number:bare|prefix=TS|year={now.year}",
+            )
+            key_version = await conn.fetchval(
+                "SELECT version FROM tenant_keys WHERE tenant_id = $1 AND purpose = 'data'"
+                " AND status = 'active' FOR SHARE",
+                tenant,
+            )
+            case_id, number = new_id(), f"TS-{now.year}-B{seq:06d}"
+            decision_due = now + dt.timedelta(days=15)
+            materials_due = now + dt.timedelta(days=7)
+            actor_name = f"person:{actor['username']}"
+            await conn.execute(
+                "INSERT INTO cases (tenant_id, id, number, type, channel, state, sealed_enc,"
+                " key_version, received_at, unit_id, category_id, customer_id, policy_id,"
+                " created_by_id, created_by, complexity, reporter_anonymous,"
+                " missing_materials, next_due_at, version, last_event_seq, created_at,"
+                " updated_at) VALUES ($1, $2, $3, $4, $5, 'registered', $6, $7, $8, $9, $10,"
+                " $11, $12, $13, $14, '[]'::json, false, '[]'::json, $15, 1, 1, $8, $8)",
+                tenant,
+                case_id,
+                number,
+                body["type"],
+                body["channel"],
+                BARE_SEALED,
+                key_version,
+                now,
+                unit_id,
+                category["id"],
+                uuid.UUID(body["customer_id"]),
+                uuid.UUID(body["policy_id"]),
+                person,
+                actor_name,
+                materials_due,
+            )
+            decision, materials = new_id(), new_id()
+            history = json.dumps({"rule": {"bare": True}, "events": []})
+            await conn.execute(
+                CLOCK_SQL,
+                tenant,
+                decision,
+                case_id,
+                now,
+                decision_due,
+                decision_due.date(),
+                history,
+                materials,
+                materials_due,
+                materials_due.date(),
+            )
+            for clock, due in ((decision, decision_due), (materials, materials_due)):
                 await conn.execute(
-                    "INSERT INTO cases (tenant_id, id, number, type, channel, state, subject,"
-                    " description, received_at, unit_id, category_id, customer_id, policy_id,"
-                    " created_by_id, created_by, complexity, reporter_anonymous,"
-                    " missing_materials, next_due_at, version, last_event_seq, created_at,"
-                    " updated_at) VALUES ($1, $2, $3, $4, $5, 'registered', $6, $7, $8, $9, $10,"
-                    " $11, $12, $13, $14, '[]'::json, false, '[]'::json, $15, 1, 1, $8, $8)",
-                    tenant,
-                    case_id,
-                    number,
-                    body["type"],
-                    body["channel"],
-                    body["subject"],
-                    body.get("description"),
-                    now,
-                    unit_id,
-                    category["id"],
-                    uuid.UUID(body["customer_id"]),
-                    uuid.UUID(body["policy_id"]),
-                    person,
-                    actor_name,
-                    materials_due,
+                    REMINDER_SQL, tenant, new_id(), clock, case_id, now + (due - now) * 0.8, due
                 )
-                decision, materials = new_id(), new_id()
-                history = json.dumps({"rule": {"bare": True}, "events": []})
-                await conn.execute(
-                    CLOCK_SQL,
-                    tenant,
-                    decision,
-                    case_id,
-                    now,
-                    decision_due,
-                    decision_due.date(),
-                    history,
-                    materials,
-                    materials_due,
-                    materials_due.date(),
-                )
-                for clock, due in ((decision, decision_due), (materials, materials_due)):
-                    await conn.execute(
-                        REMINDER_SQL, tenant, new_id(), clock, case_id, now + (due - now) * 0.8, due
-                    )
-                after = {"number": number, "type": body["type"], "state": "registered"}
-                await conn.execute(
-                    "INSERT INTO case_events (tenant_id, id, case_id, seq, at, recorded_at, kind,"
-                    " actor_id, actor, to_state, before, after, data) VALUES ($1, $2, $3, 1, $4,"
-                    " $4, 'registered', $5, $6, 'registered', '{}'::json, $7::json, $8::json)",
-                    tenant,
-                    new_id(),
-                    case_id,
-                    now,
-                    person,
-                    actor_name,
-                    json.dumps(after),
-                    json.dumps({"clocks": [str(decision), str(materials)]}),
-                )
-                payload = json.dumps({"case_id": str(case_id), "number": number})
-                await conn.execute(OUTBOX_SQL, tenant, new_id(), "case.created", payload, now)
-                await conn.execute(OUTBOX_SQL, tenant, new_id(), "case.follow_up", payload, now)
-                await conn.execute(
-                    "INSERT INTO audit_heads (tenant_id, id, seq, hash) VALUES ($1, $2, 0, $3)"
-                    " ON CONFLICT (tenant_id) DO NOTHING",
-                    tenant,
-                    new_id(),
-                    "0" * 64,
-                )
-                head = await conn.fetchrow(
-                    "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE", tenant
-                )
-                digest = hashlib.sha256(f"{head['hash']}|{case_id}".encode()).hexdigest()
-                await conn.execute(
-                    "UPDATE audit_heads SET seq = $1, hash = $2, at = $3 WHERE tenant_id = $4",
-                    head["seq"] + 1,
-                    digest,
-                    now,
-                    tenant,
-                )
-                await conn.execute(
-                    "INSERT INTO audit_log (tenant_id, id, seq, at, actor_kind, actor, actor_id,"
-                    " action, target_type, target_id, details, prev_hash, hash) VALUES ($1, $2,"
-                    " $3, $4, 'person', $5, $6, 'case.registered', 'case', $7, $8::json, $9, $10)",
-                    tenant,
-                    new_id(),
-                    head["seq"] + 1,
-                    now,
-                    actor_name,
-                    str(person),
-                    str(case_id),
-                    json.dumps(after),
-                    head["hash"],
-                    digest,
-                )
-            async with conn.transaction():
-                await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
-                await conn.fetchrow(
-                    "SELECT * FROM org_units WHERE tenant_id = $1 AND id = $2", tenant, unit_id
-                )
-                clocks = await conn.fetch(
-                    "SELECT * FROM case_clocks WHERE case_id = $1 AND tenant_id = $2"
-                    " ORDER BY started_at, clock, id",
-                    case_id,
-                    tenant,
-                )
-                attachments = await conn.fetch(
-                    "SELECT * FROM case_attachments WHERE case_id = $1 AND tenant_id = $2"
-                    " ORDER BY uploaded_at, id",
-                    case_id,
-                    tenant,
-                )
+            after = {"number": number, "type": body["type"], "state": "registered"}
+            await conn.execute(
+                "INSERT INTO case_events (tenant_id, id, case_id, seq, at, recorded_at, kind,"
+                " actor_id, actor, to_state, before, after, data, sealed_enc, key_version)"
+                " VALUES ($1, $2, $3, 1, $4, $4, 'registered', $5, $6, 'registered',"
+                " '{}'::json, $7::json, $8::json, $9, $10)",
+                tenant,
+                new_id(),
+                case_id,
+                now,
+                person,
+                actor_name,
+                json.dumps(after),
+                json.dumps({"clocks": [str(decision), str(materials)]}),
+                BARE_SEALED,
+                key_version,
+            )
+            payload = json.dumps({"case_id": str(case_id), "number": number})
+            await conn.execute(OUTBOX_SQL, tenant, new_id(), "case.created", payload, now)
+            await conn.execute(OUTBOX_SQL, tenant, new_id(), "case.follow_up", payload, now)
+            head = await conn.fetchrow(
+                "INSERT INTO audit_heads (tenant_id, id, seq, hash) VALUES ($1, $2, 0, $3)"
+                " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq"
+                " RETURNING seq, hash",
+                tenant,
+                new_id(),
+                "0" * 64,
+            )
+            digest = hashlib.sha256(f"{head['hash']}|{case_id}".encode()).hexdigest()
+            await conn.execute(
+                "UPDATE audit_heads SET seq = $1, hash = $2, at = $3 WHERE tenant_id = $4",
+                head["seq"] + 1,
+                digest,
+                now,
+                tenant,
+            )
+            await conn.execute(
+                "INSERT INTO audit_log (tenant_id, id, seq, at, actor_kind, actor, actor_id,"
+                " action, target_type, target_id, details, prev_hash, hash) VALUES ($1, $2,"
+                " $3, $4, 'person', $5, $6, 'case.registered', 'case', $7, $8::json, $9, $10)",
+                tenant,
+                new_id(),
+                head["seq"] + 1,
+                now,
+                actor_name,
+                str(person),
+                str(case_id),
+                json.dumps(after),
+                head["hash"],
+                digest,
+            )
         case = {
             "id": case_id,
             "number": number,
@@ -328,14 +337,15 @@ def bare_app(state: dict[str, Any]) -> Any:
             "received_at": now,
             "next_due_at": materials_due,
         }
+        clocks = [
+            {"id": decision, "clock": "complaint.decision", "due_at": decision_due},
+            {"id": materials, "clock": "complaint.missing_materials", "due_at": materials_due},
+        ]
         return {
             "case": case,
-            "clocks": [
-                {k: r[k] for k in ("id", "clock", "citation", "source", "due_at", "status")}
-                for r in clocks
-            ],
+            "clocks": [{**c, "status": "running"} for c in clocks],
             "actions": ["request_materials", "accept", "not_accept", "transfer", "withdraw"],
-            "attachments": [dict(a) for a in attachments],
+            "attachments": [],
         }
 
     @get("/api/v1/cases")
@@ -348,33 +358,17 @@ def bare_app(state: dict[str, Any]) -> Any:
         async with pool["p"].acquire() as conn, conn.transaction():
             await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
             rows = await conn.fetch(
-                f"SELECT {BARE_CASE_COLUMNS} FROM cases WHERE cases.unit_id IN (SELECT id FROM"
-                " org_units WHERE path LIKE $1 || '%' AND tenant_id = $2) AND state NOT IN"
-                " ('closed', 'withdrawn') AND assignee_id = $3 AND tenant_id = $2"
+                f"SELECT {BARE_CASE_COLUMNS}, {BARE_FLAGS} FROM cases WHERE cases.unit_id IN"
+                " (SELECT id FROM org_units WHERE tenant_id = $2 AND path LIKE $1 || '%') AND"
+                " state NOT IN ('closed', 'withdrawn') AND assignee_id = $3 AND tenant_id = $2"
                 " ORDER BY next_due_at ASC NULLS LAST, id LIMIT 51",
                 path,
                 tenant,
                 assignee_id,
+                now,
             )
             page = rows[:50]
-            ids = [r["id"] for r in page]
-            flags = await conn.fetch(
-                "SELECT case_id, status, due_at, provisional FROM case_clocks"
-                " WHERE case_id = ANY($1::uuid[]) AND tenant_id = $2",
-                ids,
-                tenant,
-            )
-            await conn.fetch(
-                "SELECT * FROM org_units WHERE id = ANY($1::uuid[]) AND tenant_id = $2",
-                list({r["unit_id"] for r in page}),
-                tenant,
-            )
-        breached = {
-            f["case_id"]
-            for f in flags
-            if f["status"] == "breached" or (f["status"] == "running" and f["due_at"] <= now)
-        }
-        items = [{**dict(r), "breached": r["id"] in breached, "provisional": False} for r in page]
+        items = [dict(r) for r in page]
         return {"items": items, "next_cursor": "x" if len(rows) > 50 else None}
 
     return Litestar(
@@ -668,6 +662,19 @@ class Result:
     p99_ms: float
     requests: int
     non2xx: int
+    cpu_ms: float | None = None
+    """The server process's CPU time (user + system, all threads) per request."""
+    load: float = 0.0
+    """The host's 1-minute load average at the end of the phase (other work on the machine)."""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else None)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
@@ -695,35 +702,46 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str,
     return dict(json.loads(line.removeprefix("RESULT ")))
 
 
-def measure(url: str, scenario: str, server: str, script: Path, args: argparse.Namespace) -> Result:
+def measure(server: Server, scenario: str, script: Path, args: argparse.Namespace) -> Result:
     """Warm up, then measure one scenario on one server."""
-    run_wrk(url, script, args.warmup, args.connections)
-    r = run_wrk(url, script, args.duration, args.connections)
+    run_wrk(server.url, script, args.warmup, args.connections)
+    before = cpu_seconds(server.proc.pid)
+    r = run_wrk(server.url, script, args.duration, args.connections)
+    after = cpu_seconds(server.proc.pid)
     seconds = r["duration_us"] / 1e6
     return Result(
         scenario=scenario,
-        server=server,
+        server=server.kind,
         rps=r["requests"] / seconds,
         p50_ms=r["p50_us"] / 1000,
         p95_ms=r["p95_us"] / 1000,
         p99_ms=r["p99_us"] / 1000,
         requests=r["requests"],
         non2xx=r["non2xx"] + r["socket_errors"],
+        cpu_ms=(
+            1000 * (after - before) / r["requests"]
+            if before is not None and after is not None and r["requests"]
+            else None
+        ),
+        load=os.getloadavg()[0],
     )
 
 
 def profile_full(
     state_file: Path, port: int, scenario: str, script: Path, work: Path, args: argparse.Namespace
 ) -> str:
-    """Sample the full-stack server with py-spy under the same load; the hottest frames."""
+    """Sample the full-stack server with ``py-spy record --gil`` under the same load: only the
+    thread holding the GIL is sampled, so the shares are shares of the server's Python CPU
+    (waiting on PostgreSQL or on the network does not appear)."""
     server = Server("full", state_file, port)
     try:
         run_wrk(server.url, script, args.warmup, args.connections)
         raw = work / f"profile-{scenario}.txt"
         spy = subprocess.Popen(
             [
-                "py-spy",
+                PY_SPY,
                 "record",
+                "--gil",
                 "-p",
                 str(server.proc.pid),
                 "-d",
@@ -734,7 +752,6 @@ def profile_full(
                 "raw",
                 "-o",
                 str(raw),
-                "--idle",
                 "--nonblocking",
             ],
             stdout=subprocess.DEVNULL,
@@ -749,66 +766,80 @@ def profile_full(
     return summarize_profile(raw)
 
 
-BUCKETS = (
+PARTS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
+    ("auth: JWT signature and claims", (("core/auth/tokens.py", "verify"),)),
+    ("auth: token state, roles, rate-limit buckets", (("core/auth/",), ("core/api/ratelimit",))),
+    ("privacy: seal, open, mask", (("core/privacy/",),)),
     (
-        "waiting on PostgreSQL (psycopg wait)",
-        ("psycopg/waiting.py", "wait_c", "Connection.wait (psycopg"),
+        "deadline engine, calendar, plugins",
+        (("core/deadlines/",), ("core/calendars/",), ("core/plugins/",)),
     ),
-    ("deadline engine and plugins", ("core/deadlines/", "core/plugins/", "core/calendars/")),
-    ("SQLAlchemy ORM / Core (compile, flush, load rows)", ("sqlalchemy/",)),
-    ("auth (token verification, access)", ("core/auth/", "joserfc", "authlib", "jwt")),
-    ("rate limiter", ("core/api/ratelimit",)),
-    ("Litestar / msgspec (routing, DI, (de)serialization)", ("litestar/", "msgspec")),
-    ("thread handoff (anyio to_thread)", ("anyio/", "threading.py", "concurrent/")),
-    ("uvicorn / asyncio loop", ("uvicorn/", "asyncio/", "uvloop", "httptools")),
+    ("audit chain", (("core/audit/",),)),
+    ("outbox and reminders", (("core/outbox/",), ("core/scheduler/",))),
+    ("case flows (registration)", (("core/cases/flows.py",), ("core/cases/services.py",))),
+    ("case API handlers: queue rows, rendering", (("core/cases/",), ("core/db.py",))),
 )
+"""Which part of the platform a sample's Python CPU serves: its innermost frame that matches
+(all the strings of one alternative), so SQLAlchemy and psycopg work counts for the platform
+code that asked for it."""
+LIBRARIES: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
+    ("SQLAlchemy", (("sqlalchemy/",),)),
+    ("psycopg", (("psycopg",),)),
+    ("Litestar / msgspec (routing, DI, serialization)", (("litestar/",), ("msgspec",))),
+    (
+        "uvicorn / asyncio / threads",
+        (("uvicorn/",), ("asyncio/",), ("anyio/",), ("threading",), ("concurrent/",)),
+    ),
+)
+"""Where a sample's CPU is spent, by library: the first match from the leaf up (the platform's
+own code when a ``core/`` or ``plugins/`` frame comes first)."""
+
+
+def _first(frames: list[str], table: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]) -> str:
+    for frame in reversed(frames):
+        for name, alternatives in table:
+            if any(all(k in frame for k in alt) for alt in alternatives):
+                return name
+    return ""
+
+
+def _library(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        if "core/" in frame or "plugins/" in frame:
+            return "platform code itself"
+        for name, alternatives in LIBRARIES:
+            if any(all(k in frame for k in alt) for alt in alternatives):
+                return name
+    return "other"
 
 
 def summarize_profile(raw: Path) -> str:
-    """Attribute each sample to the first bucket matched from the leaf upwards; the busy
-    (non-idle) share per bucket, and the ten hottest leaf functions."""
-    totals: dict[str, int] = {}
+    """Shares of the server's Python CPU (GIL samples) by part of the platform and by
+    library, and the ten hottest leaf functions."""
+    parts: dict[str, int] = {}
+    libraries: dict[str, int] = {}
     leaves: dict[str, int] = {}
-    all_samples = 0
+    total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        all_samples += count
-        leaf = frames[-1]
-        idle = any(
-            key in leaf
-            for key in (
-                "wait (threading.py",
-                "_worker (concurrent",
-                "select (",
-                "epoll",
-                "run_forever",
-                "get (queue.py",
-                "acquire (",
-            )
-        )
-        if idle and not any("psycopg" in f for f in frames):
-            totals["idle (threads and loop waiting for work)"] = (
-                totals.get("idle (threads and loop waiting for work)", 0) + count
-            )
-            continue
-        leaves[leaf] = leaves.get(leaf, 0) + count
-        bucket = "other Python (application code)"
-        for frame in reversed(frames):
-            hit = next((name for name, keys in BUCKETS if any(k in frame for k in keys)), None)
-            if hit:
-                bucket = hit
-                break
-        totals[bucket] = totals.get(bucket, 0) + count
-    lines = [f"{all_samples} samples (all threads)"]
-    for name, count in sorted(totals.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {100 * count / max(all_samples, 1):5.1f} %  {name}")
+        total += count
+        leaves[frames[-1]] = leaves.get(frames[-1], 0) + count
+        part = _first(frames, PARTS) or "outside the platform's code (HTTP server, framework)"
+        parts[part] = parts.get(part, 0) + count
+        library = _library(frames)
+        libraries[library] = libraries.get(library, 0) + count
+    lines = [f"{total} samples holding the GIL"]
+    for title, table in (("by part of the platform", parts), ("by library", libraries)):
+        lines.append(f"  {title}:")
+        for name, count in sorted(table.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {100 * count / max(total, 1):5.1f} %  {name}")
     lines.append("  hottest leaf frames:")
     for leaf, count in sorted(leaves.items(), key=lambda kv: -kv[1])[:10]:
-        lines.append(f"  {100 * count / max(all_samples, 1):5.1f} %  {leaf}")
+        lines.append(f"  {100 * count / max(total, 1):5.1f} %  {leaf}")
     return "\n".join(lines)
 
 
@@ -833,6 +864,10 @@ def capture_sql(
     return {"register": lines[:mark], "queue": lines[mark:]}
 
 
+def _ms(value: float | None) -> str:
+    return f"{value:7.1f}" if value is not None else "      -"
+
+
 def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace) -> bool:
     """Print the table; True when every scenario meets the target ratio."""
     ok = True
@@ -840,16 +875,17 @@ def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace)
         f"\n{args.connections} connections, {args.duration} s per phase, "
         f"{args.tenants} tenants x {args.cases} seeded cases"
     )
-    print("scenario  | full rps  p50 ms  p95 ms | bare rps  p50 ms  p95 ms | ratio")
+    print("scenario  | full rps  p50 ms  p95 ms cpu/req | bare rps  p50 ms  p95 ms cpu/req | ratio")
     for scenario in ("register", "queue"):
         full = next(r for r in results if r.scenario == scenario and r.server == "full")
         bare = next(r for r in results if r.scenario == scenario and r.server == "bare")
         ratio = full.rps / bare.rps
         ok = ok and ratio >= TARGET_RATIO and full.non2xx == 0 and bare.non2xx == 0
         print(
-            f"{scenario:9} | {full.rps:8.1f} {full.p50_ms:7.1f} {full.p95_ms:7.1f} |"
-            f" {bare.rps:8.1f} {bare.p50_ms:7.1f} {bare.p95_ms:7.1f} | {ratio:5.2f}"
-            f"  (errors: full {full.non2xx}, bare {bare.non2xx})"
+            f"{scenario:9} | {full.rps:8.1f} {full.p50_ms:7.1f} {full.p95_ms:7.1f}"
+            f" {_ms(full.cpu_ms)} | {bare.rps:8.1f} {bare.p50_ms:7.1f} {bare.p95_ms:7.1f}"
+            f" {_ms(bare.cpu_ms)} | {ratio:5.2f}  (errors: full {full.non2xx}, bare"
+            f" {bare.non2xx}; load {full.load:.1f} / {bare.load:.1f})"
         )
     print(f"target: full >= {TARGET_RATIO:.0%} of bare -> {'met' if ok else 'NOT met'}")
     return ok
@@ -905,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("full", "bare"):
                 server = Server(kind, state_file, full_port if kind == "full" else free_port())
                 try:
-                    results.append(measure(server.url, scenario, kind, script, args))
+                    results.append(measure(server, scenario, script, args))
                 finally:
                     server.stop()
                 print(results[-1])
