@@ -113,14 +113,6 @@ def authenticate_claims(
     return Authenticated(principal, access, extras)
 
 
-def principal_from_claims(ctx: AuthContext, claims: dict[str, Any]) -> Principal:
-    """Check the token's live state in its tenant and build the :class:`Principal`.
-
-    :raises TokenError: revoked token, disabled client, inactive person.
-    """
-    return authenticate_claims(ctx, claims).principal
-
-
 REFUSAL_AUDIT_SECONDS = 300.0
 """A refused token (revoked, disabled client or person) is recorded once per this period per
 process, so a client retrying with it cannot flood the audit log."""

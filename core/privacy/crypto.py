@@ -48,14 +48,6 @@ def _context(tenant_id: uuid.UUID, purpose: str, version: int) -> bytes:
     return f"insurdesk:tenant-key:{tenant_id}:{purpose}:{version}".encode()
 
 
-def _b64e(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _insert(session: Session) -> Any:
     dialect = session.get_bind().dialect.name
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -315,13 +307,6 @@ class Keyring:
         return key
 
     # -- values -------------------------------------------------------------------------------
-
-    def has_cipher(self, tenant_id: uuid.UUID, token: str) -> bool:
-        """Whether the key ``token`` was made with is already unwrapped here."""
-        try:
-            return (tenant_id, token_version(token)) in self._ciphers
-        except DecryptionError:
-            return False
 
     def seal(self, aead: AESGCM, version: int, plaintext: bytes, aad: bytes) -> str:
         """The ciphertext token of ``plaintext``."""
