@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, inspect, select, table
+from sqlalchemy import column, func, inspect, select, table, text
 
 from core.db import Database
 from tenants.demo import DEMO_DIR
@@ -20,14 +20,35 @@ def unique_slug(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def row_counts(db: Database) -> dict[str, int]:
-    """Rows of every table of the database (platform path: every tenant)."""
-    names = [n for n in inspect(db.admin_engine).get_table_names() if n != "alembic_version"]
+BACKGROUND_TABLES = frozenset({"alembic_version", "scheduler_runs"})
+"""Tables no manifest writes that the session's live server writes on its own clock (its
+embedded scheduler records each job slot it runs)."""
+
+
+def row_counts(db: Database, *own: str) -> dict[str, int]:
+    """Rows of every table of the database (platform path), except rows that background work
+    of the session's live server writes on its own clock while a test runs: the scheduler's
+    job slots, and the rows of other tests' tenants (their reminders, deliveries and sweeps
+    may land at any moment). ``own`` names the slugs of the tenants the test works on.
+
+    A manifest's partial write always shows: the rows of the tenants named in ``own``, the
+    tenants table itself and the platform audit are all counted.
+    """
+    inspector = inspect(db.admin_engine)
+    names = [n for n in inspector.get_table_names() if n not in BACKGROUND_TABLES]
     with db.platform_session() as session:
-        return {
-            name: int(session.scalar(select(func.count()).select_from(table(name))) or 0)
-            for name in names
-        }
+        others = [
+            tid
+            for tid, slug in session.execute(text("SELECT id, slug FROM tenants"))
+            if slug not in own
+        ]
+        counts = {}
+        for name in names:
+            query = select(func.count()).select_from(table(name))
+            if others and any(c["name"] == "tenant_id" for c in inspector.get_columns(name)):
+                query = query.where(column("tenant_id").not_in(others))
+            counts[name] = int(session.scalar(query) or 0)
+        return counts
 
 
 @pytest.fixture

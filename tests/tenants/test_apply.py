@@ -50,12 +50,12 @@ def test_demo_group_applied_twice(database: Database, demo_as: Callable[[str], D
         "16 people, 18 role grants, 20 customers, 20 policies, "
         "10 cases"
     )
-    counts = row_counts(database)
+    counts = row_counts(database, slug)
 
     second = apply_manifest(database, load_manifest(path))
     assert second.lines() == [f"{slug}: no changes"]
     assert not second.changes
-    assert row_counts(database) == counts
+    assert row_counts(database, slug) == counts
 
     tenant = _tenant(database, slug)
     assert tenant.manifest_digest == manifest.digest
@@ -115,7 +115,7 @@ def test_changed_manifest_reports_exactly_the_changes(
             "  - username: li.na\n    display_name: 李娜\n    roles: [{role: agent, unit: SH}]\n",
         )
     )
-    before = row_counts(database)
+    before = row_counts(database, slug)
     lines = _apply(database, changed)
     assert lines == [
         f"{slug}: unit BJ renamed: '北京' → '北京分公司'",
@@ -123,7 +123,7 @@ def test_changed_manifest_reports_exactly_the_changes(
         f"{slug}: person agent.bj: role visitor at CO granted",
         f"{slug}: person li.na: role agent at SH granted",
     ]
-    after = row_counts(database)
+    after = row_counts(database, slug)
     assert after["people"] == before["people"] + 1
     assert after["role_assignments"] == before["role_assignments"] + 2
     assert after["platform_audit"] == before["platform_audit"] + 1
@@ -132,10 +132,10 @@ def test_changed_manifest_reports_exactly_the_changes(
 
 def test_dry_run_reports_and_writes_nothing(database: Database) -> None:
     slug = unique_slug("dry")
-    before = row_counts(database)
+    before = row_counts(database, slug)
     report = apply_manifest(database, parse_manifest(small(slug), "m.yaml"), dry_run=True)
     assert report.lines()[0].startswith(f"{slug} (dry run): tenant created with 4 units")
-    assert row_counts(database) == before
+    assert row_counts(database, slug) == before
 
 
 def test_nothing_is_deleted_and_what_is_kept_is_reported(database: Database) -> None:
@@ -228,10 +228,10 @@ def test_a_failure_mid_apply_leaves_nothing(
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(apply_module._Applier, "_cases", fail)
-    before = row_counts(database)
+    before = row_counts(database, slug)
     with pytest.raises(RuntimeError, match="disk on fire"):
         apply_manifest(database, manifest)
-    assert row_counts(database) == before
+    assert row_counts(database, slug) == before
     with database.platform_session() as s:
         assert get_tenant_by_slug(s, slug) is None
 
@@ -247,10 +247,10 @@ def test_a_failure_mid_apply_of_an_existing_tenant_changes_nothing(
         raise RuntimeError("lost connection")
 
     monkeypatch.setattr(apply_module._Applier, "_policies", fail)
-    before = row_counts(database)
+    before = row_counts(database, slug)
     with pytest.raises(RuntimeError):
         _apply(database, changed)
-    assert row_counts(database) == before
+    assert row_counts(database, slug) == before
     tenant = _tenant(database, slug)
     with database.tenant_transaction(tenant.id) as s:
         assert s.scalars(select(OrgUnit.name).where(OrgUnit.code == "BJ")).one() == "北京"
@@ -268,17 +268,17 @@ def test_plugin_settings_refused_by_the_plugin_roll_back_everything(database: Da
         "  - plugin: agency_policy\n    unit: BJ\n    settings: {complaint_decision_days: 99}\n"
     )
     manifest = parse_manifest(text, "plg.yaml")
-    before = row_counts(database)
+    before = row_counts(database, slug)
     with pytest.raises(ManifestError) as info:
         apply_manifest(database, manifest, plugin_registry=registry)
     assert str(info.value).startswith("plg.yaml:")
     assert "plugins[1].settings: invalid settings for plugin agency_policy" in str(info.value)
-    assert row_counts(database) == before
+    assert row_counts(database, slug) == before
 
     unknown = parse_manifest(text.replace("agency_policy", "no_such_plugin"), "plg.yaml")
     with pytest.raises(ManifestError, match=r"plugins\[1\]\.plugin: no plugin named"):
         apply_manifest(database, unknown, plugin_registry=registry)
-    assert row_counts(database) == before
+    assert row_counts(database, slug) == before
     registry.close()
 
 

@@ -66,11 +66,11 @@ def test_dry_run_writes_nothing(
 ) -> None:
     slug = unique_slug("clidry")
     path = write_manifest("small.yaml", small(slug))
-    before = row_counts(database)
+    before = row_counts(database, slug)
     code, out, _ = run("tenants", "apply", "--dry-run", "--verbose", str(path))
     assert code == 0
     assert f"{slug} (dry run): unit BJ added (北京, branch, under CO)" in out
-    assert row_counts(database) == before
+    assert row_counts(database, slug) == before
 
 
 @pytest.mark.parametrize(
@@ -113,14 +113,16 @@ def test_bad_manifest_exits_2_and_writes_nothing(
     expected: str,
 ) -> None:
     slug = unique_slug("clibad")
-    good = write_manifest("good.yaml", small(unique_slug("cligood")))
+    good_slug = unique_slug("cligood")
+    good = write_manifest("good.yaml", small(good_slug))
     bad = write_manifest("bad.yaml", edit(small(slug)))
-    before = row_counts(database)
+    before = row_counts(database, slug, good_slug)
     code, out, err = run("tenants", "apply", str(good), str(bad))
     assert code == 2
     assert f"{bad}{expected}" in err
     assert out == ""
-    assert row_counts(database) == before  # the good manifest was not applied either
+    # the good manifest was not applied either
+    assert row_counts(database, slug, good_slug) == before
 
 
 def test_duplicate_slug_exits_2(
