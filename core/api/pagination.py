@@ -30,18 +30,31 @@ class Page(msgspec.Struct, Generic[T]):
     next_cursor: str | None = None
 
 
+def pack_cursor(data: dict[str, Any]) -> str:
+    """An opaque cursor holding ``data``: compact JSON, base64url without padding. Lists with
+    their own sort keys (cases, audit) pack those; :func:`encode_cursor` packs an id."""
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def unpack_cursor(cursor: str) -> Any:
+    r"""The data :func:`pack_cursor` packed (not checked: the caller reads its keys).
+
+    :raises ValueError: not base64url JSON (``binascii.Error``, ``json.JSONDecodeError`` and
+        ``UnicodeDecodeError`` are ``ValueError``\ s).
+    """
+    return json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
+
+
 def encode_cursor(last_id: uuid.UUID) -> str:
     """An opaque cursor pointing after ``last_id``."""
-    raw = json.dumps({"after": str(last_id)}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pack_cursor({"after": str(last_id)})
 
 
 def decode_cursor(cursor: str) -> uuid.UUID:
     """The id a cursor points after; a 400 problem when it is not one of ours."""
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return uuid.UUID(data["after"])
+        return uuid.UUID(unpack_cursor(cursor)["after"])
     except (
         ValueError,
         KeyError,

@@ -7,7 +7,6 @@ checks the chain. Entries are tenant-wide, so the permission must hold at a root
 
 from __future__ import annotations
 
-import base64
 import binascii
 import csv
 import io
@@ -21,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
-from core.api.pagination import check_limit
+from core.api.pagination import check_limit, pack_cursor, unpack_cursor
 from core.api.problems import Problem
 from core.audit.chain import Verification
 from core.audit.models import AuditEntry
@@ -107,13 +106,12 @@ def _filter(
 
 
 def _encode(seq: int, order: str) -> str:
-    raw = json.dumps({"seq": seq, "o": order}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pack_cursor({"seq": seq, "o": order})
 
 
 def _decode(cursor: str, order: str) -> int:
     try:
-        data = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
+        data = unpack_cursor(cursor)
         if data["o"] != order:
             raise ValueError("order changed")
         return int(data["seq"])

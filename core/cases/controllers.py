@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from litestar.response import Stream
 from sqlalchemy import Select, Table, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
-from core.api.pagination import Page, check_limit
+from core.api.pagination import Page, check_limit, pack_cursor, unpack_cursor
 from core.api.problems import Problem, not_found
 from core.audit.services import source_of
 from core.auth.guards import Access
@@ -150,21 +149,19 @@ def _with_etag(body: Any, case: Case, status: int = 200, **headers: str) -> Resp
 
 
 def _encode(sort: str, due: datetime | None, received: datetime, ident: uuid.UUID) -> str:
-    raw = json.dumps(
+    return pack_cursor(
         {
             "s": sort,
             "d": due.isoformat() if due else None,
             "r": received.isoformat(),
             "i": str(ident),
-        },
-        separators=(",", ":"),
-    ).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        }
+    )
 
 
 def _decode(cursor: str, sort: str) -> dict[str, Any]:
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        data = unpack_cursor(cursor)
         if data["s"] != sort:
             raise ValueError("sort changed")
         return {
