@@ -13,7 +13,8 @@ Tables (all tenant-owned, composite keys ``(tenant_id, id)``, composite foreign 
 * :class:`CaseCounter` — named counters (case-number sequences, round-robin pointers),
   incremented with one upsert in the caller's transaction.
 * :class:`Attachment` — materials, notices and reports, stored through
-  :mod:`core.cases.storage` (checksum, size, media type, storage key).
+  :mod:`core.cases.storage` (checksum, size, media type, storage key), encrypted at rest
+  with the tenant data key (:mod:`core.privacy.files`, ``key_version``).
 """
 
 from __future__ import annotations
@@ -393,6 +394,10 @@ class Attachment(TenantScoped, Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(300))
+    key_version: Mapped[int | None] = mapped_column(default=None)
+    """The tenant data-key version the stored file is encrypted with (core.privacy.files);
+    None: a file stored before encryption, in clear (served, and encrypted by the
+    ``privacy_reencrypt`` job). ``sha256`` and ``size`` are always the uploaded plaintext's."""
     purpose: Mapped[str] = mapped_column(String(32), default="material")
     uploaded_by_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     uploaded_by: Mapped[str] = mapped_column(String(200), default="")
