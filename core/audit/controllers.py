@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, Parameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -176,16 +177,16 @@ class AuditController(Controller):
     @get("/", operation_id="listAuditEntries", summary="List audit entries", sync_to_thread=True)
     def list_entries(
         self,
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         action: ActionFilter = None,
         actor: ActorFilter = None,
         target_type: TextFilter = None,
         target_id: TextFilter = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
         order: Annotated[str, Parameter(pattern=r"^(asc|desc)$")] = "desc",
-        cursor: str | None = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> AuditPage:
         """Entries, newest first by default (``order=asc``: in chain order), by cursor."""
@@ -212,15 +213,15 @@ class AuditController(Controller):
     def export(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         format: Annotated[str, Parameter(pattern=r"^(csv|json)$")] = "json",
         action: ActionFilter = None,
         actor: ActorFilter = None,
         target_type: TextFilter = None,
         target_id: TextFilter = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
     ) -> Response[Any]:
         """Every matching entry in chain order (at most 100,000: narrow with ``since`` and
         ``until``), with each entry's ``prev_hash`` and ``hash`` so an auditor can re-check
@@ -265,7 +266,9 @@ class AuditController(Controller):
         summary="Check the audit log's hash chain",
         sync_to_thread=True,
     )
-    def verify_chain(self, session: Session, access: Access) -> VerificationOut:
+    def verify_chain(
+        self, session: NamedDependency[Session], access: NamedDependency[Access]
+    ) -> VerificationOut:
         """Walk the tenant's chain; ``first_broken`` names the first edited, missing or
         relinked entry."""
         require_tenant_wide(session, access)

@@ -17,6 +17,7 @@ import msgspec
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from litestar import Request, Response, get, post, route
+from litestar.di import NamedDependency
 from sqlalchemy import select
 
 from core.audit import AuditActor, record
@@ -92,7 +93,11 @@ async def _serve(
     summary="Token endpoint (RFC 6749): client credentials, authorization code, refresh",
     status_code=200,
 )
-async def token(request: Request[Any, Any, Any], settings: Settings, db: Database) -> Response[Any]:
+async def token(
+    request: Request[Any, Any, Any],
+    settings: NamedDependency[Settings],
+    db: NamedDependency[Database],
+) -> Response[Any]:
     """Issue access tokens (signed JWTs) and rotating refresh tokens."""
     ctx = auth_context(settings, db)
     return await _serve(
@@ -212,7 +217,9 @@ def _authorize(
     include_in_schema=False,
 )
 async def authorize(
-    request: Request[Any, Any, Any], settings: Settings, db: Database
+    request: Request[Any, Any, Any],
+    settings: NamedDependency[Settings],
+    db: NamedDependency[Database],
 ) -> Response[Any]:
     """Authorization endpoint: sign-in form (GET), then the code, by redirect (POST)."""
     ctx = auth_context(settings, db)
@@ -228,7 +235,9 @@ async def authorize(
     summary="Token introspection (RFC 7662)",
 )
 async def introspect(
-    request: Request[Any, Any, Any], settings: Settings, db: Database
+    request: Request[Any, Any, Any],
+    settings: NamedDependency[Settings],
+    db: NamedDependency[Database],
 ) -> Response[Any]:
     """Whether a token is active, for an authenticated client of the same tenant."""
     ctx = auth_context(settings, db)
@@ -249,7 +258,9 @@ async def introspect(
     summary="Token revocation (RFC 7009)",
 )
 async def revoke(
-    request: Request[Any, Any, Any], settings: Settings, db: Database
+    request: Request[Any, Any, Any],
+    settings: NamedDependency[Settings],
+    db: NamedDependency[Database],
 ) -> Response[Any]:
     """Revoke an access token (by jti) or a refresh token (and its family)."""
     ctx = auth_context(settings, db)
@@ -269,7 +280,7 @@ async def revoke(
     summary="Public keys that sign access tokens (JWKS)",
     sync_to_thread=True,
 )
-def jwks(db: Database) -> Response[dict[str, Any]]:
+def jwks(db: NamedDependency[Database]) -> Response[dict[str, Any]]:
     """Every key that signs, will sign, or signed still-valid tokens."""
     return Response(
         public_jwks(db),
@@ -289,13 +300,13 @@ def _metadata_response(settings: Settings) -> Response[dict[str, Any]]:
     operation_id="oauthMetadata",
     summary="Authorization server metadata (RFC 8414)",
 )
-async def metadata(settings: Settings) -> Response[dict[str, Any]]:
+async def metadata(settings: NamedDependency[Settings]) -> Response[dict[str, Any]]:
     """Endpoints, grants, auth methods, scopes and PKCE methods of this server."""
     return _metadata_response(settings)
 
 
 @get("/.well-known/openid-configuration", exclude_from_auth=True, include_in_schema=False)
-async def openid_configuration(settings: Settings) -> Response[dict[str, Any]]:
+async def openid_configuration(settings: NamedDependency[Settings]) -> Response[dict[str, Any]]:
     """The same metadata where OpenID-minded client libraries look for it (no ID tokens)."""
     return _metadata_response(settings)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, JSONBody, Parameter
 from sqlalchemy.orm import Session
 
 from core.api.concurrency import (
@@ -84,10 +85,10 @@ class ClientController(Controller):
     def list_clients(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        active: bool | None = None,
-        cursor: str | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        active: FromQuery[bool | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[ClientOut]:
         """The clients you may manage, oldest first; ``active`` filters."""
@@ -107,8 +108,8 @@ class ClientController(Controller):
     def get_client(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         client_id: ClientId,
     ) -> Response[ClientOut]:
         """A client you may manage (its secret is never shown again)."""
@@ -124,10 +125,10 @@ class ClientController(Controller):
     def update_client(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         client_id: ClientId,
-        data: ClientUpdate,
+        data: JSONBody[ClientUpdate],
         if_match: IfMatch = None,
     ) -> Response[ClientOut]:
         """Change what is given. Tokens already issued keep their scopes until they expire
@@ -163,8 +164,8 @@ class ClientController(Controller):
     def rotate_secret(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         client_id: ClientId,
     ) -> Response[ClientSecret]:
         """A new secret, shown this once; the previous one stops working at once. Tokens
@@ -193,8 +194,8 @@ class ClientController(Controller):
     def disable(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         client_id: ClientId,
     ) -> Response[ClientOut]:
         """No more tokens for this client, and the ones it holds are refused from the next

@@ -7,7 +7,8 @@ from datetime import date
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -64,11 +65,11 @@ class CustomerController(Controller):
     def list_customers(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         purpose: PurposeHeader = None,
-        kind: CustomerKind | None = None,
-        unit_id: uuid.UUID | None = None,
+        kind: FromQuery[CustomerKind | None] = None,
+        unit_id: FromQuery[uuid.UUID | None] = None,
         phone: Annotated[
             str | None,
             Parameter(max_length=32, pattern=PRINTABLE, description="Exact phone number."),
@@ -78,7 +79,7 @@ class CustomerController(Controller):
             Parameter(max_length=64, pattern=PRINTABLE, description="Exact identity number."),
         ] = None,
         name: Annotated[str | None, Parameter(max_length=200, pattern=PRINTABLE)] = None,
-        cursor: str | None = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[CustomerOut]:
         """Customers owned by visible units; filter by kind, unit, exact phone, identity number
@@ -115,8 +116,8 @@ class CustomerController(Controller):
     def export_customers(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         format: Annotated[str, Parameter(pattern=r"^(csv|json)$")] = "csv",
         agreement_id: Annotated[
             uuid.UUID | None,
@@ -125,8 +126,8 @@ class CustomerController(Controller):
                 "in clear (others are left out); refused when the agreement expired."
             ),
         ] = None,
-        kind: CustomerKind | None = None,
-        unit_id: uuid.UUID | None = None,
+        kind: FromQuery[CustomerKind | None] = None,
+        unit_id: FromQuery[uuid.UUID | None] = None,
     ) -> Response[Any]:
         """Customers of visible units as CSV or JSON. Personal fields are **masked** by
         default; an export for a third party names its sharing agreement (``agreement_id``),
@@ -188,9 +189,9 @@ class CustomerController(Controller):
     def get_customer(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        customer_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        customer_id: FromPath[uuid.UUID],
         purpose: PurposeHeader = None,
     ) -> Response[CustomerOut]:
         """A customer by id (404 outside the caller's units), with its ``ETag``; masked unless
@@ -207,9 +208,9 @@ class CustomerController(Controller):
     def create_customer(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        data: CustomerCreate,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[CustomerCreate],
         purpose: PurposeHeader = None,
     ) -> CustomerOut:
         """Create a customer at a unit where the caller holds ``customers:write``; the answer
@@ -253,10 +254,10 @@ class CustomerController(Controller):
     def update_customer(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        customer_id: uuid.UUID,
-        data: CustomerUpdate,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        customer_id: FromPath[uuid.UUID],
+        data: JSONBody[CustomerUpdate],
         if_match: IfMatch = None,
         purpose: PurposeHeader = None,
     ) -> Response[CustomerOut]:
@@ -316,14 +317,14 @@ class PolicyController(Controller):
     @get("/", operation_id="listPolicies", summary="List policies", sync_to_thread=True)
     def list_policies(
         self,
-        session: Session,
-        access: Access,
-        customer_id: uuid.UUID | None = None,
-        unit_id: uuid.UUID | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        customer_id: FromQuery[uuid.UUID | None] = None,
+        unit_id: FromQuery[uuid.UUID | None] = None,
         number: Annotated[str | None, Parameter(max_length=64, pattern=PRINTABLE)] = None,
-        line_of_business: LineOfBusiness | None = None,
-        started_after: date | None = None,
-        cursor: str | None = None,
+        line_of_business: FromQuery[LineOfBusiness | None] = None,
+        started_after: FromQuery[date | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[PolicyOut]:
         """Policies owned by visible units, filtered."""
@@ -344,14 +345,24 @@ class PolicyController(Controller):
         return paginate(session, stmt, Policy.id, cursor=cursor, limit=limit, to_item=PolicyOut.of)
 
     @get("/{policy_id:uuid}", operation_id="getPolicy", summary="One policy", sync_to_thread=True)
-    def get_policy(self, session: Session, access: Access, policy_id: uuid.UUID) -> PolicyOut:
+    def get_policy(
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        policy_id: FromPath[uuid.UUID],
+    ) -> PolicyOut:
         """A policy by id (404 outside the caller's units)."""
         policy = services.get_policy(session, policy_id)
         access.require("policies:read", get_unit(session, policy.unit_id), hide=True)
         return PolicyOut.of(policy)
 
     @post("/", operation_id="createPolicy", summary="Create a policy", sync_to_thread=True)
-    def create_policy(self, session: Session, access: Access, data: PolicyCreate) -> PolicyOut:
+    def create_policy(
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[PolicyCreate],
+    ) -> PolicyOut:
         """Create a policy; the customers and agent must exist in the tenant."""
         access.require("policies:write", get_unit(session, data.unit_id))
         services.get_customer(session, data.policyholder_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 
 from core.db import Database
@@ -31,7 +32,7 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: database reachable and migrations at head",
     sync_to_thread=True,
 )
-def readyz(db: Database) -> Response[dict[str, Any]]:
+def readyz(db: NamedDependency[Database]) -> Response[dict[str, Any]]:
     """200 when the database answers and its schema is at the newest migration, else 503."""
     checks: dict[str, Any] = {}
     try:

@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
@@ -53,7 +54,9 @@ class OpsMetricsController(Controller):
         summary="Outbox, queue and delivery figures",
         sync_to_thread=True,
     )
-    def figures(self, session: Session, access: Access) -> OpsMetricsOut:
+    def figures(
+        self, session: NamedDependency[Session], access: NamedDependency[Access]
+    ) -> OpsMetricsOut:
         """The tenant's outbox lag, queued messages, deliveries by status and dead letters."""
         require_tenant_admin(session, access)
         f = background_figures(session)
@@ -90,7 +93,9 @@ def _broker(state: State, settings: Settings) -> BrokerHandle | None:
     sync_to_thread=True,
 )
 def prometheus_metrics(
-    request: Request[Any, Any, Any], db: Database, settings: Settings
+    request: Request[Any, Any, Any],
+    db: NamedDependency[Database],
+    settings: NamedDependency[Settings],
 ) -> Response[bytes]:
     """Outbox by status and lag, deliveries by status, dead letters, broker queue depth.
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post, put
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy.orm import Session
@@ -42,8 +43,8 @@ class DeliveryController(Controller):
     @get("/", operation_id="listDeliveries", summary="List deliveries", sync_to_thread=True)
     def list_deliveries(
         self,
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         status: FromQuery[DeliveryStatus | None] = None,
         event_type: FromQuery[str | None] = None,
         channel: FromQuery[str | None] = None,
@@ -70,7 +71,10 @@ class DeliveryController(Controller):
         sync_to_thread=True,
     )
     def get_delivery(
-        self, session: Session, access: Access, delivery_id: FromPath[uuid.UUID]
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        delivery_id: FromPath[uuid.UUID],
     ) -> DeliveryOut:
         """A delivery by id."""
         services.require_tenant_admin(session, access)
@@ -86,8 +90,8 @@ class DeliveryController(Controller):
     def retry(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         delivery_id: FromPath[uuid.UUID],
     ) -> DeliveryOut:
         """Queue the delivery again with a fresh attempt budget (202: the worker sends it)."""
@@ -114,7 +118,9 @@ class TemplateController(Controller):
         summary="List template overrides",
         sync_to_thread=True,
     )
-    def list_templates(self, session: Session, access: Access) -> list[TemplateOut]:
+    def list_templates(
+        self, session: NamedDependency[Session], access: NamedDependency[Access]
+    ) -> list[TemplateOut]:
         """Every override of the tenant."""
         services.require_tenant_admin(session, access)
         return [TemplateOut.of(t) for t in services.list_templates(session)]
@@ -128,8 +134,8 @@ class TemplateController(Controller):
     def put_template(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         data: JSONBody[TemplateIn],
     ) -> TemplateOut:
         """Create or replace the override for (event, language, channel); it is compiled and
@@ -155,7 +161,10 @@ class TemplateController(Controller):
         sync_to_thread=True,
     )
     def delete_template(
-        self, session: Session, access: Access, template_id: FromPath[uuid.UUID]
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        template_id: FromPath[uuid.UUID],
     ) -> None:
         """The built-in wording applies again."""
         services.require_tenant_admin(session, access)

@@ -6,7 +6,8 @@ import uuid
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,15 +30,15 @@ class OrgUnitController(Controller):
     @get("/", operation_id="listOrgUnits", summary="List organization units", sync_to_thread=True)
     def list_units(
         self,
-        session: Session,
-        access: Access,
-        kind: UnitKind | None = None,
-        parent_id: uuid.UUID | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        kind: FromQuery[UnitKind | None] = None,
+        parent_id: FromQuery[uuid.UUID | None] = None,
         under: Annotated[
             uuid.UUID | None, Parameter(description="Only this unit and the units below it")
         ] = None,
-        active: bool | None = None,
-        cursor: str | None = None,
+        active: FromQuery[bool | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[UnitOut]:
         """Units the caller may read (``org:read``), filtered, by cursor."""
@@ -55,7 +56,9 @@ class OrgUnitController(Controller):
         return paginate(session, stmt, OrgUnit.id, cursor=cursor, limit=limit, to_item=UnitOut.of)
 
     @get("/tree", operation_id="getOrgTree", summary="The organization tree", sync_to_thread=True)
-    def tree(self, session: Session, access: Access) -> list[UnitNode]:
+    def tree(
+        self, session: NamedDependency[Session], access: NamedDependency[Access]
+    ) -> list[UnitNode]:
         """The visible part of the tree, nested; roots are the highest visible units."""
         access.require_anywhere("org:read")
         units = session.scalars(
@@ -81,7 +84,12 @@ class OrgUnitController(Controller):
         summary="One organization unit",
         sync_to_thread=True,
     )
-    def get_unit(self, session: Session, access: Access, unit_id: uuid.UUID) -> UnitOut:
+    def get_unit(
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        unit_id: FromPath[uuid.UUID],
+    ) -> UnitOut:
         """A unit by id (404 when it is not in the caller's tenant or units)."""
         unit = services.get_unit(session, unit_id)
         access.require("org:read", unit, hide=True)
@@ -119,7 +127,13 @@ class OrgUnitController(Controller):
         status_code=200,
         sync_to_thread=True,
     )
-    def move(self, session: Session, access: Access, unit_id: uuid.UUID, data: UnitMove) -> UnitOut:
+    def move(
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        unit_id: FromPath[uuid.UUID],
+        data: JSONBody[UnitMove],
+    ) -> UnitOut:
         """Move a unit and its subtree; needs ``org:write`` at the unit and the new parent."""
         unit = services.get_unit(session, unit_id)
         access.require("org:write", unit)
@@ -135,7 +149,12 @@ class OrgUnitController(Controller):
         status_code=200,
         sync_to_thread=True,
     )
-    def deactivate(self, session: Session, access: Access, unit_id: uuid.UUID) -> UnitOut:
+    def deactivate(
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        unit_id: FromPath[uuid.UUID],
+    ) -> UnitOut:
         """Deactivate a unit with no active sub-units; its records stay."""
         unit = services.get_unit(session, unit_id)
         access.require("org:write", unit)

@@ -6,7 +6,8 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -47,11 +48,11 @@ class PeopleController(Controller):
     @get("/", operation_id="listPeople", summary="List people", sync_to_thread=True)
     def list_people(
         self,
-        session: Session,
-        access: Access,
-        username: str | None = None,
-        active: bool | None = None,
-        cursor: str | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        username: FromQuery[str | None] = None,
+        active: FromQuery[bool | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[PersonOut]:
         """People of the tenant, by cursor."""
@@ -65,14 +66,22 @@ class PeopleController(Controller):
 
     @get("/{person_id:uuid}", operation_id="getPerson", summary="One person", sync_to_thread=True)
     def get_person(
-        self, session: Session, access: Access, person_id: uuid.UUID
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        person_id: FromPath[uuid.UUID],
     ) -> Response[PersonOut]:
         """A person by id, with its ``ETag``."""
         access.require_anywhere("people:read")
         return _with_etag(services.get_person(session, person_id))
 
     @post("/", operation_id="createPerson", summary="Create a person", sync_to_thread=True)
-    def create_person(self, session: Session, access: Access, data: PersonCreate) -> PersonOut:
+    def create_person(
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[PersonCreate],
+    ) -> PersonOut:
         """Create a member of staff (the password is stored as an Argon2id hash only)."""
         access.require_anywhere("people:write")
         person = services.create_person(
@@ -95,10 +104,10 @@ class PeopleController(Controller):
     )
     def update_person(
         self,
-        session: Session,
-        access: Access,
-        person_id: uuid.UUID,
-        data: PersonUpdate,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        person_id: FromPath[uuid.UUID],
+        data: JSONBody[PersonUpdate],
         if_match: IfMatch = None,
     ) -> Response[PersonOut]:
         """Change display name, contact details or active flag (``If-Match`` required of
@@ -136,9 +145,9 @@ class RoleController(Controller):
     @get("/", operation_id="listRoles", summary="List roles", sync_to_thread=True)
     def list_roles(
         self,
-        session: Session,
-        access: Access,
-        cursor: str | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[RoleOut]:
         """Every role of the tenant."""
@@ -149,7 +158,11 @@ class RoleController(Controller):
 
     @post("/", operation_id="createRole", summary="Define a role", sync_to_thread=True)
     def create_role(
-        self, request: Request[Any, Any, Any], session: Session, access: Access, data: RoleCreate
+        self,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[RoleCreate],
     ) -> RoleOut:
         """Define a role; the caller must hold every permission it grants (no escalation)."""
         access.require_anywhere("roles:write")
@@ -194,11 +207,11 @@ class RoleAssignmentController(Controller):
     )
     def list_assignments(
         self,
-        session: Session,
-        access: Access,
-        person_id: uuid.UUID | None = None,
-        unit_id: uuid.UUID | None = None,
-        cursor: str | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        person_id: FromQuery[uuid.UUID | None] = None,
+        unit_id: FromQuery[uuid.UUID | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[AssignmentOut]:
         """Assignments at units the caller may read roles of."""
@@ -218,9 +231,9 @@ class RoleAssignmentController(Controller):
     def assign(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        data: AssignmentCreate,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[AssignmentCreate],
     ) -> AssignmentOut:
         """Assign a role at a unit; needs ``roles:write`` there and every permission granted."""
         unit = get_unit(session, data.unit_id)
@@ -261,9 +274,9 @@ class RoleAssignmentController(Controller):
     def revoke(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        assignment_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        assignment_id: FromPath[uuid.UUID],
     ) -> None:
         """Remove an assignment; needs ``roles:write`` at its unit."""
         assignment = session.get(RoleAssignment, (session.info["tenant_id"], assignment_id))

@@ -17,7 +17,8 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
-from litestar.params import HeaderParameter, Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Parameter
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
@@ -137,7 +138,9 @@ class PluginsController(Controller):
     dependencies = API_DEPENDENCIES
 
     @get("/", operation_id="listPlugins", summary="Installed plugins", sync_to_thread=False)
-    def list_plugins(self, access: Access, plugins: PluginHost) -> list[PluginOut]:
+    def list_plugins(
+        self, access: NamedDependency[Access], plugins: NamedDependency[PluginHost]
+    ) -> list[PluginOut]:
         """Every plugin installed in this deployment, with its settings schema."""
         access.require_anywhere(READ)
         return [plugin_out(p) for p in plugins.registry.plugins.values()]
@@ -148,7 +151,12 @@ class PluginsController(Controller):
         summary="One installed plugin",
         sync_to_thread=False,
     )
-    def get_plugin(self, name: str, access: Access, plugins: PluginHost) -> PluginOut:
+    def get_plugin(
+        self,
+        name: FromPath[str],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
+    ) -> PluginOut:
         """One installed plugin."""
         access.require_anywhere(READ)
         return plugin_out(services.installed_plugin(plugins.registry, name))
@@ -162,11 +170,11 @@ class PluginsController(Controller):
     )
     def preview(
         self,
-        data: PreviewIn,
+        data: JSONBody[PreviewIn],
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
     ) -> PreviewOut:
         """Deadlines (with the statute as outer bound and the warnings) and follow-ups that the
         plugins enabled at ``unit_id`` give a case like this one. Nothing is stored."""
@@ -264,11 +272,11 @@ class PluginSettingsController(Controller):
     )
     def list_settings(
         self,
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
-        plugin: str | None = None,
-        unit_id: uuid.UUID | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
+        plugin: FromQuery[str | None] = None,
+        unit_id: FromQuery[uuid.UUID | None] = None,
     ) -> list[SettingOut]:
         """The states set at units (each unit's own, not merged), filtered by plugin or unit."""
         access.require_anywhere(READ)
@@ -293,11 +301,11 @@ class PluginSettingsController(Controller):
     )
     def effective(
         self,
-        unit_id: uuid.UUID,
+        unit_id: FromQuery[uuid.UUID],
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
     ) -> EffectiveOut:
         """Every installed plugin at the unit: enabled or not (and which unit decided), its
         settings merged along the unit's ancestors, and which unit each value comes from."""
@@ -336,11 +344,11 @@ class PluginSettingsController(Controller):
     )
     def get_setting(
         self,
-        plugin: str,
-        unit_id: uuid.UUID,
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
+        plugin: FromPath[str],
+        unit_id: FromPath[uuid.UUID],
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
     ) -> Response[SettingOut]:
         """The unit's own state (version 0 when nothing was set there); ``ETag`` = version."""
         unit = _unit(session, access, unit_id, READ)
@@ -358,13 +366,13 @@ class PluginSettingsController(Controller):
     )
     def set_settings(
         self,
-        plugin: str,
-        unit_id: uuid.UUID,
-        data: SettingsIn,
+        plugin: FromPath[str],
+        unit_id: FromPath[uuid.UUID],
+        data: JSONBody[SettingsIn],
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
         if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Replace the unit's own settings (validated against the plugin's schema: 422 with the
@@ -425,13 +433,13 @@ class PluginSettingsController(Controller):
     )
     def enable(
         self,
-        plugin: str,
-        unit_id: uuid.UUID,
+        plugin: FromPath[str],
+        unit_id: FromPath[uuid.UUID],
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
-        data: ChangeIn | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
+        data: JSONBody[ChangeIn | None] = None,
         if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Enable the plugin at the unit (its effective settings must be valid: 422 if not)."""
@@ -448,13 +456,13 @@ class PluginSettingsController(Controller):
     )
     def disable(
         self,
-        plugin: str,
-        unit_id: uuid.UUID,
+        plugin: FromPath[str],
+        unit_id: FromPath[uuid.UUID],
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
-        data: ChangeIn | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
+        data: JSONBody[ChangeIn | None] = None,
         if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Disable the plugin at the unit; the statutory baseline cannot be disabled (409)."""
@@ -471,13 +479,13 @@ class PluginSettingsController(Controller):
     )
     def inherit(
         self,
-        plugin: str,
-        unit_id: uuid.UUID,
+        plugin: FromPath[str],
+        unit_id: FromPath[uuid.UUID],
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
-        data: ChangeIn | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
+        data: JSONBody[ChangeIn | None] = None,
         if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Forget the unit's own enabled/disabled choice (its settings are kept)."""
@@ -493,11 +501,11 @@ class PluginSettingsController(Controller):
     )
     def history(
         self,
-        plugin: str,
-        unit_id: uuid.UUID,
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
+        plugin: FromPath[str],
+        unit_id: FromPath[uuid.UUID],
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
         before: Annotated[int | None, Parameter(ge=1)] = None,
         limit: Annotated[int, Parameter(ge=1, le=services.MAX_HISTORY_PAGE)] = 50,
     ) -> HistoryOut:
@@ -525,13 +533,13 @@ class PluginSettingsController(Controller):
     )
     def rollback(
         self,
-        plugin: str,
-        unit_id: uuid.UUID,
-        data: RollbackIn,
+        plugin: FromPath[str],
+        unit_id: FromPath[uuid.UUID],
+        data: JSONBody[RollbackIn],
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        plugins: PluginHost,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        plugins: NamedDependency[PluginHost],
         if_match: IfMatch = None,
     ) -> Response[SettingOut]:
         """Make the unit's state equal to version ``to_version`` again (404 if unknown)."""

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -75,7 +76,10 @@ class ConsentController(Controller):
 
     @get("/", operation_id="listConsents", summary="A customer's consents", sync_to_thread=True)
     def list_consents(
-        self, session: Session, access: Access, customer_id: uuid.UUID
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        customer_id: FromPath[uuid.UUID],
     ) -> ConsentsOut:
         """The current choice per purpose and every consent event, oldest first."""
         visible_customer(session, access, customer_id)
@@ -94,10 +98,10 @@ class ConsentController(Controller):
     def record_consent(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        customer_id: uuid.UUID,
-        data: ConsentIn,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        customer_id: FromPath[uuid.UUID],
+        data: JSONBody[ConsentIn],
     ) -> ConsentOut:
         """Record what the customer agreed to or withdrew: purpose, channel, time and the
         version of the notice they were shown (audited as ``consent.given`` /
@@ -158,10 +162,10 @@ class RequestController(Controller):
     def register(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        data: RequestIn,
-        plugins: PluginHost,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[RequestIn],
+        plugins: NamedDependency[PluginHost],
     ) -> RequestOut:
         """A customer asks to see, copy, correct or delete their data. The deadline is
         ``privacy_cn.dsr_working_days`` working days at the customer's unit (default 15),
@@ -206,15 +210,15 @@ class RequestController(Controller):
     )
     def list_requests(
         self,
-        session: Session,
-        access: Access,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
         request_state: Annotated[
-            str | None, Parameter(query="state", pattern=r"^[a-z_]+$", max_length=16)
+            str | None, QueryParameter(name="state", pattern=r"^[a-z_]+$", max_length=16)
         ] = None,
         kind: Annotated[str | None, Parameter(pattern=r"^[a-z_]+$", max_length=16)] = None,
-        customer_id: uuid.UUID | None = None,
-        overdue: bool | None = None,
-        cursor: str | None = None,
+        customer_id: FromQuery[uuid.UUID | None] = None,
+        overdue: FromQuery[bool | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[RequestOut]:
         """Requests at units where the caller holds ``privacy:admin``; ``overdue=true``: open
@@ -250,7 +254,12 @@ class RequestController(Controller):
         summary="One request",
         sync_to_thread=True,
     )
-    def get_request(self, session: Session, access: Access, request_id: uuid.UUID) -> RequestOut:
+    def get_request(
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        request_id: FromPath[uuid.UUID],
+    ) -> RequestOut:
         """A request (404 outside the caller's units)."""
         return RequestOut.of(_request(session, access, request_id), utcnow())
 
@@ -264,9 +273,9 @@ class RequestController(Controller):
     def start(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        request_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        request_id: FromPath[uuid.UUID],
     ) -> RequestOut:
         """``received`` → ``in_progress``; the caller becomes the handler."""
         found = _request(session, access, request_id)
@@ -286,10 +295,10 @@ class RequestController(Controller):
     def fulfil(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        request_id: uuid.UUID,
-        data: FulfilIn,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        request_id: FromPath[uuid.UUID],
+        data: JSONBody[FulfilIn],
     ) -> FulfilOut:
         """Access/copy: the complete export of the person (JSON, also the answer's
         ``export``); correction: apply ``changes`` (before/after in the audit log); deletion:
@@ -316,9 +325,9 @@ class RequestController(Controller):
     def export(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        request_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        request_id: FromPath[uuid.UUID],
     ) -> Response[Any]:
         """Everything held about the person, as a JSON file (audited ``customer.exported``)."""
         found = _request(session, access, request_id)
@@ -344,10 +353,10 @@ class RequestController(Controller):
     def refuse(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        request_id: uuid.UUID,
-        data: ReasonIn,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        request_id: FromPath[uuid.UUID],
+        data: JSONBody[ReasonIn],
     ) -> RequestOut:
         """Refuse, stating why (第五十条)."""
         found = _request(session, access, request_id)
@@ -371,9 +380,9 @@ class RequestController(Controller):
     def withdraw(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        request_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        request_id: FromPath[uuid.UUID],
     ) -> RequestOut:
         """Close the request at the customer's wish."""
         found = _request(session, access, request_id)
@@ -397,7 +406,9 @@ class SharingController(Controller):
         summary="List sharing agreements",
         sync_to_thread=True,
     )
-    def list_agreements(self, session: Session, access: Access) -> list[AgreementOut]:
+    def list_agreements(
+        self, session: NamedDependency[Session], access: NamedDependency[Access]
+    ) -> list[AgreementOut]:
         """Every agreement, soonest expiry first, with its status today."""
         require_tenant_wide(session, access, PRIVACY_ADMIN)
         today = utcnow().date()
@@ -474,10 +485,10 @@ class SharingController(Controller):
     def update(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        agreement_id: uuid.UUID,
-        data: AgreementUpdate,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        agreement_id: FromPath[uuid.UUID],
+        data: JSONBody[AgreementUpdate],
     ) -> AgreementOut:
         """Change the expiry or the fields, or terminate (``active: false``)."""
         require_tenant_wide(session, access, PRIVACY_ADMIN)
@@ -516,10 +527,10 @@ class HoldController(Controller):
     @get("/", operation_id="listLegalHolds", summary="List legal holds", sync_to_thread=True)
     def list_holds(
         self,
-        session: Session,
-        access: Access,
-        customer_id: uuid.UUID | None = None,
-        active: bool = True,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        customer_id: FromQuery[uuid.UUID | None] = None,
+        active: FromQuery[bool] = True,
     ) -> list[HoldOut]:
         """Holds on customers of units where the caller holds ``privacy:admin``."""
         access.require_anywhere(PRIVACY_ADMIN)
@@ -536,7 +547,11 @@ class HoldController(Controller):
 
     @post("/", operation_id="placeLegalHold", summary="Place a legal hold", sync_to_thread=True)
     def place(
-        self, request: Request[Any, Any, Any], session: Session, access: Access, data: HoldIn
+        self,
+        request: Request[Any, Any, Any],
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[HoldIn],
     ) -> HoldOut:
         """Stop retention and deletion for a customer's data (a dispute, a regulator's
         inquiry, litigation)."""
@@ -578,9 +593,9 @@ class HoldController(Controller):
     def release(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        hold_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        hold_id: FromPath[uuid.UUID],
     ) -> HoldOut:
         """End a hold; retention applies again."""
         hold = session.get(LegalHold, (session.info["tenant_id"], hold_id))
@@ -619,10 +634,10 @@ class AssessmentController(Controller):
     )
     def report(
         self,
-        session: Session,
-        access: Access,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
     ) -> dict[str, Any]:
         """Where personal data is stored and how, who may read it in clear, unmasked reads
         and exports in the period (default: the last 30 days), sharing agreements and their
@@ -639,7 +654,9 @@ class AssessmentController(Controller):
         summary="What retention has due",
         sync_to_thread=True,
     )
-    def retention(self, session: Session, access: Access) -> dict[str, Any]:
+    def retention(
+        self, session: NamedDependency[Session], access: NamedDependency[Access]
+    ) -> dict[str, Any]:
         """Per data class: rows past their retention period, and how many of them are held."""
         require_tenant_wide(session, access, PRIVACY_ADMIN)
         return {"backlog": backlog(session, access.principal.tenant_id, utcnow())}
@@ -652,9 +669,9 @@ class AssessmentController(Controller):
     )
     def destruction_records(
         self,
-        session: Session,
-        access: Access,
-        cursor: str | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[DestructionOut]:
         """Every destruction batch: class, rule, method, count, held, ids, when, by whom."""

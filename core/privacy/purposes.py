@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from core.api.problems import Problem
 
@@ -28,8 +28,8 @@ PURPOSE_HEADER = "X-Purpose"
 
 PurposeHeader = Annotated[
     str | None,
-    Parameter(
-        header=PURPOSE_HEADER,
+    HeaderParameter(
+        name=PURPOSE_HEADER,
         required=False,
         max_length=40,
         description="Why you need personal fields in clear: one of "

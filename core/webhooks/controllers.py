@@ -11,7 +11,8 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlalchemy.orm import Session
 
 from core.api.concurrency import (
@@ -62,10 +63,10 @@ class WebhookController(Controller):
     def create(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        settings: Settings,
-        data: WebhookCreate,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        settings: NamedDependency[Settings],
+        data: JSONBody[WebhookCreate],
     ) -> Response[WebhookCreated]:
         """Subscribe ``url`` to event types (``*``: all) for units you manage. The answer holds
         the signing secret, shown this once. Private, loopback and link-local addresses are
@@ -94,10 +95,10 @@ class WebhookController(Controller):
     def list_webhooks(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        active: bool | None = None,
-        cursor: str | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        active: FromQuery[bool | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[WebhookOut]:
         """The subscriptions you may manage, oldest first."""
@@ -119,9 +120,9 @@ class WebhookController(Controller):
     def get_webhook(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        webhook_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        webhook_id: FromPath[uuid.UUID],
     ) -> Response[WebhookOut]:
         """A subscription you may manage (its secret is never shown again)."""
         sub = services.get_visible(session, _caller(request, access), webhook_id)
@@ -136,11 +137,11 @@ class WebhookController(Controller):
     def update_webhook(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        settings: Settings,
-        webhook_id: uuid.UUID,
-        data: WebhookUpdate,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        settings: NamedDependency[Settings],
+        webhook_id: FromPath[uuid.UUID],
+        data: JSONBody[WebhookUpdate],
         if_match: IfMatch = None,
     ) -> Response[WebhookOut]:
         """Change the URL, event types, description, units or ``active``; ``If-Match``
@@ -180,9 +181,9 @@ class WebhookController(Controller):
     def rotate_secret(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        webhook_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        webhook_id: FromPath[uuid.UUID],
     ) -> Response[WebhookSecret]:
         """A new secret, shown this once; for 24 hours deliveries carry a signature with each
         secret (``webhook-signature: v1,<new> v1,<old>``)."""
@@ -207,9 +208,9 @@ class WebhookController(Controller):
     def ping(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        webhook_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        webhook_id: FromPath[uuid.UUID],
     ) -> WebhookDeliveryOut:
         """Queue a signed ``webhook.ping`` delivery to the subscription's URL."""
         caller = _caller(request, access)
@@ -227,12 +228,12 @@ class WebhookController(Controller):
     def list_deliveries(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        webhook_id: uuid.UUID,
-        status: WebhookDeliveryStatus | None = None,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        webhook_id: FromPath[uuid.UUID],
+        status: FromQuery[WebhookDeliveryStatus | None] = None,
         event_type: Annotated[str | None, Parameter(max_length=100)] = None,
-        cursor: str | None = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> Page[WebhookDeliveryOut]:
         """Each delivery with its status, attempts (status code, error, duration) and body;
@@ -260,10 +261,10 @@ class WebhookController(Controller):
     def get_delivery(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        webhook_id: uuid.UUID,
-        delivery_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        webhook_id: FromPath[uuid.UUID],
+        delivery_id: FromPath[uuid.UUID],
     ) -> WebhookDeliveryOut:
         """A delivery with its attempts and body."""
         sub = services.get_visible(session, _caller(request, access), webhook_id)
@@ -279,10 +280,10 @@ class WebhookController(Controller):
     def replay(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        webhook_id: uuid.UUID,
-        delivery_id: uuid.UUID,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        webhook_id: FromPath[uuid.UUID],
+        delivery_id: FromPath[uuid.UUID],
     ) -> WebhookDeliveryOut:
         """Queue the delivery again (any state but ``sending``): same ``webhook-id`` and body,
         a new timestamp and signature, a fresh budget of attempts."""
