@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, cast
 
+import structlog
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
@@ -64,12 +65,15 @@ from core.cases.schemas import (
     ViewCreate,
     ViewOut,
 )
-from core.cases.storage import StorageError, iter_file
+from core.cases.storage import CHUNK, StorageError
 from core.db import tenant_rows, utcnow
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
 from core.privacy.fields import sealed_rows
+from core.privacy.files import FileIntegrityError, KeyDestroyedError, read_attachment
 from core.privacy.purposes import PurposeHeader
+
+log = structlog.get_logger("insurdesk.cases")
 
 IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
 SORTS = ("due", "received", "-received")
@@ -586,7 +590,11 @@ class CaseController(Controller):
         sync_to_thread=True,
     )
     def download(self, ctx: CaseContext, case_id: uuid.UUID, attachment_id: uuid.UUID) -> Stream:
-        """The file's bytes, with its media type, SHA-256 (``Repr-Digest``) and file name."""
+        """The file's bytes, with its media type, SHA-256 (``Repr-Digest``) and file name.
+
+        The stored file is decrypted with the tenant's data key and its SHA-256 checked
+        before a byte is sent: a file that does not decrypt for this attachment or does not
+        match its checksum is a 409, one whose key was destroyed a 410."""
         case, _ = _visible_case(ctx.session, ctx.access, case_id)
         attachment = next(
             (a for a in services.attachments_of(ctx.session, case.id) if a.id == attachment_id),
@@ -594,15 +602,10 @@ class CaseController(Controller):
         )
         if attachment is None or ctx.storage is None:
             raise not_found("attachment", attachment_id)
-        try:
-            stream = ctx.storage.open(attachment.storage_key)
-        except StorageError as exc:
-            raise Problem(
-                410, "the attachment's file is gone from the store", slug="attachment-gone"
-            ) from exc
+        content = _attachment_bytes(ctx, attachment)
         digest = base64.b64encode(bytes.fromhex(attachment.sha256)).decode()
         return Stream(
-            iter_file(stream),
+            _chunks(content),
             media_type=attachment.media_type,
             headers={
                 "Content-Length": str(attachment.size),
@@ -612,6 +615,45 @@ class CaseController(Controller):
                 "X-Content-Type-Options": "nosniff",
             },
         )
+
+
+def _attachment_bytes(ctx: CaseContext, attachment: Attachment) -> bytes:
+    """The uploaded bytes of ``attachment`` (decrypted and checked), or a problem."""
+    assert ctx.storage is not None
+    try:
+        try:
+            return read_attachment(ctx.session, ctx.storage, attachment)
+        except StorageError:
+            # Re-encrypted under a new key meanwhile: the row points at the new file now.
+            key = attachment.storage_key
+            ctx.session.refresh(attachment)
+            if attachment.storage_key == key:
+                raise
+            return read_attachment(ctx.session, ctx.storage, attachment)
+    except StorageError as exc:
+        raise Problem(
+            410, "the attachment's file is gone from the store", slug="attachment-gone"
+        ) from exc
+    except KeyDestroyedError as exc:
+        raise Problem(
+            410,
+            "the attachment can no longer be read: the tenant's data key it was encrypted "
+            "with has been destroyed",
+            slug="attachment-key-destroyed",
+        ) from exc
+    except FileIntegrityError as exc:
+        log.error("attachment_integrity", attachment=str(attachment.id), error=str(exc))
+        raise Problem(
+            409,
+            f"the stored file does not match this attachment: {exc}",
+            slug="attachment-integrity",
+        ) from exc
+
+
+def _chunks(content: bytes) -> Iterator[bytes]:
+    view = memoryview(content)
+    for start in range(0, len(view), CHUNK):
+        yield bytes(view[start : start + CHUNK])
 
 
 def _disposition(filename: str) -> str:

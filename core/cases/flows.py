@@ -93,6 +93,7 @@ from core.plugins.host import PluginHost
 from core.plugins.registry import build_registry
 from core.plugins.resolution import TenantPlugins
 from core.plugins.types import CaseFacts, ClockPause, PolicyFacts, UnitFacts
+from core.privacy.files import seal_file
 from core.tenancy.models import Tenant
 
 log = structlog.get_logger("insurdesk.cases")
@@ -1633,7 +1634,7 @@ def add_attachment(
     purpose: str,
     expected_sha256: str | None,
 ) -> Attachment:
-    """Check, store and record an attachment (checksum, size, media type)."""
+    """Check (size, media type, checksum), encrypt, store and record an attachment."""
     if ctx.storage is None:
         raise RuntimeError("no attachment storage configured")
     ctx.access.require("cases:write", get_unit(ctx.session, case.unit_id))
@@ -1683,8 +1684,11 @@ def add_attachment(
         uploaded_at=ctx.now(),
     )
     attachment.storage_key = f"{ctx.tenant.id}/{case.id}/{attachment.id}"
+    # Encrypted under the tenant's active data key, bound to this attachment; size and SHA-256
+    # above stay the plaintext's (core.privacy.files).
+    stored, attachment.key_version = seal_file(ctx.session, ctx.tenant.id, attachment.id, data)
     # Deleted again if this transaction does not commit (core.cases.storage).
-    put_in_transaction(ctx.session, ctx.storage, attachment.storage_key, data)
+    put_in_transaction(ctx.session, ctx.storage, attachment.storage_key, stored)
     ctx.session.add(attachment)
     record_event(
         ctx,

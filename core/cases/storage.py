@@ -12,10 +12,15 @@ the way.
 
 A stored object and the row that records it must not part ways. :func:`put_in_transaction`
 ties the object to the database transaction that records it: if that transaction does not
-commit (an error, a failed commit, a rollback), the object is deleted again. A process that
-dies between the upload and the commit leaves an object without a row; :func:`sweep_orphans`
-(the ``attachment_sweep`` job) deletes such objects once they are older than
-:data:`ORPHAN_GRACE`.
+commit (an error, a failed commit, a rollback), the object is deleted again.
+:func:`delete_after_commit` is the other direction (retention, re-encryption under a new key):
+the object goes only once the transaction that deleted or re-pointed its row has committed. A
+process that dies between the upload and the commit (or between a commit and the deletion)
+leaves an object without a row; :func:`sweep_orphans` (the ``attachment_sweep`` job) deletes
+such objects once they are older than :data:`ORPHAN_GRACE`.
+
+The bytes a store holds are ciphertext (:mod:`core.privacy.files`: AES-256-GCM under the
+tenant's data key); the stores themselves neither know nor care.
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ class StorageError(RuntimeError):
     """The store could not keep or find a file."""
 
 
+class MissingObjectError(StorageError):
+    """The store answered that it has no object under the key (not a failure to ask)."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
     """An object in a store: its key, size and when it was last written (UTC)."""
@@ -72,7 +81,8 @@ class AttachmentStorage(Protocol):
         ...
 
     def open(self, key: str) -> BinaryIO:
-        """A binary stream of the bytes stored under ``key``; StorageError when missing."""
+        """A binary stream of the bytes stored under ``key``; MissingObjectError when there
+        is none, StorageError when the store could not be asked."""
         ...
 
     def delete(self, key: str) -> None:
@@ -122,7 +132,7 @@ class LocalStorage:
         try:
             return path.open("rb")
         except FileNotFoundError as exc:
-            raise StorageError(f"no stored file for {key!r}") from exc
+            raise MissingObjectError(f"no stored file for {key!r}") from exc
 
     def delete(self, key: str) -> None:
         """Remove the stored file."""
@@ -193,7 +203,7 @@ class S3Storage:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise StorageError(f"no stored file for {key!r}") from exc
+                raise MissingObjectError(f"no stored file for {key!r}") from exc
             raise StorageError(f"could not read {key!r}: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"could not read {key!r}: {exc}") from exc
@@ -320,15 +330,42 @@ def pending_keys(session: Session) -> list[str]:
     return [key for _, key in session.info.get(_PENDING, [])]
 
 
+_DOOMED = "insurdesk.attachments.doomed"
+"""``session.info`` key: objects to delete once the session's open transaction commits."""
+
+
+def delete_after_commit(session: Session, storage: AttachmentStorage, key: str) -> None:
+    """Delete the object under ``key`` once ``session``'s transaction commits (the row that
+    referred to it was deleted, or now refers to a new object, in that transaction).
+
+    If the transaction does not commit, the object stays: a rollback loses nothing. A process
+    that dies between the commit and the deletion leaves an object no row refers to, which
+    :func:`sweep_orphans` deletes. Call it in the outer transaction, not inside a savepoint
+    that may roll back on its own.
+    """
+    session.info.setdefault(_DOOMED, []).append((storage, key))
+
+
+def doomed_keys(session: Session) -> list[str]:
+    """Keys to be deleted when ``session``'s transaction commits (for tests and diagnostics)."""
+    return [key for _, key in session.info.get(_DOOMED, [])]
+
+
 @event.listens_for(Session, "after_commit")
 def _kept(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    for storage, key in session.info.pop(_DOOMED, None) or ():
+        try:
+            storage.delete(key)
+        except Exception as exc:  # no row refers to it any more: the sweeper deletes it later
+            log.warning("attachment_delete_failed", key=key, error=repr(exc))
 
 
 @event.listens_for(Session, "after_transaction_end")
 def _discard_uncommitted(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is not None:  # a savepoint: the outer transaction decides
         return
+    session.info.pop(_DOOMED, None)  # not committed: the objects stay with their rows
     pending = session.info.pop(_PENDING, None)
     for storage, key in pending or ():
         try:

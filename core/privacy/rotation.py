@@ -11,8 +11,11 @@
    next batch. Each row is rewritten with one ``UPDATE`` of its ciphertext (and indexes): its
    ``updated_at`` and a case's version (the ETags) stay as they were, and no ORM event fires.
    The ``privacy_reencrypt`` scheduler job and ``insurdesk privacy rotate-keys`` call it until
-   nothing is left.
-3. :func:`destroy_unused` erases retired versions that no row uses any more.
+   nothing is left. Attachment files (:mod:`core.privacy.files`) on an older version, or
+   still in clear, are re-encrypted the same way in batches of their own when the caller
+   passes the attachment store (:func:`reencrypt_all`).
+3. :func:`destroy_unused` erases retired versions that no row and no attachment file uses any
+   more.
 4. :func:`rewrap_tenant` re-wraps a tenant's keys that an older **master** key wrapped with the
    current one (``INSURDESK_MASTER_KEY`` lists the new key first, then the old one); nothing is
    re-encrypted. The same job does it for every tenant, and for the OAuth signing keys.
@@ -31,7 +34,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.audit import AuditActor, record
+from core.cases.storage import AttachmentStorage
 from core.db import Base, Database
+from core.privacy import files
 from core.privacy.crypto import DATA, INDEX, keyring_of
 from core.privacy.fields import (
     MASK_VERSION,
@@ -92,7 +97,7 @@ def _pending(model: Any, data_version: int, index_version: int) -> Any:
 
 def pending_rows(session: Session, tenant_id: uuid.UUID) -> dict[str, int]:
     """Per table, how many rows are on an older data-key (or index-key) version than the
-    active one."""
+    active one (``case_attachments``: files on an older version or still in clear)."""
     data = active_version(session, tenant_id)
     index = active_version(session, tenant_id, INDEX)
     counts = {}
@@ -106,6 +111,7 @@ def pending_rows(session: Session, tenant_id: uuid.UUID) -> dict[str, int]:
             )
             or 0
         )
+    counts[files.TABLE] = files.pending_attachments(session, tenant_id, data)
     return counts
 
 
@@ -172,6 +178,8 @@ def reencrypt_batch(session: Session, tenant_id: uuid.UUID, *, batch: int = DEFA
 
 
 def _in_use(session: Session, tenant_id: uuid.UUID, purpose: str, version: int) -> bool:
+    if purpose == DATA and files.version_in_use(session, tenant_id, version):
+        return True
     for model in sealed_models():
         table = model.__table__
         if purpose == INDEX:
@@ -189,8 +197,8 @@ def _in_use(session: Session, tenant_id: uuid.UUID, purpose: str, version: int) 
 
 
 def destroy_unused(session: Session, tenant_id: uuid.UUID, *, actor: AuditActor) -> list[str]:
-    """Erase retired data- and index-key versions that no row uses any more; returns them as
-    ``<purpose>:<version>``."""
+    """Erase retired data- and index-key versions that no row and no attachment file uses any
+    more; returns them as ``<purpose>:<version>``."""
     keyring = keyring_of(session)
     retired = session.execute(
         select(TenantKey.purpose, TenantKey.version).where(
@@ -244,6 +252,12 @@ class RotationReport:
     purpose: str = DATA
     reencrypted: int = 0
     batches: int = 0
+    attachments: int = 0
+    """Attachment files re-encrypted (or encrypted for the first time)."""
+    attachments_failed: dict[str, str] = field(default_factory=dict)
+    """Attachment id → why its file was left as it is (the old key stays while it is)."""
+    attachments_missing: list[str] = field(default_factory=list)
+    """Attachments whose file the store does not have (marked, see core.privacy.files)."""
     destroyed: list[str] = field(default_factory=list)
     left: dict[str, int] = field(default_factory=dict)
     rewrapped: int = 0
@@ -257,10 +271,13 @@ def reencrypt_all(
     batch: int = DEFAULT_BATCH,
     max_batches: int | None = None,
     report: RotationReport | None = None,
+    storage: AttachmentStorage | None = None,
 ) -> RotationReport:
     """Re-wrap the tenant's keys if the master key changed, re-encrypt (and re-index) its
-    old rows in batches, one transaction each, then erase the retired keys nobody uses. Other
-    writers go on meanwhile."""
+    old rows in batches, one transaction each, then its attachment files on older versions
+    or in clear (with ``storage``, the attachment store; without it they are left, and so is
+    every key version they use), then erase the retired keys nobody uses. Other writers go
+    on meanwhile."""
     report = report or RotationReport()
     with db.tenant_transaction(tenant_id) as session:
         report.rewrapped = rewrap_tenant(session, tenant_id, actor=actor)
@@ -271,9 +288,24 @@ def reencrypt_all(
             break
         report.reencrypted += n
         report.batches += 1
+    after: uuid.UUID | None = None
+    while storage is not None and (max_batches is None or report.batches < max_batches):
+        with db.tenant_transaction(tenant_id) as session:
+            done = files.reencrypt_attachments(
+                session, tenant_id, storage, batch=min(batch, files.DEFAULT_BATCH), after=after
+            )
+        # The old files are deleted now that the batch committed (delete_after_commit).
+        report.attachments += done.reencrypted
+        report.attachments_failed.update(done.failed)
+        report.attachments_missing.extend(done.missing)
+        if done.last is None:
+            break
+        after = done.last
+        report.batches += 1
     with db.tenant_transaction(tenant_id) as session:
         report.left = pending_rows(session, tenant_id)
-        if not any(report.left.values()):
+        # Files still in clear use no key; destroy_unused checks each version's files.
+        if not any(n for table, n in report.left.items() if table != files.TABLE):
             report.destroyed = destroy_unused(session, tenant_id, actor=actor)
     return report
 
@@ -285,11 +317,17 @@ def rotate_and_reencrypt(
     actor: AuditActor,
     batch: int = DEFAULT_BATCH,
     purpose: str = DATA,
+    storage: AttachmentStorage | None = None,
 ) -> RotationReport:
-    """Rotate the tenant's ``purpose`` key, re-encrypt (re-index) every row, erase the old
-    key."""
+    """Rotate the tenant's ``purpose`` key, re-encrypt (re-index) every row and, with
+    ``storage``, every attachment file, erase the old key (once nothing uses it)."""
     with db.tenant_transaction(tenant_id) as session:
         old, new = rotate(session, tenant_id, actor=actor, purpose=purpose)
     return reencrypt_all(
-        db, tenant_id, actor=actor, batch=batch, report=RotationReport(old, new, purpose)
+        db,
+        tenant_id,
+        actor=actor,
+        batch=batch,
+        report=RotationReport(old, new, purpose),
+        storage=storage,
     )

@@ -45,6 +45,7 @@ def add_case_rows(session: Session, *, case: Case, person_id: uuid.UUID) -> None
             size=0,
             sha256="0" * 64,
             storage_key=f"fixture/{case.id}",
+            key_version=0,  # a record without a file in any store (core.privacy.files.NO_FILE)
             uploaded_by="system:fixture",
         )
     )

@@ -35,6 +35,7 @@ from core.cases.storage import (
 from core.db import Database, utcnow
 from core.people.permissions import ALL_PERMISSIONS
 from core.plugins.host import PluginHost
+from core.privacy.files import read_attachment
 from core.settings import Settings, load_settings
 from tests.cases.conftest import complaint
 from tests.cases.http import person_token
@@ -196,6 +197,8 @@ def test_attachments_over_http_on_the_s3_store(
         objects = list(s3_server.client().list_objects_v2(Bucket=bucket)["Contents"])
         assert len(objects) == 1 and objects[0]["Key"].endswith(key)
         assert objects[0]["Key"].startswith(f"attachments/{world.id}/")
+        raw = s3_server.client().get_object(Bucket=bucket, Key=objects[0]["Key"])["Body"].read()
+        assert PDF not in raw and len(raw) > len(PDF)  # encrypted at rest
         got = client.get(ok.headers["location"], headers=auth)
         assert got.status_code == 200 and got.content == PDF
         assert got.headers["etag"] == f'"{hashlib.sha256(PDF).hexdigest()}"'
@@ -257,12 +260,15 @@ def test_an_attachment_of_a_rolled_back_transaction_leaves_no_file(
     assert _stored(store) == before
     assert _rows(database, world, case_id) == 0
 
-    # 3. a commit keeps the file, with the bytes and checksum the row records
+    # 3. a commit keeps the file (encrypted), whose plaintext has the checksum the row records
     with acting_with() as ctx:
         kept = _attach(ctx, case_id)
     stored = _stored(store)
     assert set(stored) - set(before) == {kept.storage_key}
-    assert hashlib.sha256(stored[kept.storage_key]).hexdigest() == kept.sha256
+    assert PDF not in stored[kept.storage_key]
+    with database.tenant_session(world.id) as s:
+        plain = read_attachment(s, store, s.get_one(Attachment, (world.id, kept.id)))
+    assert hashlib.sha256(plain).hexdigest() == kept.sha256 and plain == PDF
     assert _rows(database, world, case_id) == 1
 
 
