@@ -65,6 +65,15 @@ SCHEMA: dict[str, Any] = {
             "/ years the personal free text of a closed case is kept (after closing; not "
             "before its policy's own period)",
         },
+        "attachment_retention_years": {
+            "type": "integer",
+            "minimum": 5,
+            "maximum": 30,
+            "description": "已结案案件附件（病历、信函等材料）保存期限"
+            "（年，自结案；未设置时与案件个人信息相同；保单尚在保存期内的不早于保单期限）"
+            "/ years a closed case's attachment files are kept (after closing; unset: as long as "
+            "the case's free text; not before its policy's own period)",
+        },
         "delivery_log_retention_days": {
             "type": "integer",
             "minimum": 30,

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.audit import AuditActor
+from core.cases.storage import AttachmentStorage, storage_for
 from core.db import Database
 from core.models import import_all_models
 from core.privacy.keys import new_master_key
@@ -51,6 +52,11 @@ def _database() -> Database:
     import_all_models()
     settings = load_settings()
     return Database(settings.effective_database_url, settings.effective_admin_database_url)
+
+
+def _storage() -> AttachmentStorage:
+    """The attachment store of the environment's settings (INSURDESK_ATTACHMENT_STORAGE)."""
+    return storage_for(load_settings())
 
 
 def _tenant(db: Database, slug: str) -> uuid.UUID:
@@ -113,7 +119,8 @@ def keys(
     tenant: TenantOption,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the tenant's key versions (never the keys) and the rows still on old versions."""
+    """List the tenant's key versions (never the keys) and the rows still on old versions
+    (``case_attachments``: files on an old version or still in clear)."""
     db = _database()
     try:
         tenant_id = _tenant(db, tenant)
@@ -147,6 +154,13 @@ def _erased(destroyed: list[str]) -> str:
     return ", ".join(d.replace(":", " v") for d in destroyed) or "none"
 
 
+def _failed(failed: dict[str, str]) -> str:
+    if not failed:
+        return ""
+    listed = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())[:10])
+    return f"\nattachment files left as they are ({len(failed)}): {listed}"
+
+
 @cli.command("rotate-keys")
 def rotate_keys(
     tenant: TenantOption,
@@ -170,15 +184,18 @@ def rotate_keys(
     ] = False,
 ) -> None:
     """Rotate the tenant's data key (or index key) without downtime: new writes use the new
-    key at once, old rows (customers, cases, timelines, request notes) are re-encrypted or
-    re-indexed in batches while the service runs, then the old key is erased."""
+    key at once, old rows (customers, cases, timelines, request notes) and attachment files
+    are re-encrypted or re-indexed in batches while the service runs, then the old key is
+    erased."""
     purpose = "index" if index else "data"
     db = _database()
     try:
         tenant_id = _tenant(db, tenant)
         actor = _actor()
         if reencrypt:
-            report = rotate_and_reencrypt(db, tenant_id, actor=actor, batch=batch, purpose=purpose)
+            report = rotate_and_reencrypt(
+                db, tenant_id, actor=actor, batch=batch, purpose=purpose, storage=_storage()
+            )
         else:
             from core.privacy.rotation import rotate
 
@@ -190,8 +207,9 @@ def rotate_keys(
         db.dispose()
     typer.echo(
         f"tenant {tenant}: {purpose} key v{report.old_version} retired, v{report.new_version} "
-        f"active; {report.reencrypted} rows rewritten in {report.batches} batches; "
-        f"erased: {_erased(report.destroyed)}"
+        f"active; {report.reencrypted} rows rewritten and {report.attachments} attachment "
+        f"files re-encrypted in {report.batches} batches; erased: {_erased(report.destroyed)}"
+        + _failed(report.attachments_failed)
     )
 
 
@@ -202,15 +220,18 @@ def reencrypt(
         DEFAULT_BATCH
     ),
 ) -> None:
-    """Finish a rotation: re-encrypt the rows still on retired versions, erase unused keys."""
+    """Finish a rotation: re-encrypt the rows and attachment files still on retired versions
+    (and the files still in clear), erase unused keys."""
     db = _database()
     try:
-        report = reencrypt_all(db, _tenant(db, tenant), actor=_actor(), batch=batch)
+        report = reencrypt_all(
+            db, _tenant(db, tenant), actor=_actor(), batch=batch, storage=_storage()
+        )
     finally:
         db.dispose()
     typer.echo(
-        f"tenant {tenant}: {report.reencrypted} rows re-encrypted; "
-        f"erased: {_erased(report.destroyed)}"
+        f"tenant {tenant}: {report.reencrypted} rows and {report.attachments} attachment files "
+        f"re-encrypted; erased: {_erased(report.destroyed)}" + _failed(report.attachments_failed)
     )
 
 
@@ -302,7 +323,7 @@ def retention(
     try:
         tenant_id = _tenant(db, tenant)
         if run:
-            done = run_retention(db, tenant_id, actor=_actor(), batch=batch)
+            done = run_retention(db, tenant_id, actor=_actor(), batch=batch, storage=_storage())
             typer.echo(
                 f"run {done.run_id}: destroyed {done.destroyed}, held {done.held}, "
                 f"{done.batches} batches"

@@ -34,6 +34,10 @@ class PrivacyPolicy:
     保险法 第八十七条's 5 years; and not while its policy's own period runs)."""
     delivery_log_retention_days: int = 365
     """Days the delivery log keeps whom a message went to (masked address, address hash)."""
+    attachment_retention_years: int | None = None
+    """Years a closed case's attachment files are kept after closing (never below
+    保险法 第八十七条's 5 years; not while its policy's own period runs). None: as long as
+    the case's free text (:attr:`case_text_retention_years`), see :attr:`attachment_years`."""
     source: str = "default"
     """``privacy_cn`` when the plugin's settings apply, else ``default``."""
 
@@ -66,8 +70,23 @@ class PrivacyPolicy:
             delivery_log_retention_days=int(
                 settings.get("delivery_log_retention_days", base.delivery_log_retention_days)
             ),
+            attachment_retention_years=(
+                None
+                if settings.get("attachment_retention_years") is None
+                else max(
+                    STATUTORY_RETENTION_YEARS_SHORT, int(settings["attachment_retention_years"])
+                )
+            ),
             source=PLUGIN,
         )
+
+    @property
+    def attachment_years(self) -> int:
+        """Years a closed case's attachments are kept: ``attachment_retention_years`` when
+        set, else the case text's period (the files are the case's evidence and go with it)."""
+        if self.attachment_retention_years is not None:
+            return self.attachment_retention_years
+        return self.case_text_retention_years
 
 
 @lru_cache(maxsize=1)

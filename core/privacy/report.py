@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.audit.models import AuditEntry
 from core.auth.models import OAuthClient
+from core.cases.models import Attachment
 from core.orgs.models import OrgUnit
 from core.people.models import Person, Role, RoleAssignment
 from core.privacy.models import DataSubjectRequest, LegalHold, TenantKey
@@ -34,10 +35,10 @@ PLAIN_LOCATIONS: tuple[dict[str, str], ...] = (
         "sweeps); tenant isolation (RLS); erased with the case's free text at retention",
     },
     {
-        "table": "case_attachments (files)",
-        "fields": "materials uploaded to cases (medical records, letters)",
-        "protection": "in the attachment store (local directory or S3), not encrypted by the "
-        "platform; tenant isolation by storage key and API",
+        "table": "case_attachments",
+        "fields": "filename (and the timeline's attachment events: name, size, SHA-256)",
+        "protection": "not encrypted (the file names uploaders gave); tenant isolation (RLS); "
+        "the row is deleted with its file at retention, the timeline event stays",
     },
     {
         "table": "deliveries",
@@ -77,7 +78,41 @@ def _storage(session: Session, tenant_id: uuid.UUID) -> list[dict[str, Any]]:
                 "rows": int(session.scalar(select(func.count()).select_from(model)) or 0),
             }
         )
+    out.append(_attachment_files(session, tenant_id, active))
     return out + [dict(loc) for loc in PLAIN_LOCATIONS]
+
+
+def _attachment_files(session: Session, tenant_id: uuid.UUID, active: int | None) -> dict[str, Any]:
+    in_clear = Attachment.key_version.is_(None)
+    counts = dict(
+        session.execute(
+            select(in_clear, func.count())
+            .where(Attachment.tenant_id == tenant_id)
+            .group_by(in_clear)
+        )
+        .tuples()
+        .all()
+    )
+    clear = int(counts.get(True, 0))
+    total = clear + int(counts.get(False, 0))
+    protection = (
+        f"in the attachment store (local directory or S3), each file AES-256-GCM under the "
+        f"tenant data key (v{active} for new uploads) wrapped by the platform master key; "
+        "bound to tenant and attachment; SHA-256 of the upload checked at every download"
+    )
+    if clear:
+        protection += (
+            f"; {clear} stored before encryption are still in clear until the "
+            "privacy_reencrypt job encrypts them"
+        )
+    return {
+        "table": "case_attachments (files)",
+        "fields": ["materials uploaded to cases (medical records, letters)"],
+        "protection": protection,
+        "exact_match_search": [],
+        "rows": total,
+        "in_clear": clear,
+    }
 
 
 def _clear_readers(session: Session) -> dict[str, Any]:

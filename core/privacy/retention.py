@@ -17,14 +17,23 @@ Data classes (periods from ``privacy_cn`` at the customer's unit, :mod:`core.pri
   (number, type, states, dates, clocks, category: statistics and the law's records);
 * ``delivery_recipient`` — whom a finished delivery went to (masked address, address hash,
   last error), ``delivery_log_retention_days`` after it finished (the longest of the tenant's
-  units); the delivery row stays.
+  units); the delivery row stays;
+* ``case_attachment`` — a closed case's attachment files (medical records, letters: the
+  case's evidence), ``attachment_retention_years`` after the case closed — by default the
+  case text's period, so the files go with the case's free text — and not before its
+  policy's statutory period ended. The row and the file are deleted: the row in the batch's
+  transaction, the file from the attachment store once it committed
+  (:func:`core.cases.storage.delete_after_commit`; a crash in between leaves an object no row
+  refers to, which the ``attachment_sweep`` job deletes). Runs only with the attachment store
+  (``run_retention(storage=...)``). The timeline keeps the ``attachment`` event (name, size,
+  SHA-256), as it keeps the case record.
 
 Customers and cases are anonymized (:func:`core.privacy.subjects.anonymize_customer`,
 :func:`core.privacy.subjects.anonymize_case`); notes and recipients are erased. Held data is
 skipped and counted: customers under a legal hold, with an open case or in a review window
-(:func:`core.privacy.subjects.holds_for`); cases under a legal hold of their own or of their
-customer; deliveries to a customer under a legal hold. Each batch is one transaction with one
-:class:`DestructionRecord` and one audit entry.
+(:func:`core.privacy.subjects.holds_for`); cases — and their attachments — under a legal hold
+of their own or of their customer; deliveries to a customer under a legal hold. Each batch
+is one transaction with one :class:`DestructionRecord` and one audit entry.
 
 The audit log is not a data class here: it holds no clear personal data (masked values, keyed
 fingerprints) and is the record of processing the law requires to be kept (个人信息保护法
@@ -39,11 +48,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, or_, select, update
+import structlog
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.audit import AuditActor, record
-from core.cases.models import Case
+from core.cases.models import Attachment, Case
+from core.cases.storage import AttachmentStorage, delete_after_commit
 from core.customers.models import Customer, CustomerKind, Policy
 from core.db import Database, utcnow
 from core.notifications.models import FINAL_STATUSES, Delivery
@@ -63,11 +74,13 @@ DATA_CLASSES = (
     "former_customer",
     "request_note",
     "closed_case_text",
+    "case_attachment",
     "delivery_recipient",
 )
 ERASED = "(erased)"
 """What an erased delivery recipient reads."""
 _YEAR = dt.timedelta(days=365)
+log = structlog.get_logger("insurdesk.privacy")
 _DEFAULT = PrivacyPolicy()
 
 
@@ -280,14 +293,56 @@ def due_case_texts(
         years = policies.at(c.unit_id).case_text_retention_years
         if c.closed_at is None or _aware(c.closed_at) >= now - years * _YEAR:
             continue
-        policy = by_id.get(c.policy_id) if c.policy_id else None
-        if policy is not None:
-            end = policy_end(policy, today)
-            short = policy.term_months is not None and policy.term_months <= 12
-            kept = STATUTORY_RETENTION_YEARS_SHORT if short else STATUTORY_RETENTION_YEARS_LONG
-            if end is None or end + dt.timedelta(days=365 * kept) > today:
-                continue  # the policy's records are still kept
+        if _policy_kept(by_id.get(c.policy_id) if c.policy_id else None, today):
+            continue
         found.append(Due(c.id, f"privacy_cn.case_text_retention_years={years}; 保险法/87"))
+    return found, rows[-1].id if rows else None
+
+
+def _policy_kept(policy: Policy | None, today: dt.date) -> bool:
+    """Whether the records of ``policy`` are still kept (保险法 第八十七条: it runs, or it
+    ended less than its statutory period ago)."""
+    if policy is None:
+        return False
+    end = policy_end(policy, today)
+    short = policy.term_months is not None and policy.term_months <= 12
+    kept = STATUTORY_RETENTION_YEARS_SHORT if short else STATUTORY_RETENTION_YEARS_LONG
+    return end is None or end + dt.timedelta(days=365 * kept) > today
+
+
+def due_attachments(
+    session: Session, policies: Policies, now: dt.datetime, after: uuid.UUID | None, limit: int
+) -> tuple[list[Due], uuid.UUID | None]:
+    """Attachments of closed cases past their period (and their policy's), by id."""
+    shortest = min(
+        (p.attachment_years for p in policies.by_unit.values()),
+        default=_DEFAULT.attachment_years,
+    )
+    stmt = (
+        select(Attachment.id, Case.unit_id, Case.closed_at, Case.policy_id)
+        .join(Case, (Case.tenant_id == Attachment.tenant_id) & (Case.id == Attachment.case_id))
+        .where(Case.state == "closed", Case.closed_at < now - shortest * _YEAR)
+        .order_by(Attachment.id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(Attachment.id > after)
+    rows = session.execute(stmt).all()
+    policy_ids = {r.policy_id for r in rows if r.policy_id is not None}
+    by_id = (
+        {p.id: p for p in session.scalars(select(Policy).where(Policy.id.in_(policy_ids)))}
+        if policy_ids
+        else {}
+    )
+    today = now.date()
+    found = []
+    for r in rows:
+        years = policies.at(r.unit_id).attachment_years
+        if r.closed_at is None or _aware(r.closed_at) >= now - years * _YEAR:
+            continue
+        if _policy_kept(by_id.get(r.policy_id) if r.policy_id else None, today):
+            continue
+        found.append(Due(r.id, f"privacy_cn.attachment_retention_years={years}; 保险法/87"))
     return found, rows[-1].id if rows else None
 
 
@@ -324,6 +379,7 @@ FINDERS: dict[str, Finder] = {
     "former_customer": due_former_customers,
     "request_note": due_request_notes,
     "closed_case_text": due_case_texts,
+    "case_attachment": due_attachments,
     "delivery_recipient": due_delivery_recipients,
 }
 METHODS: dict[str, str] = {
@@ -331,6 +387,7 @@ METHODS: dict[str, str] = {
     "former_customer": "anonymized",
     "request_note": "erased",
     "closed_case_text": "anonymized",
+    "case_attachment": "deleted",
     "delivery_recipient": "erased",
 }
 
@@ -354,6 +411,21 @@ def _case_holds(
             if cid == case_id or (case_id is None and customer == customer_id):
                 found[cid].append(f"legal hold: {reason}")
     return dict(found)
+
+
+def _attachment_holds(
+    session: Session, ids: list[uuid.UUID], now: dt.datetime
+) -> dict[uuid.UUID, list[str]]:
+    """Attachments of cases under an active legal hold (the case's or its customer's)."""
+    if not ids:
+        return {}
+    case_of = dict(
+        session.execute(select(Attachment.id, Attachment.case_id).where(Attachment.id.in_(ids)))
+        .tuples()
+        .all()
+    )
+    held = _case_holds(session, sorted(set(case_of.values())), now)
+    return {aid: held[cid] for aid, cid in case_of.items() if cid in held}
 
 
 def _delivery_holds(
@@ -391,6 +463,7 @@ HOLDERS: dict[str, Holder] = {
     "former_customer": holds_for,
     "request_note": _no_holds,
     "closed_case_text": _case_holds,
+    "case_attachment": _attachment_holds,
     "delivery_recipient": _delivery_holds,
 }
 """What keeps a due row of each class from being destroyed."""
@@ -432,8 +505,26 @@ class RetentionReport:
     batches: int = 0
 
 
-def _destroy(session: Session, data_class: str, due: Due, actor: AuditActor, run_id: str) -> None:
+def _destroy(
+    session: Session,
+    data_class: str,
+    due: Due,
+    actor: AuditActor,
+    run_id: str,
+    storage: AttachmentStorage | None = None,
+) -> None:
     tenant_id = session.info["tenant_id"]
+    if data_class == "case_attachment":
+        assert storage is not None
+        key = session.execute(
+            delete(Attachment)
+            .where(Attachment.tenant_id == tenant_id, Attachment.id == due.id)
+            .returning(Attachment.storage_key)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        if key is not None:  # the file goes once the batch commits; kept if it rolls back
+            delete_after_commit(session, storage, key)
+        return
     if data_class == "request_note":
         request = session.get(DataSubjectRequest, (tenant_id, due.id))
         if request is not None:
@@ -476,12 +567,17 @@ def run_retention(
     now: dt.datetime | None = None,
     batch: int = DEFAULT_BATCH,
     max_batches: int | None = None,
+    storage: AttachmentStorage | None = None,
 ) -> RetentionReport:
     """Destroy what is due in batches (one transaction, destruction record and audit entry
-    each), skipping held rows."""
+    each), skipping held rows. Attachment files only with ``storage``, the attachment store
+    (without it they wait for a run that has it)."""
     now = now or utcnow()
     report = RetentionReport(run_id=f"ret-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
     for data_class in DATA_CLASSES:
+        if data_class == "case_attachment" and storage is None:
+            log.info("retention_skipped", data_class=data_class, reason="no attachment store")
+            continue
         after: uuid.UUID | None = None
         while max_batches is None or report.batches < max_batches:
             started = utcnow()
@@ -491,7 +587,7 @@ def run_retention(
                 holds = HOLDERS[data_class](session, [d.id for d in found], now)
                 todo = [d for d in found if d.id not in holds]
                 for due in todo:
-                    _destroy(session, data_class, due, actor, report.run_id)
+                    _destroy(session, data_class, due, actor, report.run_id, storage)
                 if todo or holds:
                     report.batches += 1
                     rules = sorted({d.rule for d in todo} or {d.rule for d in found})

@@ -5,7 +5,9 @@ Anonymization keeps the customer row (cases, their timelines and policies still 
 as the records insurers must keep, 保险法 第八十七条) and removes the person from it: the name
 becomes an anonymous token (``匿名客户 ANON-…``), every other personal field is erased, consent
 history and request notes are deleted. The audit entry names the fields removed, not their
-values.
+values. The attachment files of the customer's cases (medical records, letters: the evidence
+of those records) are kept with their cases, encrypted, and go when the case's retention
+ends (``case_attachment`` in :mod:`core.privacy.retention`), not with the customer.
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ def test_the_report_says_where_data_is_who_reads_it_and_what_is_due(
     assert {"description", "reporter_name", "decision"} <= set(cases["fields"])
     assert any(p["table"] == "case_events" for p in report["storage"])
     assert any("not encrypted" in p["protection"] for p in report["storage"])  # stated plainly
+    files = next(p for p in report["storage"] if p["table"] == "case_attachments (files)")
+    assert "AES-256-GCM" in files["protection"] and "not encrypted" not in files["protection"]
+    assert files["rows"] >= 2 and files["in_clear"] == 0  # the factory's records have no file
     readers = report["clear_readers"]
     assert {"agent", "cs_division", "tenant_admin"} <= set(readers["roles"])
     assert {"username": "agent_bj", "role": "agent", "unit": "BJ"} in readers["people"]
@@ -78,6 +81,7 @@ def test_the_report_says_where_data_is_who_reads_it_and_what_is_due(
         "former_customer",
         "request_note",
         "closed_case_text",
+        "case_attachment",
         "delivery_recipient",
     }
     assert {(k["purpose"], k["status"]) for k in report["keys"]} >= {("data", "active")}

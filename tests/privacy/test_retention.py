@@ -123,7 +123,7 @@ def test_due_rows_are_destroyed_in_batches_with_records_and_held_ones_are_not(
     assert before["former_customer"] == {"due": 1, "held": 0}  # only the 1-year policy's
     assert before["request_note"] == {"due": 1, "held": 0}
     report = run_retention(database, world.id, actor=ACTOR, batch=2)
-    none = {"closed_case_text": 0, "delivery_recipient": 0}
+    none = {"closed_case_text": 0, "case_attachment": 0, "delivery_recipient": 0}
     assert report.destroyed == {"prospect": 5, "former_customer": 1, "request_note": 1, **none}
     assert report.held == {"prospect": 2, "former_customer": 0, "request_note": 0, **none}
     with database.tenant_session(world.id) as s:
@@ -157,6 +157,7 @@ def test_due_rows_are_destroyed_in_batches_with_records_and_held_ones_are_not(
             "former_customer": {"due": 0, "held": 0},
             "request_note": {"due": 0, "held": 0},
             "closed_case_text": {"due": 0, "held": 0},
+            "case_attachment": {"due": 0, "held": 0},
             "delivery_recipient": {"due": 0, "held": 0},
         }
     again = run_retention(database, world.id, actor=ACTOR)
@@ -368,3 +369,137 @@ def test_closed_case_texts_and_delivery_recipients_are_destroyed_in_batches_held
                 select(CaseEvent.__table__).where(CaseEvent.__table__.c.case_id == case_id)
             ).all()
         assert not any("赵敏" in str(v) for row in raw for v in row)
+
+
+RECORD = "赵敏病历：诊断为肺炎\n".encode() * 20
+
+
+def _file(s: Any, world: TenantWorld, case_id: uuid.UUID, store: Any) -> uuid.UUID:
+    """An attachment of ``case_id`` as an upload stores it: the file encrypted in ``store``."""
+    import hashlib
+
+    from core.cases.models import Attachment
+    from core.cases.storage import put_in_transaction
+    from core.db import new_id
+    from core.privacy.files import seal_file
+
+    attachment = Attachment(
+        id=new_id(),
+        case_id=case_id,
+        filename="病历.txt",
+        media_type="text/plain",
+        size=len(RECORD),
+        sha256=hashlib.sha256(RECORD).hexdigest(),
+        uploaded_by="person:agent_bj",
+    )
+    attachment.storage_key = f"{world.id}/{case_id}/{attachment.id}"
+    stored, attachment.key_version = seal_file(s, world.id, attachment.id, RECORD)
+    put_in_transaction(s, store, attachment.storage_key, stored)
+    s.add(attachment)
+    s.flush()
+    return attachment.id
+
+
+def test_attachments_of_closed_cases_are_deleted_with_their_files_held_ones_not(
+    database: Database, tmp_path: Any
+) -> None:
+    from core.cases.models import Attachment
+    from core.cases.storage import LocalStorage
+    from core.privacy.files import read_attachment
+    from core.privacy.report import privacy_report
+
+    store = LocalStorage(tmp_path / "attachments")
+    world = make_tenant(database, "ret-att")
+    other = make_tenant(database, "ret-att-other")
+    with database.tenant_transaction(world.id) as s:
+        free = _customer(s, world, "赵敏", CustomerKind.POLICYHOLDER)
+        held = _customer(s, world, "钱多", CustomerKind.POLICYHOLDER)
+        first, second = (_closed_case(s, world, free.id).id for _ in range(2))
+        due = [_file(s, world, first, store), _file(s, world, first, store)]
+        due.append(_file(s, world, second, store))
+        case_held = _closed_case(s, world, free.id).id
+        s.add(LegalHold(customer_id=free.id, case_id=case_held, reason="dispute", placed_by="x"))
+        customer_held = _closed_case(s, world, held.id).id
+        s.add(LegalHold(customer_id=held.id, reason="litigation", placed_by="x"))
+        recent = _closed_case(s, world, free.id, closed_at=utcnow() - dt.timedelta(days=30)).id
+        kept = [_file(s, world, c, store) for c in (case_held, customer_held, recent)]
+    with database.tenant_transaction(other.id) as s:  # another tenant's, as old: not ours
+        theirs_customer = _customer(s, other, "孙立", CustomerKind.POLICYHOLDER)
+        theirs = _file(s, other, _closed_case(s, other, theirs_customer.id).id, store)
+    with database.tenant_session(world.id) as s:
+        assert backlog(s, world.id)["case_attachment"] == {"due": 5, "held": 2}
+        keys = {a.id: a.storage_key for a in s.scalars(select(Attachment))}
+
+    # Without the attachment store the class waits (no row loses its file, or the reverse).
+    report = run_retention(database, world.id, actor=ACTOR, batch=2)
+    assert report.destroyed["case_attachment"] == 0
+    assert report.destroyed["closed_case_text"] == 2  # the texts of the two due cases
+    with database.tenant_session(world.id) as s:
+        assert backlog(s, world.id)["case_attachment"] == {"due": 5, "held": 2}
+
+    report = run_retention(database, world.id, actor=ACTOR, batch=2, storage=store)
+    assert report.destroyed["case_attachment"] == 3 and report.held["case_attachment"] == 2
+    stored = {o.key for o in store.iter_objects()}
+    with database.tenant_session(world.id) as s:
+        left = {a.id: a for a in s.scalars(select(Attachment))}
+        assert not set(due) & set(left)  # the rows ...
+        assert not {keys[a] for a in due} & stored  # ... and their files
+        for attachment_id in kept:  # held or not due: row and file, still readable
+            assert read_attachment(s, store, left[attachment_id]) == RECORD
+        records = s.scalars(
+            select(DestructionRecord).where(
+                DestructionRecord.run_id == report.run_id,
+                DestructionRecord.data_class == "case_attachment",
+            )
+        ).all()
+        assert sum(r.count for r in records) == 3 and sum(r.held for r in records) == 2
+        assert max(r.count for r in records) <= 2 and {r.method for r in records} == {"deleted"}
+        assert set().union(*(r.subject_ids for r in records)) == {str(i) for i in due}
+        assert "attachment_retention_years=10" in records[0].rule
+        audit = s.scalars(select(AuditEntry).where(AuditEntry.action == "privacy.destroyed"))
+        assert (
+            sum(e.details["count"] for e in audit if e.details["data_class"] == "case_attachment")
+            == 3
+        )
+        assert backlog(s, world.id)["case_attachment"] == {"due": 2, "held": 2}
+        now = utcnow()
+        listed = privacy_report(s, world.id, since=now - dt.timedelta(days=1), until=now, now=now)
+        files = next(p for p in listed["storage"] if p["table"] == "case_attachments (files)")
+        assert "AES-256-GCM" in files["protection"] and files["in_clear"] == 0
+        assert listed["retention_backlog"]["case_attachment"] == {"due": 2, "held": 2}
+
+    # The other tenant's attachment: untouched by this tenant's run, due in its own.
+    with database.tenant_session(other.id) as s:
+        assert read_attachment(s, store, s.get_one(Attachment, (other.id, theirs))) == RECORD
+    theirs_run = run_retention(database, other.id, actor=ACTOR, storage=store)
+    assert theirs_run.destroyed["case_attachment"] == 1
+    with database.tenant_session(world.id) as s:
+        assert set(kept) <= {a.id for a in s.scalars(select(Attachment))}
+
+
+def test_a_deleted_customer_s_attachments_stay_with_their_cases_until_the_case_retention(
+    database: Database, tmp_path: Any
+) -> None:
+    """Deletion anonymizes the customer; the files of their cases are the case's evidence and
+    stay (encrypted) under the case's retention."""
+    from core.cases.models import Attachment
+    from core.cases.storage import LocalStorage
+    from core.privacy.files import read_attachment
+    from core.privacy.subjects import anonymize_customer
+
+    store = LocalStorage(tmp_path / "attachments")
+    world = make_tenant(database, "ret-dsr")
+    with database.tenant_transaction(world.id) as s:
+        customer = _customer(s, world, "赵敏", CustomerKind.POLICYHOLDER)
+        recent = _closed_case(s, world, customer.id, closed_at=utcnow() - dt.timedelta(days=40))
+        attachment_id = _file(s, world, recent.id, store)
+    with database.tenant_transaction(world.id) as s:
+        anonymize_customer(
+            s, s.get_one(Customer, (world.id, customer.id)), actor=ACTOR, reason="deletion"
+        )
+    run_retention(database, world.id, actor=ACTOR, storage=store)
+    with database.tenant_session(world.id) as s:
+        assert s.get_one(Customer, (world.id, customer.id)).anonymized_at is not None
+        kept = s.get_one(Attachment, (world.id, attachment_id))
+        assert read_attachment(s, store, kept) == RECORD
+        assert backlog(s, world.id)["case_attachment"] == {"due": 0, "held": 0}

@@ -101,3 +101,85 @@ def test_index_key_rotation_and_rewrap_from_the_command_line(
     rewrapped = runner.invoke(build_cli(), ["privacy", "rewrap"], env=env)
     assert rewrapped.exit_code == 0, rewrapped.output
     assert "left on older master keys: 0" in rewrapped.output
+
+
+def test_the_job_encrypts_legacy_attachment_files_and_rotation_covers_them(
+    database: Database, settings: Settings
+) -> None:
+    """A file stored in clear before encryption (key_version NULL) is served, counted by
+    ``privacy keys``, encrypted by the privacy_reencrypt job; ``rotate-keys`` re-encrypts it
+    and only then erases the old key."""
+    import hashlib
+    import uuid
+
+    from core.cases.models import Attachment, Case, CaseType, Channel
+    from core.cases.storage import storage_for
+    from core.db import new_id
+    from core.privacy.files import read_attachment
+
+    record = "赵敏的病历（旧文件，明文存放）\n".encode() * 30
+    world = make_tenant(database, "rot-att")
+    store = storage_for(settings)  # the store the job and the commands use
+    attachment_id = new_id()
+    with database.tenant_transaction(world.id) as s:
+        case = Case(
+            number=f"C-{uuid.uuid4().hex[:6]}",
+            type=CaseType.CONSULTATION,
+            channel=Channel.HOTLINE,
+            subject="咨询",
+            unit_id=world.units["bj"].id,
+            received_at=utcnow(),
+        )
+        s.add(case)
+        s.flush()
+        key = f"{world.id}/{case.id}/{attachment_id}"
+        store.put(key, record)
+        s.add(
+            Attachment(
+                id=attachment_id,
+                case_id=case.id,
+                filename="病历.txt",
+                media_type="text/plain",
+                size=len(record),
+                sha256=hashlib.sha256(record).hexdigest(),
+                storage_key=key,
+                uploaded_by="person:agent_bj",
+            )
+        )
+
+    def row() -> tuple[Attachment, bytes]:
+        with database.tenant_session(world.id) as s:
+            found = s.get_one(Attachment, (world.id, attachment_id))
+            plain = read_attachment(s, store, found)
+            s.expunge(found)
+            return found, plain
+
+    runner, env = CliRunner(), _env(settings)
+    listed = runner.invoke(
+        build_cli(), ["privacy", "keys", "--tenant", world.tenant.slug, "--json"], env=env
+    )
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output)["pending_rows"]["case_attachments"] == 1
+    legacy, plain = row()
+    assert legacy.key_version is None and plain == record  # served in clear meanwhile
+    assert world.id in tenants_to_reencrypt(database)
+
+    now = utcnow()
+    reencrypt_sweep(JobContext(database, settings, now - dt.timedelta(minutes=1), now))
+    encrypted, plain = row()
+    assert encrypted.key_version == 1 and encrypted.storage_key == f"{key}.k1"
+    assert plain == record
+    with store.open(encrypted.storage_key) as stream:
+        assert record not in stream.read()
+    assert key not in {o.key for o in store.iter_objects(f"{world.id}/")}  # the clear one
+    assert world.id not in tenants_to_reencrypt(database)
+
+    result = runner.invoke(
+        build_cli(), ["privacy", "rotate-keys", "--tenant", world.tenant.slug], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 attachment files re-encrypted" in result.output
+    assert "erased: data v1" in result.output
+    rotated, plain = row()
+    assert rotated.key_version == 2 and plain == record
+    assert {o.key for o in store.iter_objects(f"{world.id}/")} == {rotated.storage_key}
