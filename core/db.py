@@ -16,12 +16,14 @@ which the migrations leave outside RLS) and is audited by its callers.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import uuid6
 from sqlalchemy import (
     DateTime,
@@ -148,9 +150,24 @@ class CrossTenantWriteError(RuntimeError):
 
 # --- engines ------------------------------------------------------------------------------
 
+_decode_json = msgspec.json.Decoder()
+
+
+def json_loads(data: str | bytes) -> Any:
+    """What a JSON column reads as: ``json.loads`` of it, computed by msgspec's decoder (about
+    ten times faster; a queue page reads two JSON columns per row). Whatever msgspec refuses
+    and ``json.loads`` accepts (a number out of range, an unpaired surrogate escape) goes to
+    ``json.loads``, so the values are the same either way."""
+    try:
+        return _decode_json.decode(data)
+    except msgspec.DecodeError:
+        return json.loads(data)
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets foreign keys on and a busy timeout for concurrent use."""
+    """Create an engine; SQLite gets foreign keys on and a busy timeout for concurrent use.
+    JSON columns are read with :func:`json_loads`."""
+    kwargs.setdefault("json_deserializer", json_loads)
     if url.startswith("sqlite"):
         connect_args = {"check_same_thread": False, "timeout": 30}
         if url in ("sqlite://", "sqlite:///:memory:"):
