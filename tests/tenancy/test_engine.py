@@ -1,14 +1,16 @@
 """The engines :func:`core.db.make_engine` builds: JSON columns read as ``json.loads`` reads
-them."""
+them, and a pooled PostgreSQL connection that died while idle is replaced before use."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from sqlalchemy import JSON, text
 
-from core.db import Database, json_loads
+from core import db as core_db
+from core.db import Database, json_loads, make_engine
 
 
 @pytest.mark.parametrize(
@@ -38,3 +40,43 @@ def test_json_columns_round_trip(database: Database) -> None:
     with database.engine.connect() as conn:
         got = conn.execute(text(sql).columns(j=JSON), {"v": json.dumps(value)}).scalar()
     assert got == value
+
+
+@pytest.mark.postgres_only
+def test_a_dead_idle_connection_is_replaced_before_use(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(database.admin_engine.url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with database.admin_engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": first})
+            admin.commit()
+        time.sleep(0.2)
+        monkeypatch.setattr(core_db, "PING_IDLE_SECONDS", 0.0)  # idle long enough: pinged
+        with engine.connect() as conn:
+            second = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        assert second != first
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres_only
+def test_a_connection_in_use_a_moment_ago_is_not_pinged(database: Database) -> None:
+    engine = make_engine(database.admin_engine.url.render_as_string(hide_password=False))
+    pings: list[object] = []
+    original = engine.dialect.do_ping
+
+    def counting_ping(dbapi_conn: object) -> bool:
+        pings.append(dbapi_conn)
+        return bool(original(dbapi_conn))
+
+    engine.dialect.do_ping = counting_ping  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        assert pings == []
+    finally:
+        engine.dispose()
