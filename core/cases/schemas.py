@@ -14,7 +14,6 @@ from core.cases.clocks import is_window
 from core.cases.disclosure import MASKED as MASKED_CASE
 from core.cases.disclosure import Disclosure
 from core.cases.models import (
-    CASE_TEXT_FIELDS,
     EVENT_TEXT_KEYS,
     Attachment,
     Case,
@@ -347,12 +346,26 @@ class CaseOut(Output):
         )
 
 
+_SHOWN_TEXTS = (
+    "subject",
+    "description",
+    "not_accepted_reason",
+    "plan",
+    "decision",
+    "answer",
+    "review_decision",
+)
+"""The free-text fields :class:`CaseOut` shows (of :data:`CASE_TEXT_FIELDS`)."""
+
+
 def _texts(c: Case | Row[Any], *, clear: bool) -> dict[str, str | None]:
-    """The case's free-text fields, in clear or with identifiers masked (one decryption)."""
-    values = {name: getattr(c, name) for name in CASE_TEXT_FIELDS}
-    if clear:
-        return values
-    return {name: mask_text(v) if v else v for name, v in values.items()}
+    """The free-text fields a :class:`CaseOut` shows, in clear or with identifiers masked (one
+    decryption; the fields it does not show are not masked for nothing)."""
+    values: dict[str, str | None] = {}
+    for name in _SHOWN_TEXTS:
+        value = getattr(c, name)
+        values[name] = mask_text(value) if value and not clear else value
+    return values
 
 
 class CaseDetailOut(Output):

@@ -214,6 +214,15 @@ def record_of(obj: Any, column: str | None = None) -> dict[str, str]:
     return record
 
 
+def _session_keyring(session: Session) -> Keyring:
+    keyring: Keyring | None = session.info.get(_SESSION_KEYRING)
+    if keyring is None:
+        from core.privacy.crypto import keyring_of
+
+        keyring = session.info[_SESSION_KEYRING] = keyring_of(session)
+    return keyring
+
+
 def row_record(
     session: Session, model: type, tenant_id: uuid.UUID, row_id: uuid.UUID, token: str | None
 ) -> dict[str, str]:
@@ -221,29 +230,37 @@ def row_record(
     ``SELECT`` of ``model``'s columns, e.g. a page of a list): empty when there is none."""
     if token is None or token.startswith(PENDING):
         return {}
-    keyring = session.info.get(_SESSION_KEYRING)
-    if keyring is None:
-        from core.privacy.crypto import keyring_of
-
-        keyring = session.info[_SESSION_KEYRING] = keyring_of(session)
+    keyring = _session_keyring(session)
     bound = aad_for(tenant_id, str(model.__tablename__), row_id)  # type: ignore[attr-defined]
     return _decode.decode(keyring.open(session, tenant_id, token, bound))
 
 
 def sealed_rows(session: Session, model: type, tenant_id: uuid.UUID, rows: Any) -> list[Any]:
     """Each of ``rows`` (with ``id`` and ``model``'s sealed column) as an object that reads
-    like the model's: the row's columns and, decrypted once, the sealed fields."""
+    like the model's: the row's columns and, decrypted once, the sealed fields (what
+    :func:`row_record` gives, with the page's key lookups and associated-data prefix done
+    once)."""
     column = str(model.__sealed_column__)  # type: ignore[attr-defined]
     names = tuple(getattr(model, "__sealed_fields__", {}))
     out: list[Any] = []
     if not rows:
         return out
+    only_fields = frozenset(names)
+    unset = dict.fromkeys(names)
+    open_token = _session_keyring(session).opener(session, tenant_id)
+    table = str(model.__tablename__)  # type: ignore[attr-defined]
+    prefix = aad_for(tenant_id, table, uuid.UUID(int=0))[:-16]  # + the row id's bytes
     keys = rows[0]._fields
     for row in rows:
         values = dict(zip(keys, row, strict=True))
-        record = row_record(session, model, tenant_id, values["id"], values[column])
-        for name in names:
-            values[name] = record.get(name)
+        values.update(unset)
+        token = values[column]
+        if token is not None and not token.startswith(PENDING):
+            record = _decode.decode(open_token(token, prefix + values["id"].bytes))
+            if record.keys() <= only_fields:
+                values.update(record)
+            else:  # e.g. masked forms kept in the record: only the fields are attributes
+                values.update((k, v) for k, v in record.items() if k in only_fields)
         out.append(SimpleNamespace(**values))
     return out
 
