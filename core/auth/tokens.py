@@ -221,17 +221,41 @@ class AccessTokenVerifier:
     confusion); ``typ`` must be ``at+jwt`` so no other JWT can pass for an access token.
     """
 
+    VERIFIED_CACHE_SIZE = 4096
+    """Tokens whose signature this verifier checked, kept so that the next request with the
+    same token skips the signature (the claims are checked again every time)."""
+
     def __init__(self, keys: KeyStore, issuer: str, *, leeway: int = LEEWAY_SECONDS) -> None:
         self.keys = keys
         self.issuer = issuer
         self.leeway = leeway
+        self._registry = jwt.JWTClaimsRegistry(
+            leeway=self.leeway,
+            iss={"essential": True, "value": self.issuer},
+            aud={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            sub={"essential": True},
+            jti={"essential": True},
+            client_id={"essential": True},
+            tenant={"essential": True},
+            kind={"essential": True, "values": list(KINDS)},
+        )
+        self._verified: dict[str, tuple[LoadedKey, dict[str, Any]]] = {}
 
     def verify(self, token: str) -> dict[str, Any]:
         """The verified claims of ``token``.
 
+        A token whose signature was verified before with a key that is still the published
+        key of its ``kid`` (the same loaded key) is not verified again; its claims (expiry
+        included) are checked at every call.
+
         :raises TokenError: with a detail such as ``token expired`` or
             ``token signature invalid``.
         """
+        seen = self._verified.get(token)
+        if seen is not None and self.keys.verification_key(seen[0].kid) is seen[0]:
+            return self._checked(dict(seen[1]))
         try:
             header = jws.extract_compact(token.encode("ascii")).headers()
         except (JoseError, ValueError, UnicodeError):
@@ -248,21 +272,16 @@ class AccessTokenVerifier:
             raise TokenError("token signature invalid") from None
         except (JoseError, ValueError):
             raise TokenError("token malformed") from None
-        claims = dict(decoded.claims)
-        registry = jwt.JWTClaimsRegistry(
-            leeway=self.leeway,
-            iss={"essential": True, "value": self.issuer},
-            aud={"essential": True},
-            exp={"essential": True},
-            iat={"essential": True},
-            sub={"essential": True},
-            jti={"essential": True},
-            client_id={"essential": True},
-            tenant={"essential": True},
-            kind={"essential": True, "values": list(KINDS)},
-        )
+        claims = self._checked(dict(decoded.claims))
+        if len(self._verified) >= self.VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (key, dict(claims))
+        return claims
+
+    def _checked(self, claims: dict[str, Any]) -> dict[str, Any]:
+        """``claims`` of a correctly signed token, if they are valid now."""
         try:
-            registry.validate(claims)
+            self._registry.validate(claims)
         except ExpiredTokenError:
             raise TokenError("token expired") from None
         except InvalidClaimError as exc:

@@ -12,7 +12,12 @@ from authlib.integrations.httpx_client import OAuth2Client
 from joserfc.jwk import RSAKey
 
 from core.auth.keys import KeyStore, LoadedKey
-from core.auth.tokens import access_token_claims, sign_access_token
+from core.auth.tokens import (
+    AccessTokenVerifier,
+    TokenError,
+    access_token_claims,
+    sign_access_token,
+)
 from core.db import Database
 from tests.auth.helpers import Endpoints, bearer, register
 from tests.factories import TenantWorld, make_tenant
@@ -77,6 +82,28 @@ def test_expired_token_is_refused(
     past = int(time.time()) - 3600
     expired = _crafted(database, world, urls, client_id, iat=past, nbf=past, exp=past + 900)
     assert _refused(http, urls, expired) == "token expired"
+
+
+def test_a_token_verified_before_is_still_checked_at_every_use(
+    database: Database, world: TenantWorld, urls: Endpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client_id, _ = register(database, world)
+    keys = KeyStore(database)
+    verifier = AccessTokenVerifier(keys, urls.base)
+    token = _crafted(database, world, urls, client_id)
+    first = verifier.verify(token)
+    again = verifier.verify(token)  # its signature is not checked a second time
+    assert again == first and again is not first
+    later = time.time() + 3600
+    with monkeypatch.context() as m:  # expired since: refused
+        m.setattr(time, "time", lambda: later)
+        with pytest.raises(TokenError, match="token expired"):
+            verifier.verify(token)
+    assert verifier.verify(token) == first
+    with monkeypatch.context() as m:  # its key is no longer published: refused
+        m.setattr(keys, "verification_key", lambda kid: None)
+        with pytest.raises(TokenError, match="token signature invalid"):
+            verifier.verify(token)
 
 
 def test_wrongly_signed_tokens_are_refused(
