@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -352,11 +353,26 @@ def tenant_rows(
     here; subqueries on other tenant tables must filter or correlate on ``tenant_id``
     themselves. Row-level security applies on PostgreSQL as for every statement. ``params``
     are the values of the statement's named bind parameters.
+
+    A caller that runs the same statement object again (built once and kept) gets the same
+    filtered statement back too, so SQLAlchemy need not work out its cache key again.
     """
     tenant_id = session.info.get(TENANT_KEY)
     if tenant_id is None or session.info.get(PLATFORM_KEY):
         raise TenantRequiredError("tenant_rows needs a tenant session")
-    return session.connection().execute(stmt.where(tenant_column == tenant_id), params).all()
+    filtered_of = _FILTERED.get(stmt)
+    if filtered_of is None:
+        filtered_of = _FILTERED[stmt] = {}
+    key = (id(tenant_column), tenant_id)
+    filtered = filtered_of.get(key)
+    if filtered is None:
+        filtered = filtered_of[key] = stmt.where(tenant_column == tenant_id)
+    return session.connection().execute(filtered, params).all()
+
+
+_FILTERED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+""":func:`tenant_rows`' filtered statement of each statement still in use, by tenant column (its
+``id``: the filtered statement keeps it alive) and tenant; an entry goes with its statement."""
 
 
 __all__ = [

@@ -319,10 +319,17 @@ class CaseController(Controller):
             filters["open"] = True
         now = utcnow()
         # Plain rows, not ORM objects, with the clock flags computed by the same statement.
-        stmt = select(*_QUEUE_COLUMNS).where(access.unit_clause("cases:read", Case.unit_id))
-        stmt = _apply_filters(session, stmt, filters, descendants=descendants, now=now)
-        stmt = _keyset(stmt, sort, cursor)
-        rows = tenant_rows(session, stmt.limit(limit + 1), _CASES.c.tenant_id, flags_now=now)
+        key = _queue_key(access, filters, descendants, sort, cursor, limit)
+        stmt = _QUEUE_STATEMENTS.get(key) if key is not None else None
+        if stmt is None:
+            stmt = select(*_QUEUE_COLUMNS).where(access.unit_clause("cases:read", Case.unit_id))
+            stmt = _apply_filters(session, stmt, filters, descendants=descendants, now=now)
+            stmt = _keyset(stmt, sort, cursor).limit(limit + 1)
+            if key is not None:
+                if len(_QUEUE_STATEMENTS) >= QUEUE_STATEMENTS_KEPT:
+                    _QUEUE_STATEMENTS.clear()
+                _QUEUE_STATEMENTS[key] = stmt
+        rows = tenant_rows(session, stmt, _CASES.c.tenant_id, flags_now=now)
         page = sealed_rows(session, Case, access.principal.tenant_id, rows[:limit])
         shown = disclose_cases(session, access, page, purpose=purpose, source=source_of(request))
         items = [
@@ -778,6 +785,47 @@ def _queue_columns() -> tuple[Any, ...]:
 
 
 _QUEUE_COLUMNS = _queue_columns()
+
+QUEUE_STATEMENTS_KEPT = 1024
+_QUEUE_STATEMENTS: dict[tuple[Any, ...], Select[Any]] = {}
+"""Work-queue statements built before, by everything they were built from (the caller's
+tenant and unit prefixes, the filters, the sort and the page size): the same page asked for
+again (a person's own queue, refreshed) is not built again, and SQLAlchemy keeps the cache key
+it computed for the same statement object. Emptied when full."""
+_UNKEPT_FILTERS = frozenset({"unit_id", "breached"})
+"""Filters whose statement is built at every request: ``unit_id`` reads the unit (and answers
+404 for an unknown one), ``breached`` compares with the time of the request."""
+
+
+def _queue_key(
+    access: Access,
+    filters: dict[str, Any],
+    descendants: bool,
+    sort: str,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Any, ...] | None:
+    """The key of a queue statement in :data:`_QUEUE_STATEMENTS`, or None when it is not kept
+    (a cursor, a filter of :data:`_UNKEPT_FILTERS`, a value that is not a plain one)."""
+    if cursor is not None or not _UNKEPT_FILTERS.isdisjoint(filters):
+        return None
+    given: list[tuple[str, type, Any]] = []
+    for name, value in sorted(filters.items()):
+        if isinstance(value, list):
+            value = tuple(value)
+            if not all(isinstance(v, str) for v in value):
+                return None
+        elif not isinstance(value, str | bool | int | uuid.UUID | datetime | CaseType | Channel):
+            return None
+        given.append((name, type(value), value))
+    return (
+        access.principal.tenant_id,
+        tuple(access.prefixes("cases:read")),
+        tuple(given),
+        descendants,
+        sort,
+        limit,
+    )
 
 
 def _own_view(session: Session, access: Access, view_id: uuid.UUID) -> CaseView:

@@ -133,3 +133,15 @@ def test_the_work_queue_lists_only_the_tenants_own_cases(
     assert not listed & theirs
     if not params:
         assert listed == own
+    # The same page for tenant B's admin (the same filters, units of the same paths: the
+    # statement kept for tenant A's page is not B's).
+    answer = api.get(
+        "/api/v1/cases",
+        params={**params, "limit": 200},
+        headers=auth(person_token(tenant_b, "admin")),
+    )
+    assert answer.status_code == 200, answer.text
+    listed_b = {c["id"] for c in answer.json()["items"]}
+    assert listed_b <= theirs
+    if not params:
+        assert listed_b == theirs
