@@ -338,8 +338,16 @@ def _set_rls_tenant(session: Session, _tx: Any, connection: Connection) -> None:
         return
     tenant_id = session.info.get(TENANT_KEY)
     if tenant_id is not None and not session.info.get(PLATFORM_KEY):
-        # Straight to the driver: this runs at the start of every tenant transaction.
-        connection.exec_driver_sql(_SET_TENANT, {"tenant": str(tenant_id)})
+        # Straight to psycopg's cursor: this runs at the start of every tenant transaction, and
+        # SQLAlchemy's execution machinery cost more than the statement. Should it fail, it
+        # runs again through SQLAlchemy, which raises the error as for any statement (and
+        # handles a lost connection: the pool is invalidated).
+        params = {"tenant": str(tenant_id)}
+        try:
+            with connection.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute(_SET_TENANT, params)
+        except Exception:
+            connection.exec_driver_sql(_SET_TENANT, params)
 
 
 def tenant_rows(
