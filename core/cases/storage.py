@@ -59,10 +59,6 @@ class StorageError(RuntimeError):
     """The store could not keep or find a file."""
 
 
-class MissingObjectError(StorageError):
-    """The store answered that it has no object under the key (not a failure to ask)."""
-
-
 @dataclass(frozen=True)
 class StoredObject:
     """An object in a store: its key, size and when it was last written (UTC)."""
@@ -81,8 +77,7 @@ class AttachmentStorage(Protocol):
         ...
 
     def open(self, key: str) -> BinaryIO:
-        """A binary stream of the bytes stored under ``key``; MissingObjectError when there
-        is none, StorageError when the store could not be asked."""
+        """A binary stream of the bytes stored under ``key``; StorageError when missing."""
         ...
 
     def delete(self, key: str) -> None:
@@ -132,7 +127,7 @@ class LocalStorage:
         try:
             return path.open("rb")
         except FileNotFoundError as exc:
-            raise MissingObjectError(f"no stored file for {key!r}") from exc
+            raise StorageError(f"no stored file for {key!r}") from exc
 
     def delete(self, key: str) -> None:
         """Remove the stored file."""
@@ -203,7 +198,7 @@ class S3Storage:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise MissingObjectError(f"no stored file for {key!r}") from exc
+                raise StorageError(f"no stored file for {key!r}") from exc
             raise StorageError(f"could not read {key!r}: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"could not read {key!r}: {exc}") from exc

@@ -12,10 +12,9 @@ whose header was changed.
 The attachment row records the version (``case_attachments.key_version``); NULL marks a file
 stored before encryption, in clear: it is served as it is and encrypted by
 :func:`reencrypt_attachments` (the ``privacy_reencrypt`` job, ``insurdesk privacy
-reencrypt``). 0 marks a row whose file the re-encryption found missing from the store (as
-``key_version`` 0 of a sealed row means "no record"): nothing is encrypted for it, so it holds
-no key version back; its download is a 410 as before. ``size`` and ``sha256`` stay those of
-the uploaded plaintext: a download checks the SHA-256 after decrypting.
+reencrypt``). 0 marks a row with no file to encrypt (as ``key_version`` 0 of a sealed row
+means "no record"): it holds no key version back. ``size`` and ``sha256`` stay those of the
+uploaded plaintext: a download checks the SHA-256 after decrypting.
 
 Re-encryption under a new key never overwrites a file in place: it writes the new ciphertext
 under a new storage key (``<tenant>/<case>/<attachment>.k<version>``) in the transaction that
@@ -41,7 +40,6 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from core.cases.models import Attachment
 from core.cases.storage import (
     AttachmentStorage,
-    MissingObjectError,
     StorageError,
     delete_after_commit,
     put_in_transaction,
@@ -188,7 +186,7 @@ def read_attachment(session: Session, storage: AttachmentStorage, attachment: At
 
 
 NO_FILE = 0
-"""``key_version`` of a row whose file the re-encryption found missing from the store."""
+"""``key_version`` of a row with no file to encrypt."""
 
 
 def stale(active: ColumnElement[int] | InstrumentedAttribute[int] | int) -> ColumnElement[bool]:
@@ -231,10 +229,10 @@ class AttachmentBatch:
 
     reencrypted: int = 0
     failed: dict[str, str] = field(default_factory=dict)
-    """Attachment id → why it was left as it is (the store could not be read, the file does
-    not decrypt or does not match its SHA-256): its key version stays in use."""
-    missing: list[str] = field(default_factory=list)
-    """Attachments whose file the store does not have: marked ``key_version`` 0."""
+    """Attachment id → why it was left as it is (the store does not have the file or could
+    not be read, the file does not decrypt or does not match its SHA-256): its key version
+    stays in use, so it is never erased under a file a wrongly configured store did not
+    show."""
     last: uuid.UUID | None = None
     """The last attachment id looked at (the next batch starts after it); None: no more."""
 
@@ -250,9 +248,8 @@ def reencrypt_attachments(
     """Encrypt up to ``batch`` of the tenant's files that are in clear or on an older
     data-key version (ids after ``after``) with the active version, in the caller's
     transaction: the new file under a new key, the row re-pointed, the old file deleted after
-    the commit. A file that does not decrypt or does not match its SHA-256, or that the
-    store could not be asked for, is left as it is (and its key version with it) and
-    reported; a row whose file the store does not have is marked :data:`NO_FILE`."""
+    the commit. A file that is missing, cannot be read, does not decrypt or does not match
+    its SHA-256 is left as it is (and its key version with it) and reported."""
     keyring = keyring_of(session)
     active = keyring.active_version(session, tenant_id)
     aead = keyring.cipher(session, tenant_id, active)
@@ -279,15 +276,6 @@ def reencrypt_attachments(
             with storage.open(row.storage_key) as stream:
                 stored = stream.read()
             plain = open_file(session, tenant_id, row.id, row.key_version, stored, row.sha256)
-        except MissingObjectError:
-            session.execute(
-                update(Attachment)
-                .where(Attachment.tenant_id == tenant_id, Attachment.id == row.id)
-                .values(key_version=NO_FILE)
-                .execution_options(synchronize_session=False)
-            )
-            done.missing.append(str(row.id))
-            continue
         except (StorageError, DecryptionError) as exc:
             done.failed[str(row.id)] = str(exc)
             continue
@@ -309,8 +297,6 @@ def reencrypt_attachments(
         )
         delete_after_commit(session, storage, row.storage_key)
         done.reencrypted += 1
-    if done.missing:
-        log.warning("attachment_files_missing", tenant=str(tenant_id), attachments=done.missing)
     if done.failed:
         log.warning("attachments_not_reencrypted", tenant=str(tenant_id), attachments=done.failed)
     return done

@@ -256,8 +256,6 @@ class RotationReport:
     """Attachment files re-encrypted (or encrypted for the first time)."""
     attachments_failed: dict[str, str] = field(default_factory=dict)
     """Attachment id → why its file was left as it is (the old key stays while it is)."""
-    attachments_missing: list[str] = field(default_factory=list)
-    """Attachments whose file the store does not have (marked, see core.privacy.files)."""
     destroyed: list[str] = field(default_factory=list)
     left: dict[str, int] = field(default_factory=dict)
     rewrapped: int = 0
@@ -297,7 +295,6 @@ def reencrypt_all(
         # The old files are deleted now that the batch committed (delete_after_commit).
         report.attachments += done.reencrypted
         report.attachments_failed.update(done.failed)
-        report.attachments_missing.extend(done.missing)
         if done.last is None:
             break
         after = done.last

@@ -341,3 +341,26 @@ def test_attachment_downloads_decrypt_and_answer_problems_for_bad_files_and_dest
     finally:
         api.close()
         foreign.close()
+
+
+def test_a_file_the_store_does_not_show_keeps_its_key_version_and_the_key(
+    acting_in: Acting, database: Database, store: AttachmentStorage
+) -> None:
+    """A store that does not have a row's file (lost, or the job pointed at the wrong store)
+    gets nothing erased: the row stays as it is and so does the key version it names."""
+    w = make_tenant(database, "att-missing")
+    with acting_in(w) as ctx:
+        case_id = flows.register_case(ctx, complaint(w)).id
+    with acting_in(w) as ctx:
+        attachment = _attach(ctx, case_id)
+    with database.tenant_transaction(w.id) as s:
+        rotate(s, w.id, actor=ACTOR)
+    elsewhere = LocalStorage(Path(str(uuid.uuid4())))  # an empty, wrongly configured store
+    report = reencrypt_all(database, w.id, actor=ACTOR, storage=elsewhere)
+    assert list(report.attachments_failed) == [str(attachment.id)]
+    assert "no stored file" in report.attachments_failed[str(attachment.id)]
+    assert report.attachments == 0 and "data:1" not in report.destroyed
+    assert _row(database, w, attachment.id).key_version == 1
+    assert _read(database, store, w, attachment.id) == RECORD  # v1 still there to read it
+    report = reencrypt_all(database, w.id, actor=ACTOR, storage=store)
+    assert report.attachments == 1 and "data:1" in report.destroyed
