@@ -1,10 +1,10 @@
 """attachments: the data-key version their stored file is encrypted with (issue 7)
 
 ``case_attachments.key_version``: the tenant data-key version of the file's AES-256-GCM
-encryption (core.privacy.files); NULL for the files stored before, in clear. The files
-themselves are not touched here (a migration does not reach the attachment store): downloads
-serve the clear ones as before, and the ``privacy_reencrypt`` job (or ``insurdesk privacy
-reencrypt``) encrypts them in batches.
+encryption (core.privacy.files); NULL for the files stored before, in clear (0: a row with no
+file to encrypt). The files themselves are not touched here (a migration does not reach the
+attachment store): downloads serve the clear ones as before, and the ``privacy_reencrypt`` job
+(or ``insurdesk privacy reencrypt``) encrypts them in batches.
 
 Revision ID: 0005
 Revises: 0004
@@ -45,7 +45,7 @@ def downgrade() -> None:
             conn.scalar(
                 sa.select(sa.func.count())
                 .select_from(attachments)
-                .where(attachments.c.tenant_id == tenant_id, attachments.c.key_version.isnot(None))
+                .where(attachments.c.tenant_id == tenant_id, attachments.c.key_version > 0)
             )
             or 0
         )
