@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Index, String, Text, UniqueConstraint
+from sqlalchemy import Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, TenantScoped, Timestamped, tenant_fk, utcnow
@@ -47,8 +47,16 @@ class Delivery(TenantScoped, Timestamped, Base):
     __table_args__ = (
         tenant_fk("outbox_id", "outbox"),
         UniqueConstraint("tenant_id", "outbox_id", "channel", "recipient_key"),
-        Index("ix_deliveries_tenant_status", "tenant_id", "status", "id"),
-        Index("ix_deliveries_status", "status"),
+        # Partial (migration 0006): the dead letters, failures and skips an admin lists; a
+        # delivery marked sent leaves it (listing sent ones reads the primary key's range).
+        Index(
+            "ix_deliveries_tenant_unsent",
+            "tenant_id",
+            "status",
+            "id",
+            postgresql_where=text("status <> 'sent'"),
+            sqlite_where=text("status <> 'sent'"),
+        ),
     )
 
     outbox_id: Mapped[uuid.UUID]

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, TenantScoped, utcnow
@@ -36,10 +36,23 @@ class OutboxEvent(TenantScoped, Base):
     __tablename__ = "outbox"
     __table_args__ = (
         UniqueConstraint("tenant_id", "dedupe_key"),
-        # The relay's cross-tenant work query: pending rows that are due, oldest first.
-        Index("ix_outbox_status_available", "status", "available_at"),
-        # Per-tenant metrics (counts by status, age of the oldest pending row).
-        Index("ix_outbox_tenant_status_available", "tenant_id", "status", "available_at"),
+        # Partial: a status change adds an entry to every index whose condition the new row
+        # meets, so these hold only the open rows the queries look for (migration 0006).
+        # The relay's cross-tenant work query (pending rows that are due, oldest first) and the
+        # age of the oldest pending row (metrics).
+        Index(
+            "ix_outbox_pending",
+            "available_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        # Dispatched rows whose message was lost (Relay.requeue_stale).
+        Index(
+            "ix_outbox_dispatched",
+            "dispatched_at",
+            postgresql_where=text("status = 'dispatched'"),
+            sqlite_where=text("status = 'dispatched'"),
+        ),
     )
 
     event_type: Mapped[str] = mapped_column(String(100))

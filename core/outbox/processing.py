@@ -16,7 +16,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import structlog
 from sqlalchemy import Table, select, update
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from core.db import Database, utcnow
 from core.outbox.backoff import backoff_delay
 from core.outbox.models import OutboxEvent, OutboxStatus
-from core.outbox.services import id_in, relax_durability
+from core.outbox.services import PG_READ, relax_durability
 
 log = structlog.get_logger("insurdesk.outbox")
 
@@ -164,11 +164,19 @@ class Processor:
         try:
             with self.db.tenant_transaction(tenant_id) as session:
                 # Core, not ORM: rows of a fixed shape, no objects to build and track.
-                found = session.execute(
-                    select(t.id, t.event_type, t.payload, t.created_at, t.attempts, t.status).where(
-                        t.tenant_id == tenant_id, id_in(session, t.id, ids)
+                found: Sequence[Any]
+                if session.get_bind().dialect.name == "postgresql":
+                    found = (
+                        session.connection()
+                        .execute(PG_READ, {"tenant_id": tenant_id, "ids": ids})
+                        .all()
                     )
-                ).all()
+                else:
+                    found = session.execute(
+                        select(
+                            t.id, t.event_type, t.payload, t.created_at, t.attempts, t.status
+                        ).where(t.tenant_id == tenant_id, t.id.in_(ids))
+                    ).all()
                 rows = {r.id: r for r in found}
                 outcome = {
                     i: "missing" if i not in rows else "skipped"

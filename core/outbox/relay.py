@@ -27,11 +27,12 @@ from typing import Any, Protocol
 import dramatiq
 import structlog
 from sqlalchemy import select, tuple_, update
+from sqlalchemy.orm import Session
 
 from core.db import Database, utcnow
 from core.outbox.broker import BrokerHandle
 from core.outbox.models import OutboxEvent, OutboxStatus
-from core.outbox.services import relax_durability
+from core.outbox.services import PG_DISPATCHED, relax_durability
 
 log = structlog.get_logger("insurdesk.outbox.relay")
 
@@ -150,26 +151,43 @@ class Relay:
             if published:
                 # Lost in a crash: the rows are published again, which the actor ignores.
                 relax_durability(session)
-                session.execute(
-                    update(OutboxEvent)
-                    .where(
-                        tuple_(OutboxEvent.tenant_id, OutboxEvent.id).in_(published),
-                        # The actor may already have finished a row (SQLite has no row lock).
-                        OutboxEvent.status == OutboxStatus.PENDING.value,
+                if self.db.is_postgres:  # one statement of a fixed text, a key probe per row
+                    session.connection().execute(
+                        PG_DISPATCHED,
+                        {
+                            "tenant_ids": [tenant_id for tenant_id, _ in published],
+                            "ids": [row_id for _, row_id in published],
+                            "now": utcnow(),
+                        },
                     )
-                    .values(
-                        status=OutboxStatus.DISPATCHED.value,
-                        dispatched_at=utcnow(),
-                        attempts=OutboxEvent.attempts + 1,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
+                else:
+                    self._mark_dispatched(session, published)
         self.stats.published += len(published)
         self.stats.batches += 1 if rows else 0
         if error is not None:
             self.stats.broker_errors += 1
             raise error
         return len(published)
+
+    @staticmethod
+    def _mark_dispatched(
+        session: Session, published: Sequence[tuple[uuid.UUID, uuid.UUID]]
+    ) -> None:
+        """Mark ``(tenant_id, id)`` rows dispatched (SQLite)."""
+        session.execute(
+            update(OutboxEvent)
+            .where(
+                tuple_(OutboxEvent.tenant_id, OutboxEvent.id).in_(published),
+                # The actor may already have finished a row (SQLite has no row lock).
+                OutboxEvent.status == OutboxStatus.PENDING.value,
+            )
+            .values(
+                status=OutboxStatus.DISPATCHED.value,
+                dispatched_at=utcnow(),
+                attempts=OutboxEvent.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
     def _messages(self, rows: Sequence[Any]) -> list[tuple[uuid.UUID, list[uuid.UUID]]]:
         """Rows grouped by tenant (in order of first appearance), in chunks of

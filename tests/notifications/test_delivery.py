@@ -232,3 +232,34 @@ def test_customers_are_reached_through_their_preferred_channel(
     assert "no enabled channel delivers to a phone" in (sms.last_error or "")
     (received,) = [m for m in smtp.messages if m.rcpt[0].startswith("customer.bj")]
     assert "身份证复印件" in received.text and "保单" in received.text
+
+
+def test_a_message_naming_another_tenants_events_reads_and_changes_none_of_them(
+    bg_db: Database, world: TenantWorld, webhooks: WebhookSink
+) -> None:
+    """The worker reads a message's rows and marks them done with statements of its own (on
+    PostgreSQL, joins with ``unnest``): ids of another tenant's events, in a message of this
+    tenant, are missing to it, and those events stay as they were."""
+    from tests.outbox.fixtures import reachable_world
+
+    other = reachable_world(bg_db, prefix="bg-other")
+    mine, theirs = new_event(bg_db, world), new_event(bg_db, other)
+    n = notifier(bg_db, webhooks)
+    outcome = processor(n).process_many(world.id, [mine.id, theirs.id])
+    assert outcome == {mine.id: "done", theirs.id: "missing"}
+    with bg_db.platform_session() as session:
+        statuses = dict(
+            session.execute(
+                select(OutboxEvent.id, OutboxEvent.status).where(
+                    OutboxEvent.id.in_([mine.id, theirs.id])
+                )
+            ).all()
+        )
+    assert statuses == {mine.id: "done", theirs.id: "pending"}
+    assert deliveries(bg_db, other, theirs.id) == []
+    from core.outbox.services import mark_done
+
+    with bg_db.tenant_transaction(world.id) as session:  # marking by id: the same
+        mark_done(session, world.id, [theirs.id])
+    with bg_db.platform_session() as session:
+        assert session.get(OutboxEvent, (other.id, theirs.id)).status == "pending"  # type: ignore[union-attr]
