@@ -24,6 +24,7 @@ is the only way a recipient's server can see a message twice, and it carries the
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,9 +50,11 @@ log = structlog.get_logger("insurdesk.notifications")
 RETRY_EVENT = "delivery.retry"
 _TABLE = cast(Table, Delivery.__table__)
 
-# PostgreSQL: a message's deliveries are written with one statement of a fixed text (arrays
-# of values, one per column, through unnest), so the driver and the server parse and plan it
-# once per connection, whatever the number of rows; SQLite takes the generic statements.
+# PostgreSQL: a message's deliveries are written with one statement of a fixed text, so the
+# driver and the server parse and plan it once per connection, whatever the number of rows.
+# The rows travel as one JSON parameter (``json_to_recordset``): encoding 20 rows with the
+# json module costs a fraction of adapting one array per column element by element, which was
+# the largest part of psycopg's time in the worker. SQLite takes the generic statements.
 _PG_INSERT = text(
     """
     INSERT INTO deliveries (tenant_id, id, outbox_id, event_type, channel, recipient_key,
@@ -60,15 +63,10 @@ _PG_INSERT = text(
     SELECT :tenant_id, v.id, v.outbox_id, v.event_type, v.channel, v.recipient_key,
         v.recipient_masked, v.recipient_ref, v.audience, v.language, v.status, v.attempts,
         v.last_error, v.lease_until, v.first_attempt_at, :now, :now
-    FROM unnest(CAST(:id AS uuid[]), CAST(:outbox_id AS uuid[]), CAST(:event_type AS text[]),
-        CAST(:channel AS text[]), CAST(:recipient_key AS text[]),
-        CAST(:recipient_masked AS text[]), CAST(:recipient_ref AS text[]),
-        CAST(:audience AS text[]), CAST(:language AS text[]), CAST(:status AS text[]),
-        CAST(:attempts AS int[]), CAST(:last_error AS text[]),
-        CAST(:lease_until AS timestamptz[]), CAST(:first_attempt_at AS timestamptz[]))
-        AS v(id, outbox_id, event_type, channel, recipient_key, recipient_masked,
-             recipient_ref, audience, language, status, attempts, last_error, lease_until,
-             first_attempt_at)
+    FROM json_to_recordset(CAST(:rows AS json)) AS v(id uuid, outbox_id uuid,
+        event_type text, channel text, recipient_key text, recipient_masked text,
+        recipient_ref text, audience text, language text, status text, attempts int,
+        last_error text, lease_until timestamptz, first_attempt_at timestamptz)
     ON CONFLICT (tenant_id, outbox_id, channel, recipient_key) DO NOTHING
     RETURNING id, outbox_id, channel, recipient_key
     """
@@ -79,10 +77,8 @@ _PG_RECORD = text(
     SET status = v.status, sent_at = COALESCE(v.sent_at, d.sent_at),
         last_error = v.last_error, next_attempt_at = v.next_attempt_at,
         lease_until = NULL, updated_at = :now
-    FROM unnest(CAST(:id AS uuid[]), CAST(:attempts AS int[]), CAST(:status AS text[]),
-        CAST(:sent_at AS timestamptz[]), CAST(:last_error AS text[]),
-        CAST(:next_attempt_at AS timestamptz[]))
-        AS v(id, attempts, status, sent_at, last_error, next_attempt_at)
+    FROM json_to_recordset(CAST(:rows AS json)) AS v(id uuid, attempts int, status text,
+        sent_at timestamptz, last_error text, next_attempt_at timestamptz)
     WHERE d.tenant_id = :tenant_id AND d.id = v.id AND d.attempts = v.attempts
         AND d.status = 'sending'
     """
@@ -103,11 +99,26 @@ _INSERT_COLUMNS = (
     "lease_until",
     "first_attempt_at",
 )
+_RECORD_COLUMNS = ("id", "attempts", "status", "sent_at", "last_error", "next_attempt_at")
 
 
-def _columns(rows: Sequence[dict[str, object]], names: Sequence[str]) -> dict[str, list[object]]:
-    """Rows as one list per column (the arrays :data:`_PG_INSERT` / :data:`_PG_RECORD` take)."""
-    return {name: [row[name] for row in rows] for name in names}
+def _plain(value: object) -> object:
+    """A UUID or a time as JSON text (``json.dumps``' fallback for :func:`_json_rows`)."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in a delivery row")
+
+
+def _json_rows(rows: Sequence[Mapping[str, object]], names: Sequence[str]) -> str:
+    """The ``names`` of ``rows`` as a JSON array of objects (:data:`_PG_INSERT`'s ``:rows``)."""
+    return json.dumps(
+        [{name: row[name] for name in names} for row in rows],
+        default=_plain,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 @dataclass(frozen=True)
@@ -281,12 +292,12 @@ class Notifier:
             return claimed
         inserted: Sequence[Any]
         if session.get_bind().dialect.name == "postgresql":
-            params: dict[str, object] = {
-                **_columns(values, _INSERT_COLUMNS),
+            params = {
+                "rows": _json_rows(values, _INSERT_COLUMNS),
                 "tenant_id": values[0]["tenant_id"],
                 "now": now,
             }
-            inserted = session.execute(_PG_INSERT, params).all()
+            inserted = session.connection().execute(_PG_INSERT, params).all()
         else:
             t = _TABLE.c
             inserted = session.execute(
@@ -460,18 +471,10 @@ class Notifier:
                 )
             params.append(row)
         if session.get_bind().dialect.name == "postgresql":
-            columns = _columns(
-                params, ("b_id", "b_attempts", "status", "sent_at", "last_error", "next_attempt_at")
-            )
-            session.execute(
+            rows = [{**row, "id": row["b_id"], "attempts": row["b_attempts"]} for row in params]
+            session.connection().execute(
                 _PG_RECORD,
-                {
-                    "tenant_id": tenant_id,
-                    "now": now,
-                    "id": columns.pop("b_id"),
-                    "attempts": columns.pop("b_attempts"),
-                    **columns,
-                },
+                {"tenant_id": tenant_id, "now": now, "rows": _json_rows(rows, _RECORD_COLUMNS)},
             )
             return
         t = _TABLE.c

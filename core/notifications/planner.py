@@ -89,8 +89,7 @@ class _Ttl:
     def get(self, key: Any, load: Any, keep: Any = bool) -> Any:
         """The cached value of ``key``, or ``load()`` (stored when ``keep(value)``)."""
         now = time.monotonic()
-        with self._lock:
-            found = self._items.get(key)
+        found = self._items.get(key)  # one dict lookup is atomic: no lock for reading
         if found is not None and found[0] > now:
             return found[1]
         value = load()

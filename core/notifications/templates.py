@@ -193,6 +193,8 @@ class Renderer:
             autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=True
         )
         self._cache: OrderedDict[str, Template] = OrderedDict()
+        self._globals: dict[int, dict[str, Any]] = {}
+        """Per compiled template (by id, dropped with it): its globals as one plain dict."""
         self._size = cache_size
         self._lock = threading.Lock()
 
@@ -207,17 +209,35 @@ class Renderer:
             compiled = self.env.from_string(source)
         except TemplateError as exc:
             raise TemplateRenderError(f"the template does not compile: {exc}") from exc
+        flat = dict(compiled.globals)
         with self._lock:
             self._cache[source] = compiled
+            self._globals[id(compiled)] = flat
             while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+                _, dropped = self._cache.popitem(last=False)
+                self._globals.pop(id(dropped), None)
         return compiled
+
+    def _render(self, template: Template, context: Mapping[str, Any]) -> str:
+        """``template.render(context)`` without its per-call copy of the globals.
+
+        ``Template.render`` merges the template's globals (a ``ChainMap`` over the
+        environment's, iterated key by key in Python) into a new dict on every call, which cost
+        more than rendering a short notification; here the globals are flattened once per
+        compiled template and the context is built from that dict. The sandbox is in the
+        compiled code, so it applies the same.
+        """
+        flat = self._globals.get(id(template))
+        if flat is None:  # not compiled here (cannot happen through render)
+            return template.render(context)
+        ctx = template.new_context({**flat, **context}, shared=True)
+        return str(self.env.concat(template.root_render_func(ctx)))
 
     def render(self, text: TemplateText, context: Mapping[str, Any]) -> tuple[str, str]:
         """``(subject, body)``; the subject is one line of at most 300 characters."""
         try:
-            subject = self.compile(text.subject).render(context)
-            body = self.compile(text.body).render(context)
+            subject = self._render(self.compile(text.subject), context)
+            body = self._render(self.compile(text.body), context)
         except TemplateRenderError:
             raise
         except Exception as exc:  # sandbox violations, type errors in a tenant's template
