@@ -119,3 +119,38 @@ def test_existing_case_texts_and_signing_keys_are_sealed_in_place(
         assert KeyStore(db).signing_key().kid
     finally:
         db.dispose()
+
+
+def test_the_downgrade_below_0005_refuses_while_attachment_files_are_encrypted(
+    urls: tuple[str, str],
+) -> None:
+    """Without ``case_attachments.key_version`` nothing would say a stored file is encrypted
+    and downloads would serve ciphertext: the downgrade refuses, and the rows keep it."""
+    from core.cases.models import Attachment
+
+    admin, app = urls
+    upgrade(admin, app if app != admin else None)
+    db = Database(app, admin)
+    try:
+        world = make_tenant(db, "mig-att")
+        with db.tenant_transaction(world.id) as s:
+            row = Attachment(
+                case_id=world.cases["bj"].id,
+                filename="病历.pdf",
+                media_type="application/pdf",
+                size=10,
+                sha256="0" * 64,
+                storage_key=f"{world.id}/{world.cases['bj'].id}/x",
+                uploaded_by="system:test",
+                key_version=1,
+            )
+            s.add(row)
+            s.flush()
+            attachment_id = row.id
+        db.dispose()
+        with pytest.raises(RuntimeError, match="1 attachment files are encrypted"):
+            downgrade(admin, "0004")
+        with db.tenant_session(world.id) as s:
+            assert s.get_one(Attachment, (world.id, attachment_id)).key_version == 1
+    finally:
+        db.dispose()
