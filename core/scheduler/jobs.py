@@ -105,8 +105,9 @@ def default_jobs(settings: Any = None) -> list[Job]:
             every=dt.timedelta(minutes=5),
             run=privacy_jobs.reencrypt_sweep,
             catch_up="latest",
-            description="re-encrypt rows still on a retired data key, in batches; then erase "
-            "the retired keys no row uses (docs/privacy.md)",
+            description="re-encrypt rows and attachment files still on a retired data key "
+            "(and files still in clear), in batches; then erase the retired keys nothing uses "
+            "(docs/privacy.md)",
         ),
         Job(
             "privacy_retention",
@@ -115,8 +116,9 @@ def default_jobs(settings: Any = None) -> list[Job]:
             run=privacy_jobs.retention_sweep,
             catch_up="latest",
             lease=dt.timedelta(hours=1),
-            description="anonymize customer data past its retention period, in batches, with "
-            "destruction records; never held data (docs/privacy.md)",
+            description="anonymize or delete personal data (attachment files included) past its "
+            "retention period, in batches, with destruction records; never held data "
+            "(docs/privacy.md)",
         ),
         Job(
             "attachment_sweep",
