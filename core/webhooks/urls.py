@@ -19,7 +19,7 @@ host name.
 
 from __future__ import annotations
 
-import contextlib
+import http.client
 import ipaddress
 import select
 import socket
@@ -167,95 +167,79 @@ def guarded_client(
     )
 
 
-_MAX_HEAD = 64 * 1024
-"""Bytes of a response's status line and headers read at most."""
 _MAX_DRAIN = 1024 * 1024
 """Bytes of a response body read (and dropped) to keep the connection; beyond, it is closed."""
 
 
-class _Wire:
-    """One kept-alive connection of a worker thread to one origin."""
+def _check_header(name: str, value: str) -> None:
+    """Refuse a header that could split the request (line breaks, NUL) or is not ASCII."""
+    if not name or ":" in name or any(ch in name or ch in value for ch in "\r\n\0"):
+        raise httpx.LocalProtocolError(f"the header {name!r} contains a line break")
+    if not (name.isascii() and value.isascii()):
+        raise httpx.LocalProtocolError(f"the header {name!r} is not ASCII")
 
-    def __init__(self, sock: socket.socket, origin: tuple[str, str, int]) -> None:
-        self.sock = sock
-        self.origin = origin
-        self.buffer = b""
+
+class _GuardedConnection(http.client.HTTPConnection):
+    """A standard-library HTTP/1.1 connection whose ``connect`` resolves the host, refuses it
+    unless every address is allowed and connects to a checked address itself (TLS, when
+    ``ssl_context`` is given, verifies the certificate for the host name)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        allow_private: bool,
+        resolver: Resolver,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.allow_private = allow_private
+        self.resolver = resolver
+        self.ssl_context = ssl_context
         self.used_at = time.monotonic()
+
+    def connect(self) -> None:
+        """Connect to the first allowed address that answers."""
+        addresses = allowed_addresses(
+            self.host, self.port, allow_private=self.allow_private, resolver=self.resolver
+        )
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                sock = socket.create_connection((address, self.port), timeout=self.timeout)
+            except TimeoutError as exc:
+                error = httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out")
+                error.__cause__ = exc
+                continue
+            except OSError as exc:
+                error = httpx.ConnectError(str(exc) or type(exc).__name__)
+                error.__cause__ = exc
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                try:
+                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+                except (OSError, ssl.SSLError) as exc:
+                    sock.close()
+                    error = httpx.ConnectError(str(exc) or type(exc).__name__)
+                    error.__cause__ = exc
+                    continue
+            self.sock = sock
+            return
+        assert error is not None
+        raise error
 
     def stale(self, expiry: float) -> bool:
         """Idle too long, or readable while idle (the server closed it, or sent junk)."""
-        if time.monotonic() - self.used_at > expiry:
+        if self.sock is None or time.monotonic() - self.used_at > expiry:
             return True
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
         except (OSError, ValueError):
             return True
         return bool(readable)
-
-    def close(self) -> None:
-        """Close the socket (errors ignored)."""
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def _fill(self) -> None:
-        try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout("the receiver did not answer in time") from exc
-        except OSError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-        if not chunk:
-            raise httpx.RemoteProtocolError("the receiver closed the connection early")
-        self.buffer += chunk
-
-    def head(self) -> bytes:
-        """The response's status line and headers (without the blank line)."""
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
-                return head
-            if len(self.buffer) > _MAX_HEAD:
-                raise httpx.RemoteProtocolError("the response's headers are too long")
-            self._fill()
-
-    def exactly(self, size: int) -> None:
-        """Read and drop ``size`` bytes."""
-        while len(self.buffer) < size:
-            self._fill()
-        self.buffer = self.buffer[size:]
-
-    def line(self) -> bytes:
-        """One CRLF-terminated line (without the CRLF)."""
-        while True:
-            end = self.buffer.find(b"\r\n")
-            if end >= 0:
-                line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
-                return line
-            if len(self.buffer) > _MAX_HEAD:
-                raise httpx.RemoteProtocolError("a chunk header is too long")
-            self._fill()
-
-    def until_closed(self) -> None:
-        """Read and drop everything until the server closes the connection."""
-        total = 0
-        while total <= _MAX_DRAIN:
-            try:
-                self._fill()
-            except httpx.RemoteProtocolError:
-                return
-            total += len(self.buffer)
-            self.buffer = b""
-
-
-def _header_bytes(name: str, value: str) -> bytes:
-    line = f"{name}: {value}\r\n"
-    if any(ch in name or ch in value for ch in "\r\n\0") or ":" in name or not name:
-        raise httpx.LocalProtocolError(f"the header {name!r} contains a line break")
-    try:
-        return line.encode("ascii")
-    except UnicodeEncodeError as exc:
-        raise httpx.LocalProtocolError(f"the header {name!r} is not ASCII") from exc
 
 
 class GuardedClients:
@@ -272,13 +256,11 @@ class GuardedClients:
     ``keepalive_expiry`` seconds while the server keeps them open, so a receiver sees a few
     long-lived connections instead of one per message.
 
-    The request is one ``POST`` written with a single ``sendall`` (HTTP/1.1, ``Content-Length``)
-    and the answer is read just enough to know its status and to keep the connection usable
-    (a body by ``Content-Length`` or chunked, up to 1 MiB, else the connection is closed). A
-    webhook POST needs nothing more, and ``httpcore``/``h11`` cost ten times the CPU of the
-    exchange itself (about 0.3 ms per delivery, a quarter of a worker's time). A kept connection
-    that the server closed while idle is noticed before it is used (it turns readable) and
-    replaced; a request is never sent twice.
+    HTTP/1.1 is the standard library's :mod:`http.client` (the answer is read just enough to
+    keep the connection usable: a body up to 1 MiB, else the connection is closed); the
+    connection pool of ``httpcore``/``h11`` cost several times the CPU of the exchange itself
+    for a one-request POST. A kept connection that the server closed while idle is noticed
+    before it is used (it turns readable) and replaced; a request is never sent twice.
     """
 
     def __init__(
@@ -295,47 +277,19 @@ class GuardedClients:
         self.keepalive_expiry = keepalive_expiry
         self._ssl = ssl.create_default_context()
         self._local = threading.local()
-        self._all: list[dict[tuple[str, str, int], _Wire]] = []
+        self._all: list[dict[tuple[str, str, int], _GuardedConnection]] = []
         self._lock = threading.Lock()
 
-    def _wires(self) -> dict[tuple[str, str, int], _Wire]:
-        found: dict[tuple[str, str, int], _Wire] | None = getattr(self._local, "wires", None)
+    def _wires(self) -> dict[tuple[str, str, int], _GuardedConnection]:
+        found: dict[tuple[str, str, int], _GuardedConnection] | None = getattr(
+            self._local, "wires", None
+        )
         if found is None:
             found = {}
             self._local.wires = found
             with self._lock:
                 self._all.append(found)
         return found
-
-    def _connect(self, origin: tuple[str, str, int]) -> _Wire:
-        scheme, host, port = origin
-        addresses = allowed_addresses(
-            host, port, allow_private=self.allow_private, resolver=self.resolver
-        )
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                sock = socket.create_connection((address, port), timeout=self.timeout)
-            except TimeoutError as exc:
-                error = httpx.ConnectTimeout(f"connecting to {host}:{port} timed out")
-                error.__cause__ = exc
-                continue
-            except OSError as exc:
-                error = httpx.ConnectError(str(exc) or type(exc).__name__)
-                error.__cause__ = exc
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if scheme == "https":
-                try:
-                    sock = self._ssl.wrap_socket(sock, server_hostname=host)
-                except (OSError, ssl.SSLError) as exc:
-                    sock.close()
-                    error = httpx.ConnectError(str(exc) or type(exc).__name__)
-                    error.__cause__ = exc
-                    continue
-            return _Wire(sock, origin)
-        assert error is not None
-        raise error
 
     def post(self, url: str, *, content: bytes, headers: Mapping[str, str]) -> int:
         """POST ``content`` to ``url``; returns the response's status code (the body is read
@@ -354,102 +308,65 @@ class GuardedClients:
             raise httpx.UnsupportedProtocol(f"the URL is malformed: {exc}") from None
         if not host:
             raise httpx.UnsupportedProtocol("the URL has no host")
-        default = 443 if scheme == "https" else 80
-        port = port or default
+        port = port or (443 if scheme == "https" else 80)
         origin = (scheme, host, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        name = f"[{host}]" if ":" in host else host
-        lines = [
-            f"POST {target} HTTP/1.1\r\n".encode("ascii", "strict"),
-            _header_bytes("host", name if port == default else f"{name}:{port}"),
-            _header_bytes("user-agent", USER_AGENT),
-        ]
-        lines += [
-            _header_bytes(k, v)
-            for k, v in headers.items()
-            if k.lower() not in ("host", "content-length", "transfer-encoding", "connection")
-        ]
-        lines.append(b"content-length: %d\r\n\r\n" % len(content))
-        request = b"".join(lines) + content
+        sent = {"user-agent": USER_AGENT}
+        for name, value in headers.items():
+            _check_header(name, value)
+            if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"):
+                sent[name] = value
         wires = self._wires()
-        wire = wires.pop(origin, None)
-        if wire is not None and wire.stale(self.keepalive_expiry):
-            wire.close()
-            wire = None
-        if wire is None:
-            wire = self._connect(origin)
+        conn = wires.pop(origin, None)
+        if conn is not None and conn.stale(self.keepalive_expiry):
+            conn.close()
+            conn = None
+        if conn is None:
+            conn = _GuardedConnection(
+                host,
+                port,
+                timeout=self.timeout,
+                allow_private=self.allow_private,
+                resolver=self.resolver,
+                ssl_context=self._ssl if scheme == "https" else None,
+            )
+            conn.connect()
         try:
-            status, keep = self._exchange(wire, request)
+            status, keep = self._exchange(conn, target, content, sent)
         except BaseException:
-            wire.close()
+            conn.close()
             raise
         if keep:
-            wire.used_at = time.monotonic()
-            wires[origin] = wire
+            conn.used_at = time.monotonic()
+            wires[origin] = conn
         else:
-            wire.close()
+            conn.close()
         return status
 
-    def _exchange(self, wire: _Wire, request: bytes) -> tuple[int, bool]:
-        """Send ``request``, read the answer; its status and whether the connection stays."""
-        wire.sock.settimeout(self.timeout)
+    def _exchange(
+        self, conn: _GuardedConnection, target: str, content: bytes, headers: dict[str, str]
+    ) -> tuple[int, bool]:
+        """Send the request, read the answer; its status and whether the connection stays."""
         try:
-            wire.sock.sendall(request)
+            conn.request("POST", target, body=content, headers=headers)
         except TimeoutError as exc:
             raise httpx.WriteTimeout("sending to the receiver timed out") from exc
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
-        while True:
-            head = wire.head()
-            status_line, _, rest = head.partition(b"\r\n")
-            try:
-                version, code = status_line.decode("latin-1").split(" ", 2)[:2]
-                status = int(code)
-            except ValueError:
-                raise httpx.RemoteProtocolError(
-                    f"not an HTTP status line: {status_line[:80]!r}"
-                ) from None
-            if not version.startswith("HTTP/1.") or not 100 <= status <= 999:
-                raise httpx.RemoteProtocolError(f"not an HTTP/1 answer: {status_line[:80]!r}")
-            if 100 <= status < 200:  # an interim answer (e.g. 100 Continue): the real one follows
-                continue
-            break
-        fields: dict[str, str] = {}
-        for raw in rest.split(b"\r\n"):
-            key, sep, value = raw.partition(b":")
-            if sep:
-                fields[key.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
-        connection = fields.get("connection", "").lower()
-        keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-        if status in (204, 304):
-            return status, keep
-        if "chunked" in fields.get("transfer-encoding", "").lower():
+        try:
+            response = conn.getresponse()
             drained = 0
-            while True:
-                size_line = wire.line().split(b";", 1)[0].strip()
-                try:
-                    size = int(size_line, 16)
-                except ValueError:
-                    raise httpx.RemoteProtocolError("a malformed chunk size") from None
-                if size == 0:
-                    while wire.line():  # trailers, up to the blank line
-                        pass
-                    return status, keep
-                drained += size
+            while chunk := response.read(65536):
+                drained += len(chunk)
                 if drained > _MAX_DRAIN:
-                    return status, False
-                wire.exactly(size + 2)
-        if "content-length" in fields:
-            try:
-                length = int(fields["content-length"])
-            except ValueError:
-                raise httpx.RemoteProtocolError("a malformed Content-Length") from None
-            if length > _MAX_DRAIN:
-                return status, False
-            wire.exactly(length)
-            return status, keep
-        wire.until_closed()  # no length: the body ends when the server closes
-        return status, False
+                    return response.status, False
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout("the receiver did not answer in time") from exc
+        except (http.client.HTTPException, ValueError) as exc:
+            raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        return response.status, not response.will_close
 
     def close(self) -> None:
         """Close every thread's connections."""
