@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from core.audit.chain import Verification, entry_hash, verify_entries
 from core.audit.models import GENESIS_HASH, AuditEntry, AuditHead
 from core.auth.principal import Principal
-from core.db import TenantRequiredError, new_id, utcnow
+from core.db import TenantRequiredError, insert_new, new_id, utcnow
 
 ActorKind = Literal["person", "client", "platform", "system"]
 
@@ -136,8 +136,9 @@ _HEADS = cast(Table, AuditHead.__table__)
 def _lock_head(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
     """The tenant's head ``(seq, hash)``, created if missing and locked until the transaction
     ends: one upsert whose no-op update takes the row lock and returns the head."""
-    seq, hash_ = session.execute(
-        _head_statement(session.get_bind().dialect.name),
+    connection = session.connection()  # no autoflush: the caller's changes flush with its own
+    seq, hash_ = connection.execute(
+        _head_statement(connection.dialect.name),
         {"tenant_id": tenant_id, "id": new_id(), "seq": 0, "hash": GENESIS_HASH},
     ).one()
     return int(seq), str(hash_)
@@ -185,16 +186,15 @@ def record(
     :param details: JSON-able facts; never secrets or clear personal data (see module doc).
     :param source: the caller's network address, when known.
     :param tenant_id: required on the platform path; a tenant session supplies its own.
-    :returns: the new entry, with its ``seq`` and ``hash``; it is written with the caller's
-        next flush (the head stays locked until the transaction ends).
+    :returns: the new entry, with its ``seq`` and ``hash``, already written (the head stays
+        locked until the transaction ends).
     :raises ValueError: ``details`` holds a key that names a secret.
     """
     tid = _tenant(session, tenant_id)
     plain = _plain(details)
     if isinstance(target, tuple):
         target = Target(str(target[0]), str(target[1]))
-    with session.no_autoflush:  # the caller's pending changes flush with its own flush
-        head_seq, head_hash = _lock_head(session, tid)
+    head_seq, head_hash = _lock_head(session, tid)
     entry = AuditEntry(
         tenant_id=tid,
         id=new_id(),
@@ -213,11 +213,11 @@ def record(
         hash="",
     )
     entry.hash = entry_hash(entry)
-    session.add(entry)
-    with session.no_autoflush:
-        session.execute(
-            _MOVE_HEAD, {"tid": tid, "seq": entry.seq, "hash": entry.hash, "at": entry.at}
-        )
+    connection = session.connection()
+    connection.execute(
+        _MOVE_HEAD, {"tid": tid, "seq": entry.seq, "hash": entry.hash, "at": entry.at}
+    )
+    insert_new(session, [entry])  # written now, without waiting for (or running) a flush
     return entry
 
 

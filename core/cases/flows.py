@@ -21,15 +21,16 @@ import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import String, Table, and_, bindparam, func, select
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from core.api.problems import Problem
+from core.api.problems import Problem, not_found
 from core.audit import AuditActor, record
 from core.audit.services import ActorKind
 from core.auth.guards import Access, load_access
@@ -42,6 +43,7 @@ from core.cases.lifecycle import OPEN_DEADLINES, Transition
 from core.cases.models import (
     Attachment,
     Case,
+    CaseCategory,
     CaseClock,
     CaseEvent,
     CaseType,
@@ -51,8 +53,8 @@ from core.cases.models import (
 from core.cases.schemas import CaseCreate, TransitionIn
 from core.cases.storage import AttachmentStorage, put_in_transaction, sha256_of
 from core.customers.models import Customer, Policy
-from core.customers.services import get_customer, get_policy
-from core.db import Database, new_id, utcnow
+from core.customers.services import get_policy
+from core.db import Database, attach_loaded, insert_new, new_id, utcnow
 from core.deadlines import (
     DEFAULT_EXTENSION_POLICY,
     REVIEW_REQUEST_WINDOW,
@@ -78,6 +80,7 @@ from core.hookspecs import TRIGGERS
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
 from core.outbox import emit
+from core.outbox.services import emit_many
 from core.people.models import Person, Role, RoleAssignment
 from core.people.permissions import ALL_PERMISSIONS
 from core.plugins.flows import (
@@ -93,7 +96,11 @@ from core.plugins.host import PluginHost
 from core.plugins.registry import build_registry
 from core.plugins.resolution import TenantPlugins
 from core.plugins.types import CaseFacts, ClockPause, PolicyFacts, UnitFacts
+from core.privacy.crypto import DATA
+from core.privacy.fields import seal_new
 from core.privacy.files import seal_file
+from core.privacy.models import TenantKey
+from core.scheduler.reminders import upsert_reminders
 from core.tenancy.models import Tenant
 
 log = structlog.get_logger("insurdesk.cases")
@@ -189,20 +196,21 @@ class CaseContext:
 
 
 _CALENDARS: dict[tuple[str, tuple[tuple[int, str], ...]], TenantCalendar] = {}
+_CALENDAR_YEARS = select(CalendarYear.__table__.c.year, CalendarYear.__table__.c.digest).order_by(
+    CalendarYear.__table__.c.year
+)
+"""The loaded years and their digests (a platform table: no tenant), built once."""
 
 
-def calendar_for(session: Session, time_zone: str) -> TenantCalendar:
+def calendar_for(
+    session: Session, time_zone: str, years: tuple[tuple[int, str], ...] | None = None
+) -> TenantCalendar:
     """The calendar with every loaded year, cached by zone and by the loaded years' digests
-    (a newly loaded year gives a new calendar)."""
-    key = (
-        time_zone,
-        tuple(
-            (year, digest)
-            for year, digest in session.execute(
-                select(CalendarYear.year, CalendarYear.digest).order_by(CalendarYear.year)
-            )
-        ),
-    )
+    (a newly loaded year gives a new calendar). ``years``: the loaded ``(year, digest)`` in
+    year order, when the caller read them already."""
+    if years is None:
+        years = tuple((y, d) for y, d in session.connection().execute(_CALENDAR_YEARS))
+    key = (time_zone, years)
     calendar = _CALENDARS.get(key)
     if calendar is None:
         if len(_CALENDARS) > 64:
@@ -413,6 +421,42 @@ def record_event(
     """Append an event to the case's timeline (and bump the case's version). Its free text
     (``reason``, and the :data:`~core.cases.models.EVENT_TEXT_KEYS` of ``before``, ``after``
     and ``data``) is sealed with the tenant's data key."""
+    event = _new_event(
+        ctx,
+        case,
+        kind,
+        at=at,
+        action=action,
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        before=before,
+        after=after,
+        approver=approver,
+        data=data,
+        actor=actor,
+    )
+    ctx.session.add(event)
+    return event
+
+
+def _new_event(
+    ctx: CaseContext,
+    case: Case,
+    kind: str,
+    *,
+    at: dt.datetime,
+    action: str | None = None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    reason: str | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    approver: Actor | None = None,
+    data: dict[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> CaseEvent:
+    """:func:`record_event` without adding the event to the session."""
     who = actor or ctx.actor
     case.last_event_seq = (case.last_event_seq or 0) + 1
     plain_before, plain_after, plain_data, texts = split_texts(
@@ -437,7 +481,6 @@ def record_event(
     )
     if reason is not None or texts is not None:  # the free text, sealed at the flush
         event.reason, event.texts = reason, texts
-    ctx.session.add(event)
     return event
 
 
@@ -575,48 +618,6 @@ APPEALABLE_STATES = frozenset(
 )
 
 
-def _category_id(ctx: CaseContext, data: CaseCreate) -> uuid.UUID | None:
-    session = ctx.session
-    if data.category_id is not None and data.category is not None:
-        raise Problem(422, "give category_id or category, not both", slug="invalid-category")
-    if data.category_id is None and data.category is None:
-        return None
-    if data.category_id is not None:
-        category = services.get_category(session, data.category_id)
-    else:
-        found = services.get_category_by_code(session, data.category or "")
-        if found is None:
-            raise Problem(422, f"unknown category {data.category!r}", slug="invalid-category")
-        category = found
-    if not category.active:
-        raise Problem(422, f"category {category.code} is retired", slug="invalid-category")
-    if category.case_types and data.type.value not in category.case_types:
-        raise Problem(
-            422,
-            f"category {category.code} does not apply to {data.type.value} cases",
-            slug="invalid-category",
-        )
-    return category.id
-
-
-def _customer_and_policy(
-    ctx: CaseContext, data: CaseCreate
-) -> tuple[Customer | None, Policy | None]:
-    session = ctx.session
-    customer = get_customer(session, data.customer_id) if data.customer_id else None
-    policy = get_policy(session, data.policy_id) if data.policy_id else None
-    if policy is not None:
-        if customer is None:
-            customer = get_customer(session, policy.policyholder_id)
-        elif customer.id not in (policy.policyholder_id, policy.insured_id):
-            raise Problem(
-                422,
-                f"policy {policy.number} is not the customer's (neither policyholder nor insured)",
-                slug="policy-not-customers",
-            )
-    return customer, policy
-
-
 def _check_type_fields(ctx: CaseContext, data: CaseCreate) -> Case | None:
     """Type- and channel-specific checks; returns the appealed complaint for an appeal."""
     parent = None
@@ -687,6 +688,166 @@ def _check_assignee(ctx: CaseContext, person_id: uuid.UUID, unit: OrgUnit) -> Pe
     return person
 
 
+@functools.cache
+def _registration_read(dialect: str, customer: bool, policy: bool, category: str | None) -> Any:
+    """What a registration reads before it writes, in one statement: the tenant, the unit, and
+    as given the customer, the policy (and its policyholder when no customer is given) and the
+    category by id or by code; the tenant's active data key version (``FOR SHARE``) and the
+    loaded calendar years (``year:digest,...``). Every tenant table is filtered by ``:tenant``
+    explicitly (the ORM's tenant criteria do not apply at this level; decision 0009). Built
+    once per dialect and shape."""
+    tenants = cast(Table, Tenant.__table__)
+    units = cast(Table, OrgUnit.__table__).alias("u")
+    tenant = bindparam("tenant", type_=tenants.c.id.type)
+    columns: list[Any] = [c.label(f"t_{c.key}") for c in tenants.c]
+    columns += [c.label(f"u_{c.key}") for c in units.c]
+    joined = tenants.outerjoin(
+        units, and_(units.c.tenant_id == tenant, units.c.id == bindparam("unit"))
+    )
+    if customer:
+        customers = cast(Table, Customer.__table__).alias("c")
+        columns.append(customers.c.id.label("c_id"))
+        joined = joined.outerjoin(
+            customers,
+            and_(customers.c.tenant_id == tenant, customers.c.id == bindparam("customer")),
+        )
+    if policy:
+        policies = cast(Table, Policy.__table__).alias("p")
+        columns += [c.label(f"p_{c.key}") for c in policies.c]
+        joined = joined.outerjoin(
+            policies, and_(policies.c.tenant_id == tenant, policies.c.id == bindparam("policy"))
+        )
+        if not customer:
+            holders = cast(Table, Customer.__table__).alias("h")
+            columns.append(holders.c.id.label("h_id"))
+            joined = joined.outerjoin(
+                holders,
+                and_(holders.c.tenant_id == tenant, holders.c.id == policies.c.policyholder_id),
+            )
+    if category is not None:
+        categories = cast(Table, CaseCategory.__table__).alias("k")
+        columns += [c.label(f"k_{c.key}") for c in categories.c]
+        match = categories.c.id if category == "id" else categories.c.code
+        joined = joined.outerjoin(
+            categories, and_(categories.c.tenant_id == tenant, match == bindparam("category"))
+        )
+    keys = cast(Table, TenantKey.__table__)
+    active_key = (
+        select(keys.c.version)
+        .where(keys.c.tenant_id == tenant, keys.c.purpose == DATA, keys.c.status == "active")
+        .with_for_update(read=True)  # as Keyring.active_version: a rotation waits for us
+        .scalar_subquery()
+    )
+    columns.append(active_key.label("key_version"))
+    years = cast(Table, CalendarYear.__table__)
+    aggregate = func.string_agg if dialect == "postgresql" else func.group_concat
+    loaded = select(
+        aggregate(sa_cast(years.c.year, String) + ":" + years.c.digest, ",")
+    ).scalar_subquery()
+    columns.append(loaded.label("calendar_years"))
+    return select(*columns).select_from(joined).where(tenants.c.id == tenant)
+
+
+def _part(row: Any, prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
+
+
+@dataclass(frozen=True)
+class _Read:
+    unit: OrgUnit
+    customer_id: uuid.UUID | None
+    policy: Policy | None
+    category_id: uuid.UUID | None
+    key_version: int | None
+    """The tenant's active data key version (locked ``FOR SHARE``), None when it has none yet."""
+
+
+def _read_for_registration(ctx: CaseContext, data: CaseCreate) -> _Read:
+    """The unit, customer, policy and category of a registration, checked in the order the
+    single reads did (unit, permission, customer, policy, category), with one statement."""
+    session = ctx.session
+    tenant_id = services.tenant_id_of(session)
+    if data.category_id is not None and data.category is not None:
+        category_mode: str | None = "both"
+    else:
+        category_mode = (
+            "id" if data.category_id is not None else "code" if data.category is not None else None
+        )
+    stmt = _registration_read(
+        session.get_bind().dialect.name,
+        data.customer_id is not None,
+        data.policy_id is not None,
+        category_mode if category_mode != "both" else None,
+    )
+    params: dict[str, Any] = {"tenant": tenant_id, "unit": data.unit_id}
+    if data.customer_id is not None:
+        params["customer"] = data.customer_id
+    if data.policy_id is not None:
+        params["policy"] = data.policy_id
+    if category_mode == "id":
+        params["category"] = data.category_id
+    elif category_mode == "code":
+        params["category"] = data.category
+    row = session.connection().execute(stmt, params).mappings().one_or_none()
+    if row is None:
+        raise Problem(404, "the tenant was not found")
+    if ctx.loaded_tenant is None:
+        ctx.loaded_tenant = attach_loaded(session, Tenant, _part(row, "t_"))
+    if ctx.loaded_calendar is None:
+        loaded = (y.split(":", 1) for y in (row["calendar_years"] or "").split(",") if y)
+        years = tuple(sorted((int(year), digest) for year, digest in loaded))
+        ctx.loaded_calendar = calendar_for(session, ctx.loaded_tenant.time_zone, years)
+    if row["u_id"] is None:
+        raise not_found("organization unit", data.unit_id)
+    unit: OrgUnit = attach_loaded(session, OrgUnit, _part(row, "u_"))
+    ctx.access.require("cases:write", unit)
+    if not unit.active:
+        raise Problem(422, f"unit {unit.code} is deactivated", slug="inactive-unit")
+    now = ctx.now()
+    received_at = _aware(data.received_at, "received_at") if data.received_at else now
+    if received_at > now + FUTURE_SKEW:
+        raise Problem(422, "received_at lies in the future", slug="invalid-time")
+    customer_id = None
+    if data.customer_id is not None:
+        if row["c_id"] is None:
+            raise not_found("customer", data.customer_id)
+        customer_id = row["c_id"]
+    policy = None
+    if data.policy_id is not None:
+        if row["p_id"] is None:
+            raise not_found("policy", data.policy_id)
+        policy = attach_loaded(session, Policy, _part(row, "p_"))
+        if customer_id is None:
+            if row["h_id"] is None:
+                raise not_found("customer", policy.policyholder_id)
+            customer_id = row["h_id"]
+        elif customer_id not in (policy.policyholder_id, policy.insured_id):
+            raise Problem(
+                422,
+                f"policy {policy.number} is not the customer's (neither policyholder nor insured)",
+                slug="policy-not-customers",
+            )
+    category_id = None
+    if category_mode == "both":
+        raise Problem(422, "give category_id or category, not both", slug="invalid-category")
+    if category_mode is not None:
+        if row["k_id"] is None:
+            if category_mode == "id":
+                raise not_found("case category", data.category_id)
+            raise Problem(422, f"unknown category {data.category!r}", slug="invalid-category")
+        code, case_types = row["k_code"], row["k_case_types"]
+        if not row["k_active"]:
+            raise Problem(422, f"category {code} is retired", slug="invalid-category")
+        if case_types and data.type.value not in case_types:
+            raise Problem(
+                422,
+                f"category {code} does not apply to {data.type.value} cases",
+                slug="invalid-category",
+            )
+        category_id = row["k_id"]
+    return _Read(unit, customer_id, policy, category_id, row["key_version"])
+
+
 @dataclass(frozen=True)
 class Registration:
     """A case just registered, with its unit and the clocks written with it."""
@@ -712,16 +873,10 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
     """:func:`register_case`, returning the unit and the clocks as well (the API answers with
     them without reading back what it just wrote)."""
     session = ctx.session
-    unit = get_unit(session, data.unit_id)
-    ctx.access.require("cases:write", unit)
-    if not unit.active:
-        raise Problem(422, f"unit {unit.code} is deactivated", slug="inactive-unit")
+    read = _read_for_registration(ctx, data)
+    unit, policy, category_id = read.unit, read.policy, read.category_id
     now = ctx.now()
     received_at = _aware(data.received_at, "received_at") if data.received_at else now
-    if received_at > now + FUTURE_SKEW:
-        raise Problem(422, "received_at lies in the future", slug="invalid-time")
-    customer, policy = _customer_and_policy(ctx, data)
-    category_id = _category_id(ctx, data)
     parent = _check_type_fields(ctx, data)
     if data.assignee_id is not None:
         ctx.access.require("cases:assign", unit)
@@ -770,7 +925,7 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
         received_at=received_at,
         unit_id=unit.id,
         category_id=category_id,
-        customer_id=customer.id if customer else None,
+        customer_id=read.customer_id,
         policy_id=policy.id if policy else None,
         assignee_id=data.assignee_id,
         assigned_at=now if data.assignee_id else None,
@@ -791,13 +946,14 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
             (s.due_at for s in states if s.status == "running" and not is_window(s.clock)),
             default=None,
         ),
+        version=1,
+        created_at=now,
+        updated_at=now,
     )
-    session.add(case)
     rows = []
     for state in states:
         row = new_row(state)
         row.case_id = case.id
-        session.add(row)
         rows.append(row)
     after = {
         "number": number,
@@ -812,7 +968,7 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
         "regulator_due_date": _json(data.regulator_due_date),
         **snapshot(case),
     }
-    record_event(
+    event = _new_event(
         ctx,
         case,
         "registered",
@@ -827,6 +983,15 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
             **({"reporter": "withheld"} if data.type == CaseType.WHISTLEBLOWING else {}),
         },
     )
+    # Written with one Core INSERT per table, not the unit of work's flush (decision 0009):
+    # the texts sealed first, every row stamped with the session's tenant, the clocks'
+    # reminders upserted with one statement (their after_insert does not run here).
+    known = {} if read.key_version is None else {case.tenant_id: int(read.key_version)}
+    seal_new(session, (case, event), known)
+    insert_new(session, [case])
+    insert_new(session, rows)
+    upsert_reminders(session.connection(), rows)
+    insert_new(session, [event])
     if parent is not None:
         parent_before = parent.version
         record_event(
@@ -837,14 +1002,15 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
             data={"appeal_id": str(case.id), "appeal_number": number},
         )
         log.info("appeal_registered", complaint=parent.number, version=parent_before)
-    emit_outbox(
-        ctx,
-        case,
-        "case.created",
-        {"unit_id": unit.id, "assignee_id": case.assignee_id, "customer_id": case.customer_id},
+    about = {"case_id": case.id, "number": case.number, "type": case.type.value}
+    created = {"unit_id": unit.id, "assignee_id": case.assignee_id, "customer_id": case.customer_id}
+    emit_many(
+        session,
+        [
+            ("case.created", {**about, **created}),
+            *(("case.follow_up", {**about, **_follow_up_json(f)}) for f in plan.follow_ups),
+        ],
     )
-    for follow_up in plan.follow_ups:
-        emit_outbox(ctx, case, "case.follow_up", _follow_up_json(follow_up))
     audit_case(ctx, case, "case.registered", unit=unit.code, channel=data.channel.value)
     flush(ctx)
     log.info("case_registered", number=number, type=data.type.value, clocks=len(rows))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -24,11 +25,11 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -52,6 +53,20 @@ def _context(tenant_id: uuid.UUID, purpose: str, version: int) -> bytes:
 def _insert(session: Session) -> Any:
     dialect = session.get_bind().dialect.name
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+@functools.cache
+def _active_version_statement(lock: bool) -> Any:
+    """The active key version of ``:tenant_id`` for ``:purpose`` (locked ``FOR SHARE`` with
+    ``lock``), built once: the tenant is filtered explicitly, as at the Core level the ORM's
+    tenant criteria do not apply (decision 0009)."""
+    table = cast(Table, TenantKey.__table__)
+    stmt = select(table.c.version).where(
+        table.c.tenant_id == bindparam("tenant_id"),
+        table.c.purpose == bindparam("purpose"),
+        table.c.status == "active",
+    )
+    return stmt.with_for_update(read=True) if lock else stmt
 
 
 class Keyring:
@@ -205,17 +220,13 @@ class Keyring:
         """The ``purpose`` key version new writes use, locked ``FOR SHARE`` until the
         transaction ends (a rotation waits for it); creates the tenant's keys when it has
         none."""
-        stmt = select(TenantKey.version).where(
-            TenantKey.tenant_id == tenant_id,
-            TenantKey.purpose == purpose,
-            TenantKey.status == "active",
-        )
-        if lock:
-            stmt = stmt.with_for_update(read=True)
-        version = session.scalar(stmt)
+        stmt = _active_version_statement(lock)
+        params = {"tenant_id": tenant_id, "purpose": purpose}
+        # At the Core level (every write seals): the statement filters by tenant itself.
+        version = session.connection().execute(stmt, params).scalar()
         if version is None:
             self.ensure_keys(session, tenant_id)
-            version = session.scalar(stmt)
+            version = session.connection().execute(stmt, params).scalar()
         if version is None:
             raise DecryptionError(f"the tenant has no active {purpose} key")
         return int(version)

@@ -381,6 +381,19 @@ def _seal_pending(
     obj.__dict__[_PENDING] = {}
 
 
+def seal_new(session: Session, objects: Any, versions: dict[uuid.UUID, int] | None = None) -> None:
+    """Seal the pending personal fields of ``objects`` now, as the session's ``before_flush``
+    would: for objects written without a flush (:func:`core.db.insert_new`). The active key
+    version is read once for all of them, unless ``versions`` gives it (per tenant; the
+    caller read it ``FOR SHARE`` in this transaction, as
+    :meth:`~core.privacy.crypto.Keyring.active_version` does)."""
+    versions = dict(versions or {})
+    index_versions: dict[uuid.UUID, int] = {}
+    for obj in objects:
+        if sealed_fields(obj):
+            _seal_pending(session, obj, versions, index_versions)
+
+
 @event.listens_for(Session, "before_flush")
 def _encrypt_before_flush(session: Session, _ctx: Any, _instances: Any) -> None:
     versions: dict[uuid.UUID, int] = {}
@@ -400,6 +413,7 @@ __all__ = [
     "normalize_phone",
     "record_of",
     "reseal",
+    "seal_new",
     "sealed_column",
     "sealed_fields",
     "token_version",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, event, inspect
@@ -51,22 +52,34 @@ def fraction_of(clock: CaseClock) -> float:
     return float(value) if isinstance(value, int | float) and 0 < value < 1 else REMINDER_FRACTION
 
 
-def _upsert(connection: Connection, clock: CaseClock) -> None:
+def _values(clock: CaseClock) -> dict[str, Any]:
     fraction = fraction_of(clock)
-    when = remind_at(clock.started_at, clock.due_at, clock.paused_seconds or 0, fraction)
-    connection.execute(
-        _upsert_statement(connection.dialect.name),
-        {
-            "tenant_id": clock.tenant_id,
-            "id": new_id(),
-            "clock_id": clock.id,
-            "case_id": clock.case_id,
-            "remind_at": when,
-            "due_at": clock.due_at,
-            "fraction": fraction,
-            "status": "pending",
-        },
-    )
+    return {
+        "tenant_id": clock.tenant_id,
+        "id": new_id(),
+        "clock_id": clock.id,
+        "case_id": clock.case_id,
+        "remind_at": remind_at(clock.started_at, clock.due_at, clock.paused_seconds or 0, fraction),
+        "due_at": clock.due_at,
+        "fraction": fraction,
+        "status": "pending",
+    }
+
+
+def _upsert(connection: Connection, clock: CaseClock) -> None:
+    connection.execute(_upsert_statement(connection.dialect.name), _values(clock))
+
+
+def upsert_reminders(connection: Connection, clocks: Sequence[CaseClock]) -> None:
+    """The reminders of ``clocks`` (new clocks written without a flush, whose ``after_insert``
+    does not run: :func:`core.db.insert_new`), as one executemany."""
+    if not clocks:
+        return
+    rows = [_values(c) for c in clocks]
+    if len(rows) == 1:
+        connection.execute(_upsert_statement(connection.dialect.name), rows[0])
+    else:  # RETURNING: one multi-row statement ("insertmanyvalues"), not an executemany
+        connection.execute(_upsert_statement(connection.dialect.name, returning=True), rows)
 
 
 _UPSERT_COLUMNS = (
@@ -82,13 +95,13 @@ _UPSERT_COLUMNS = (
 
 
 @functools.cache
-def _upsert_statement(dialect: str) -> Any:
+def _upsert_statement(dialect: str, *, returning: bool = False) -> Any:
     """The reminder upsert, built once per dialect (it runs at every clock's flush; the values
-    are parameters)."""
+    are parameters); with ``returning``, it returns the ids (for several rows at once)."""
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = upsert(_TABLE).values({name: bindparam(name) for name in _UPSERT_COLUMNS})
     moved = _TABLE.c.due_at != stmt.excluded.due_at
-    return stmt.on_conflict_do_update(
+    stmt = stmt.on_conflict_do_update(
         index_elements=["tenant_id", "clock_id"],
         set_={
             "remind_at": stmt.excluded.remind_at,
@@ -98,6 +111,7 @@ def _upsert_statement(dialect: str) -> Any:
             "handled_at": case((moved, None), else_=_TABLE.c.handled_at),
         },
     )
+    return stmt.returning(_TABLE.c.id) if returning else stmt
 
 
 @event.listens_for(CaseClock, "after_insert")

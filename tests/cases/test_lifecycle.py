@@ -417,3 +417,32 @@ def test_another_tenant_cannot_list_or_touch_the_cases(
     with pytest.raises(Problem) as err, acting(other, "admin") as ctx:
         flows.register_case(ctx, complaint(world))  # the first tenant's unit, customer, policy
     assert err.value.status == 404
+
+
+@pytest.mark.parametrize("given", ["customer_id", "policy_id", "policy_only", "category_id"])
+def test_a_registration_never_uses_another_tenants_customer_policy_or_category(
+    acting: Acting, world: TenantWorld, other: TenantWorld, given: str
+) -> None:
+    """Registration reads its unit, customer, policy and category in one Core statement
+    (decision 0009): each of another tenant's, beside the tenant's own unit, is a 404 and
+    nothing is written."""
+    from sqlalchemy import func, select
+
+    with acting(other, "admin") as ctx:
+        other_category = services.get_category_by_code(ctx.session, "claims")
+        assert other_category is not None
+        other_category_id = other_category.id
+    foreign: dict[str, Any] = {
+        "customer_id": {"customer_id": other.customers["bj"].id},
+        "policy_id": {"policy_id": other.policies["bj"].id},
+        "policy_only": {"customer_id": None, "policy_id": other.policies["bj"].id},
+        "category_id": {"category": None, "category_id": other_category_id},
+    }[given]
+    with acting(world, "admin") as ctx:
+        before = ctx.session.scalar(select(func.count()).select_from(Case))
+    with pytest.raises(Problem) as err, acting(world, "admin") as ctx:
+        flows.register_case(ctx, complaint(world, **foreign))
+    assert err.value.status == 404
+    assert str(other.id) not in str(err.value.detail)
+    with acting(world, "admin") as ctx:
+        assert ctx.session.scalar(select(func.count()).select_from(Case)) == before
