@@ -155,13 +155,16 @@ CLOCK_SQL = (
 )
 REMINDER_SQL = (
     "INSERT INTO clock_reminders (tenant_id, id, clock_id, case_id, remind_at, due_at, fraction,"
-    " status) VALUES ($1, $2, $3, $4, $5, $6, 0.8, 'pending') ON CONFLICT (tenant_id, clock_id)"
-    " DO UPDATE SET remind_at = excluded.remind_at, due_at = excluded.due_at"
+    " status) VALUES ($1, $2, $3, $4, $5, $6, 0.8, 'pending'),"
+    " ($1, $7, $8, $4, $9, $10, 0.8, 'pending') ON CONFLICT (tenant_id, clock_id)"
+    " DO UPDATE SET remind_at = excluded.remind_at, due_at = excluded.due_at RETURNING id"
 )
 OUTBOX_SQL = (
     "INSERT INTO outbox (tenant_id, id, event_type, payload, status, attempts, created_at,"
-    " available_at) VALUES ($1, $2, $3, $4::json, 'pending', 0, $5, $5)"
+    " available_at) VALUES ($1, $2, 'case.created', $4::json, 'pending', 0, $5, $5),"
+    " ($1, $3, 'case.follow_up', $4::json, 'pending', 0, $5, $5) RETURNING id"
 )
+"""Two rows with one statement each, as the full stack sends them (insertmanyvalues)."""
 
 
 def bare_app(state: dict[str, Any]) -> Any:
@@ -195,28 +198,26 @@ def bare_app(state: dict[str, Any]) -> Any:
         now = dt.datetime.now(dt.UTC)
         async with pool["p"].acquire() as conn, conn.transaction():
             await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
-            await conn.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant)
             actor = await conn.fetchrow(
                 "SELECT * FROM people WHERE tenant_id = $1 AND id = $2", tenant, person
             )
-            unit = await conn.fetchrow(
-                "SELECT * FROM org_units WHERE tenant_id = $1 AND id = $2", tenant, unit_id
-            )
-            await conn.fetchrow(
-                "SELECT * FROM customers WHERE tenant_id = $1 AND id = $2",
+            # One read of tenant, unit, customer, policy, category and key, as the full stack.
+            found = await conn.fetchrow(
+                "SELECT t.*, u.*, c.id AS c_id, p.*, k.id AS k_id, (SELECT version FROM"
+                " tenant_keys WHERE tenant_id = $1 AND purpose = 'data' AND status = 'active'"
+                " FOR SHARE) AS key_version FROM tenants t"
+                " LEFT JOIN org_units u ON u.tenant_id = $1 AND u.id = $2"
+                " LEFT JOIN customers c ON c.tenant_id = $1 AND c.id = $3"
+                " LEFT JOIN policies p ON p.tenant_id = $1 AND p.id = $4"
+                " LEFT JOIN case_categories k ON k.tenant_id = $1 AND k.code = $5"
+                " WHERE t.id = $1",
                 tenant,
+                unit_id,
                 uuid.UUID(body["customer_id"]),
-            )
-            await conn.fetchrow(
-                "SELECT * FROM policies WHERE tenant_id = $1 AND id = $2",
-                tenant,
                 uuid.UUID(body["policy_id"]),
-            )
-            category = await conn.fetchrow(
-                "SELECT * FROM case_categories WHERE code = $1 AND tenant_id = $2",
                 body["category"],
-                tenant,
             )
+            unit, category = {"id": unit_id}, {"id": found["k_id"]}
             seq = await conn.fetchval(
                 "INSERT INTO case_counters (tenant_id, id, key, value) VALUES ($1, $2, $3, 1)"
                 " ON CONFLICT (tenant_id, key) DO UPDATE SET value = case_counters.value + 1"
@@ -225,11 +226,7 @@ def bare_app(state: dict[str, Any]) -> Any:
                 new_id(),
                 f"number:bare|prefix=TS|year={now.year}",
             )
-            key_version = await conn.fetchval(
-                "SELECT version FROM tenant_keys WHERE tenant_id = $1 AND purpose = 'data'"
-                " AND status = 'active' FOR SHARE",
-                tenant,
-            )
+            key_version = found["key_version"]
             case_id, number = new_id(), f"TS-{now.year}-B{seq:06d}"
             decision_due = now + dt.timedelta(days=15)
             materials_due = now + dt.timedelta(days=7)
@@ -272,10 +269,19 @@ def bare_app(state: dict[str, Any]) -> Any:
                 materials_due,
                 materials_due.date(),
             )
-            for clock, due in ((decision, decision_due), (materials, materials_due)):
-                await conn.execute(
-                    REMINDER_SQL, tenant, new_id(), clock, case_id, now + (due - now) * 0.8, due
-                )
+            await conn.fetch(
+                REMINDER_SQL,
+                tenant,
+                new_id(),
+                decision,
+                case_id,
+                now + (decision_due - now) * 0.8,
+                decision_due,
+                new_id(),
+                materials,
+                now + (materials_due - now) * 0.8,
+                materials_due,
+            )
             after = {"number": number, "type": body["type"], "state": "registered"}
             await conn.execute(
                 "INSERT INTO case_events (tenant_id, id, case_id, seq, at, recorded_at, kind,"
@@ -294,8 +300,7 @@ def bare_app(state: dict[str, Any]) -> Any:
                 key_version,
             )
             payload = json.dumps({"case_id": str(case_id), "number": number})
-            await conn.execute(OUTBOX_SQL, tenant, new_id(), "case.created", payload, now)
-            await conn.execute(OUTBOX_SQL, tenant, new_id(), "case.follow_up", payload, now)
+            await conn.fetch(OUTBOX_SQL, tenant, new_id(), new_id(), payload, now)
             head = await conn.fetchrow(
                 "INSERT INTO audit_heads (tenant_id, id, seq, hash) VALUES ($1, $2, 0, $3)"
                 " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq"
