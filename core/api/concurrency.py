@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Response
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -33,8 +33,8 @@ from core.db import utcnow
 
 IfMatch = Annotated[
     str | None,
-    Parameter(
-        header="If-Match",
+    HeaderParameter(
+        name="If-Match",
         required=False,
         max_length=1000,
         description="The ETag of the version you read (required of integrators: 428 without, "

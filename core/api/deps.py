@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 from litestar import Request
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from sqlalchemy.orm import Session
 
 from core.auth.guards import Access, load_access
@@ -22,7 +22,7 @@ def _end(session: Session) -> None:
 
 
 async def provide_session(
-    request: Request[Principal, Any, Any], db: Database
+    request: Request[Principal, Any, Any], db: NamedDependency[Database]
 ) -> AsyncIterator[Session]:
     """A session bound to the tenant of the authenticated principal (never a client header).
 
@@ -40,7 +40,9 @@ async def provide_session(
             session.close()
 
 
-async def provide_access(request: Request[Principal, Any, Any], session: Session) -> Access:
+async def provide_access(
+    request: Request[Principal, Any, Any], session: NamedDependency[Session]
+) -> Access:
     """The caller's permissions for this request: read by the authentication middleware with
     the token's state (no further query), else loaded here."""
     access = request.scope.get(ACCESS_KEY)

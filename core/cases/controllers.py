@@ -18,8 +18,17 @@ from typing import Annotated, Any, cast
 import structlog
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import (
+    Body,
+    FromPath,
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    Parameter,
+    QueryParameter,
+)
 from litestar.response import Stream
 from sqlalchemy import Select, Table, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
@@ -75,7 +84,7 @@ from core.privacy.purposes import PurposeHeader
 
 log = structlog.get_logger("insurdesk.cases")
 
-IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False)]
 SORTS = ("due", "received", "-received")
 
 
@@ -243,7 +252,9 @@ class CaseController(Controller):
         sync_to_thread=True,
         status_code=201,
     )
-    def register(self, ctx: CaseContext, data: CaseCreate) -> Response[CaseDetailOut]:
+    def register(
+        self, ctx: NamedDependency[CaseContext], data: JSONBody[CaseCreate]
+    ) -> Response[CaseDetailOut]:
         """Register a complaint, appeal, consultation, claim report, whistle-blowing report or
         service request: number, category, clocks from the enabled plugins (statutory bound),
         first timeline event, outbox, one transaction. Needs ``cases:write`` at the unit.
@@ -267,25 +278,25 @@ class CaseController(Controller):
     def list_cases(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        states: Annotated[list[str] | None, Parameter(query="state", max_items=20)] = None,
-        type: CaseType | None = None,
-        channel: Channel | None = None,
-        unit_id: uuid.UUID | None = None,
-        descendants: bool = True,
-        assignee_id: uuid.UUID | None = None,
-        unassigned: bool | None = None,
-        category_id: uuid.UUID | None = None,
-        customer_id: uuid.UUID | None = None,
-        due_before: datetime | None = None,
-        due_after: datetime | None = None,
-        breached: bool | None = None,
-        provisional: bool | None = None,
-        open_only: Annotated[bool, Parameter(query="open")] = False,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        states: Annotated[list[str] | None, QueryParameter(name="state", max_items=20)] = None,
+        type: FromQuery[CaseType | None] = None,
+        channel: FromQuery[Channel | None] = None,
+        unit_id: FromQuery[uuid.UUID | None] = None,
+        descendants: FromQuery[bool] = True,
+        assignee_id: FromQuery[uuid.UUID | None] = None,
+        unassigned: FromQuery[bool | None] = None,
+        category_id: FromQuery[uuid.UUID | None] = None,
+        customer_id: FromQuery[uuid.UUID | None] = None,
+        due_before: FromQuery[datetime | None] = None,
+        due_after: FromQuery[datetime | None] = None,
+        breached: FromQuery[bool | None] = None,
+        provisional: FromQuery[bool | None] = None,
+        open_only: Annotated[bool, QueryParameter(name="open")] = False,
         sort: Annotated[str, Parameter(pattern=r"^(due|received|-received)$")] = "due",
-        view_id: uuid.UUID | None = None,
-        cursor: str | None = None,
+        view_id: FromQuery[uuid.UUID | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         purpose: PurposeHeader = None,
     ) -> Page[CaseOut]:
@@ -358,7 +369,9 @@ class CaseController(Controller):
         sync_to_thread=True,
         status_code=200,
     )
-    def auto_assign(self, ctx: CaseContext, data: AutoAssignIn) -> AutoAssignOut:
+    def auto_assign(
+        self, ctx: NamedDependency[CaseContext], data: JSONBody[AutoAssignIn]
+    ) -> AutoAssignOut:
         """Assign the unit's unassigned open cases, oldest first, in turn among the people
         holding ``cases:write`` at the unit itself. Needs ``cases:assign`` there."""
         cases, handlers = flows.auto_assign(ctx, data.unit_id)
@@ -373,7 +386,10 @@ class CaseController(Controller):
 
     @get("/{case_id:uuid}", operation_id="getCase", summary="One case", sync_to_thread=True)
     def get_case(
-        self, ctx: CaseContext, case_id: uuid.UUID, purpose: PurposeHeader = None
+        self,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        purpose: PurposeHeader = None,
     ) -> Response[CaseDetailOut]:
         """A case with its clocks (provisional ones flagged), the actions its state allows and
         its attachments. Free text is masked unless ``X-Purpose`` is declared with
@@ -389,7 +405,10 @@ class CaseController(Controller):
         sync_to_thread=True,
     )
     def timeline(
-        self, ctx: CaseContext, case_id: uuid.UUID, purpose: PurposeHeader = None
+        self,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        purpose: PurposeHeader = None,
     ) -> TimelineOut:
         """Every event of the case, oldest first: who, when, what, why, before/after. Free
         text (reasons, notices, decisions) is masked unless ``X-Purpose`` is declared with
@@ -417,7 +436,11 @@ class CaseController(Controller):
         status_code=200,
     )
     def transition(
-        self, ctx: CaseContext, case_id: uuid.UUID, data: TransitionIn, if_match: IfMatch = None
+        self,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        data: JSONBody[TransitionIn],
+        if_match: IfMatch = None,
     ) -> Response[CaseDetailOut]:
         """Take an action of the lifecycle (docs/cases.md); needs ``If-Match``."""
         case, _ = _visible_case(ctx.session, ctx.access, case_id)
@@ -434,10 +457,10 @@ class CaseController(Controller):
     )
     def extend(
         self,
-        ctx: CaseContext,
-        case_id: uuid.UUID,
-        clock: str,
-        data: ClockExtendIn,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        clock: FromPath[str],
+        data: JSONBody[ClockExtendIn],
         if_match: IfMatch = None,
     ) -> Response[CaseDetailOut]:
         """Extend a running clock as the rules allow (complaint decision: 15 → 30 days with a
@@ -468,10 +491,10 @@ class CaseController(Controller):
     )
     def pause(
         self,
-        ctx: CaseContext,
-        case_id: uuid.UUID,
-        clock: str,
-        data: ClockPauseIn,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        clock: FromPath[str],
+        data: JSONBody[ClockPauseIn],
         if_match: IfMatch = None,
     ) -> Response[CaseDetailOut]:
         """Stop a clock while an external appraisal or a mediation runs (not counted)."""
@@ -497,10 +520,10 @@ class CaseController(Controller):
     )
     def resume(
         self,
-        ctx: CaseContext,
-        case_id: uuid.UUID,
-        clock: str,
-        data: ClockResumeIn,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        clock: FromPath[str],
+        data: JSONBody[ClockResumeIn],
         if_match: IfMatch = None,
     ) -> Response[CaseDetailOut]:
         """Resume a paused clock with the remaining time."""
@@ -519,7 +542,11 @@ class CaseController(Controller):
         status_code=200,
     )
     def assign(
-        self, ctx: CaseContext, case_id: uuid.UUID, data: AssignIn, if_match: IfMatch = None
+        self,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        data: JSONBody[AssignIn],
+        if_match: IfMatch = None,
     ) -> Response[CaseDetailOut]:
         """Give the case to a person holding ``cases:write`` at its unit (``cases:assign``)."""
         case, _ = _visible_case(ctx.session, ctx.access, case_id)
@@ -535,7 +562,11 @@ class CaseController(Controller):
         status_code=201,
     )
     def notice(
-        self, ctx: CaseContext, case_id: uuid.UUID, data: NoticeIn, if_match: IfMatch = None
+        self,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        data: JSONBody[NoticeIn],
+        if_match: IfMatch = None,
     ) -> Response[EventOut]:
         """Record what the customer was told, by which channel and when (2020-complaints/21)."""
         case, _ = _visible_case(ctx.session, ctx.access, case_id)
@@ -561,8 +592,8 @@ class CaseController(Controller):
     )
     def upload(
         self,
-        ctx: CaseContext,
-        case_id: uuid.UUID,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
         data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[AttachmentOut]:
         """Upload a file (``multipart/form-data``: ``file``, optional ``purpose`` and
@@ -596,7 +627,12 @@ class CaseController(Controller):
         summary="Download an attachment",
         sync_to_thread=True,
     )
-    def download(self, ctx: CaseContext, case_id: uuid.UUID, attachment_id: uuid.UUID) -> Stream:
+    def download(
+        self,
+        ctx: NamedDependency[CaseContext],
+        case_id: FromPath[uuid.UUID],
+        attachment_id: FromPath[uuid.UUID],
+    ) -> Stream:
         """The file's bytes, with its media type, SHA-256 (``Repr-Digest``) and file name.
 
         The stored file is decrypted with the tenant's data key and its SHA-256 checked
@@ -863,7 +899,7 @@ class CaseViewController(Controller):
     dependencies = CASE_DEPENDENCIES
 
     @get("/", operation_id="listCaseViews", summary="My saved views", sync_to_thread=True)
-    def list_views(self, ctx: CaseContext) -> list[ViewOut]:
+    def list_views(self, ctx: NamedDependency[CaseContext]) -> list[ViewOut]:
         """The caller's saved views, by name."""
         if ctx.actor.person_id is None:
             return []
@@ -875,7 +911,7 @@ class CaseViewController(Controller):
         return [ViewOut.of(v) for v in views]
 
     @post("/", operation_id="createCaseView", summary="Save a view", sync_to_thread=True)
-    def create_view(self, ctx: CaseContext, data: ViewCreate) -> ViewOut:
+    def create_view(self, ctx: NamedDependency[CaseContext], data: JSONBody[ViewCreate]) -> ViewOut:
         """Save a named set of list filters (the list endpoint's parameters)."""
         ctx.access.require_anywhere("cases:read")
         if ctx.actor.person_id is None:
@@ -906,7 +942,7 @@ class CaseViewController(Controller):
         summary="Delete a view",
         sync_to_thread=True,
     )
-    def delete_view(self, ctx: CaseContext, view_id: uuid.UUID) -> None:
+    def delete_view(self, ctx: NamedDependency[CaseContext], view_id: FromPath[uuid.UUID]) -> None:
         """Delete one of the caller's views."""
         view = _own_view(ctx.session, ctx.access, view_id)
         ctx.session.delete(view)
@@ -922,7 +958,7 @@ class CategoryController(Controller):
 
     @get("/", operation_id="listCaseCategories", summary="Case categories", sync_to_thread=True)
     def list_categories(
-        self, ctx: CaseContext, include_inactive: bool = False
+        self, ctx: NamedDependency[CaseContext], include_inactive: FromQuery[bool] = False
     ) -> list[CategoryOut]:
         """The categories, in display order (``cases:read``)."""
         ctx.access.require_anywhere("cases:read")
@@ -938,7 +974,9 @@ class CategoryController(Controller):
         sync_to_thread=True,
         status_code=201,
     )
-    def create_category(self, ctx: CaseContext, data: CategoryCreate) -> CategoryOut:
+    def create_category(
+        self, ctx: NamedDependency[CaseContext], data: JSONBody[CategoryCreate]
+    ) -> CategoryOut:
         """Add a category: a tenant-wide setting, so ``org:write`` at a root unit."""
         _require_top_admin(ctx)
         if services.get_category_by_code(ctx.session, data.code) is not None:
@@ -964,7 +1002,10 @@ class CategoryController(Controller):
         sync_to_thread=True,
     )
     def update_category(
-        self, ctx: CaseContext, category_id: uuid.UUID, data: CategoryUpdate
+        self,
+        ctx: NamedDependency[CaseContext],
+        category_id: FromPath[uuid.UUID],
+        data: JSONBody[CategoryUpdate],
     ) -> CategoryOut:
         """Rename, reorder, restrict to case types, retire or restore a category (``org:write``
         at a root unit). Cases keep their category; a retired one takes no new cases."""
@@ -1028,12 +1069,12 @@ class StatisticsController(Controller):
     @get("/", operation_id="caseStatistics", summary="Case statistics", sync_to_thread=True)
     def report(
         self,
-        ctx: CaseContext,
-        start: date,
-        end: date,
+        ctx: NamedDependency[CaseContext],
+        start: FromQuery[date],
+        end: FromQuery[date],
         group_by: Annotated[str, Parameter(pattern=r"^(unit|category|channel|type)$")] = "unit",
-        unit_id: uuid.UUID | None = None,
-        case_type: Annotated[list[CaseType] | None, Parameter(query="type")] = None,
+        unit_id: FromQuery[uuid.UUID | None] = None,
+        case_type: Annotated[list[CaseType] | None, QueryParameter(name="type")] = None,
         format: Annotated[str, Parameter(pattern=r"^(json|csv|xlsx)$")] = "json",
     ) -> Response[Any]:
         """Received, accepted, decided on time and late, breached, closed and the median
@@ -1079,7 +1120,9 @@ class StatisticsController(Controller):
         summary="Complaint statistics for public disclosure (counts only)",
         sync_to_thread=True,
     )
-    def published(self, ctx: CaseContext, start: date, end: date) -> dict[str, Any]:
+    def published(
+        self, ctx: NamedDependency[CaseContext], start: FromQuery[date], end: FromQuery[date]
+    ) -> dict[str, Any]:
         """What a tenant discloses (公示, 2020-complaints/26): complaint and appeal counts by
         category and channel, and how many were decided on time. No names, ids or text."""
         _period(start, end)

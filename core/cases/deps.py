@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 from litestar import Request
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
@@ -22,10 +22,10 @@ from core.settings import Settings
 
 async def provide_case_context(
     request: Request[Any, Any, Any],
-    session: Session,
-    access: Access,
-    plugins: PluginHost,
-    settings: Settings,
+    session: NamedDependency[Session],
+    access: NamedDependency[Access],
+    plugins: NamedDependency[PluginHost],
+    settings: NamedDependency[Settings],
 ) -> CaseContext:
     """The flow context of this request: plugins, actor, attachment store, the purpose the
     caller declared (``X-Purpose``: free text in clear, see :mod:`core.cases.disclosure`) and

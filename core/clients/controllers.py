@@ -56,9 +56,9 @@ class ClientController(Controller):
     def register(
         self,
         request: Request[Principal, Any, Any],
-        session: Session,
-        access: Access,
-        data: ClientCreate,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[ClientCreate],
     ) -> Response[ClientCreated]:
         """Register a client for units you manage, with scopes you hold there. The answer holds
         the client secret: shown this once, stored only as a digest."""

@@ -101,7 +101,12 @@ class OrgUnitController(Controller):
         summary="Create an organization unit",
         sync_to_thread=True,
     )
-    def create(self, session: Session, access: Access, data: UnitCreate) -> UnitOut:
+    def create(
+        self,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[UnitCreate],
+    ) -> UnitOut:
         """Create a unit; needs ``org:write`` at the parent (at a root: anywhere at the top)."""
         if data.parent_id is None:
             access.require_anywhere("org:write")

@@ -425,9 +425,9 @@ class SharingController(Controller):
     def create(
         self,
         request: Request[Any, Any, Any],
-        session: Session,
-        access: Access,
-        data: AgreementIn,
+        session: NamedDependency[Session],
+        access: NamedDependency[Access],
+        data: JSONBody[AgreementIn],
     ) -> AgreementOut:
         """Register a third party, the purpose, the personal fields it may receive, the legal
         basis (个人信息保护法 第十三条), the agreement's reference and validity."""
