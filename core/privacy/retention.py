@@ -45,8 +45,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 from sqlalchemy import delete, func, or_, select, update
@@ -281,7 +282,33 @@ def due_case_texts(
     if after is not None:
         stmt = stmt.where(Case.id > after)
     rows = session.scalars(stmt).all()
-    policy_ids = {c.policy_id for c in rows if c.policy_id is not None}
+    found = _closed_past(
+        session,
+        rows,
+        now,
+        lambda unit_id: policies.at(unit_id).case_text_retention_years,
+        "privacy_cn.case_text_retention_years",
+    )
+    return found, rows[-1].id if rows else None
+
+
+class _ClosedRow(Protocol):
+    id: uuid.UUID
+    unit_id: uuid.UUID
+    closed_at: dt.datetime | None
+    policy_id: uuid.UUID | None
+
+
+def _closed_past(
+    session: Session,
+    rows: Sequence[_ClosedRow],
+    now: dt.datetime,
+    years_at: Callable[[uuid.UUID], int],
+    setting: str,
+) -> list[Due]:
+    """The rows whose case closed more than its unit's period ago (``years_at``) and whose
+    policy's records are no longer kept (保险法 第八十七条)."""
+    policy_ids = {r.policy_id for r in rows if r.policy_id is not None}
     by_id = (
         {p.id: p for p in session.scalars(select(Policy).where(Policy.id.in_(policy_ids)))}
         if policy_ids
@@ -289,14 +316,14 @@ def due_case_texts(
     )
     today = now.date()
     found = []
-    for c in rows:
-        years = policies.at(c.unit_id).case_text_retention_years
-        if c.closed_at is None or _aware(c.closed_at) >= now - years * _YEAR:
+    for r in rows:
+        years = years_at(r.unit_id)
+        if r.closed_at is None or _aware(r.closed_at) >= now - years * _YEAR:
             continue
-        if _policy_kept(by_id.get(c.policy_id) if c.policy_id else None, today):
+        if _policy_kept(by_id.get(r.policy_id) if r.policy_id else None, today):
             continue
-        found.append(Due(c.id, f"privacy_cn.case_text_retention_years={years}; 保险法/87"))
-    return found, rows[-1].id if rows else None
+        found.append(Due(r.id, f"{setting}={years}; 保险法/87"))
+    return found
 
 
 def _policy_kept(policy: Policy | None, today: dt.date) -> bool:
@@ -328,21 +355,13 @@ def due_attachments(
     if after is not None:
         stmt = stmt.where(Attachment.id > after)
     rows = session.execute(stmt).all()
-    policy_ids = {r.policy_id for r in rows if r.policy_id is not None}
-    by_id = (
-        {p.id: p for p in session.scalars(select(Policy).where(Policy.id.in_(policy_ids)))}
-        if policy_ids
-        else {}
+    found = _closed_past(
+        session,
+        rows,
+        now,
+        lambda unit_id: policies.at(unit_id).attachment_years,
+        "privacy_cn.attachment_retention_years",
     )
-    today = now.date()
-    found = []
-    for r in rows:
-        years = policies.at(r.unit_id).attachment_years
-        if r.closed_at is None or _aware(r.closed_at) >= now - years * _YEAR:
-            continue
-        if _policy_kept(by_id.get(r.policy_id) if r.policy_id else None, today):
-            continue
-        found.append(Due(r.id, f"privacy_cn.attachment_retention_years={years}; 保险法/87"))
     return found, rows[-1].id if rows else None
 
 
