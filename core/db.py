@@ -321,17 +321,22 @@ def _stamp_tenant(session: Session, _ctx: Any, _instances: Any) -> None:
         return
     tenant_id = session.info.get(TENANT_KEY)
     for obj in list(session.new) + list(session.dirty):
-        if not _is_tenant_scoped(type(obj)):
-            continue
-        if tenant_id is None:
-            raise TenantRequiredError(f"{type(obj).__name__} written without a tenant")
-        current = getattr(obj, "tenant_id", None)
-        if current is None:
-            obj.tenant_id = tenant_id
-        elif current != tenant_id:
-            raise CrossTenantWriteError(
-                f"{type(obj).__name__} of another tenant written through a tenant session"
-            )
+        if _is_tenant_scoped(type(obj)):
+            _stamp(obj, tenant_id)
+
+
+def _stamp(obj: Any, tenant_id: uuid.UUID | None) -> None:
+    """Give a tenant-owned object written through a tenant session that session's tenant;
+    refuse one without a tenant or of another tenant."""
+    if tenant_id is None:
+        raise TenantRequiredError(f"{type(obj).__name__} written without a tenant")
+    current = getattr(obj, "tenant_id", None)
+    if current is None:
+        obj.tenant_id = tenant_id
+    elif current != tenant_id:
+        raise CrossTenantWriteError(
+            f"{type(obj).__name__} of another tenant written through a tenant session"
+        )
 
 
 _SET_TENANT = "SELECT set_config('app.tenant_id', %(tenant)s, true)"
@@ -425,22 +430,15 @@ def insert_new(session: Session, objects: Sequence[Any]) -> None:
         return
     cls: Any = type(objects[0])
     table, plan = _insert_plan(cls)
-    tenant_id = None if session.info.get(PLATFORM_KEY) else session.info.get(TENANT_KEY)
+    stamp = _is_tenant_scoped(cls) and not session.info.get(PLATFORM_KEY)
+    tenant_id = session.info.get(TENANT_KEY)
     rows: list[dict[str, Any]] = []
     for obj in objects:
         if type(obj) is not cls:
             raise TypeError("insert_new writes objects of one model at a time")
         state = obj.__dict__
-        if _is_tenant_scoped(cls) and not session.info.get(PLATFORM_KEY):
-            if tenant_id is None:
-                raise TenantRequiredError(f"{cls.__name__} written without a tenant")
-            current = state.get("tenant_id")
-            if current is None:
-                obj.tenant_id = tenant_id
-            elif current != tenant_id:
-                raise CrossTenantWriteError(
-                    f"{cls.__name__} of another tenant written through a tenant session"
-                )
+        if stamp:  # as the flush does (_stamp_tenant)
+            _stamp(obj, tenant_id)
         for attr, _key, default in plan:
             if attr not in state:
                 if default is None:
