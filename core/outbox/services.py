@@ -80,11 +80,26 @@ def emit(
         raise TenantRequiredError("an outbox event needs a tenant")
     if session_tenant is not None and tid != session_tenant:
         raise CrossTenantWriteError("an outbox event of another tenant via a tenant session")
-    now = utcnow()
-    row_id = new_id()
-    values = {
-        "tenant_id": tid,
-        "id": row_id,
+    values = _row(tid, event_type, payload, utcnow(), available_at, dedupe_key)
+    if dedupe_key is None:
+        session.execute(_INSERT, values)
+        return cast(uuid.UUID, values["id"])
+    # RETURNING, not rowcount: drivers need not report a row count for INSERT.
+    return session.execute(_insert_once(session.get_bind().dialect.name), values).scalar()
+
+
+def _row(
+    tenant_id: uuid.UUID,
+    event_type: str,
+    payload: Mapping[str, Any],
+    now: dt.datetime,
+    available_at: dt.datetime | None = None,
+    dedupe_key: str | None = None,
+) -> dict[str, Any]:
+    """The column values of a new pending outbox row (:data:`_EMIT_COLUMNS`)."""
+    return {
+        "tenant_id": tenant_id,
+        "id": new_id(),
         "event_type": event_type,
         "payload": to_json(dict(payload)),
         "status": OutboxStatus.PENDING.value,
@@ -93,11 +108,6 @@ def emit(
         "available_at": available_at or now,
         "dedupe_key": dedupe_key,
     }
-    if dedupe_key is None:
-        session.execute(_INSERT, values)
-        return row_id
-    # RETURNING, not rowcount: drivers need not report a row count for INSERT.
-    return session.execute(_insert_once(session.get_bind().dialect.name), values).scalar()
 
 
 _INSERT = insert(_TABLE)
@@ -119,20 +129,7 @@ def emit_many(session: Session, events: Sequence[tuple[str, Mapping[str, Any]]])
     if tid is None:
         raise TenantRequiredError("an outbox event needs a tenant")
     now = utcnow()
-    rows = [
-        {
-            "tenant_id": tid,
-            "id": new_id(),
-            "event_type": event_type,
-            "payload": to_json(dict(payload)),
-            "status": OutboxStatus.PENDING.value,
-            "attempts": 0,
-            "created_at": now,
-            "available_at": now,
-            "dedupe_key": None,
-        }
-        for event_type, payload in events
-    ]
+    rows = [_row(tid, event_type, payload, now) for event_type, payload in events]
     if len(rows) == 1:
         session.connection().execute(_INSERT, rows[0])
     else:  # RETURNING: one multi-row statement ("insertmanyvalues"), not an executemany
