@@ -19,7 +19,7 @@ import dataclasses
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -500,11 +500,12 @@ def audit_case(ctx: CaseContext, case: Case, audit_action: str, **details: Any) 
 def emit_outbox(ctx: CaseContext, case: Case, event: str, payload: dict[str, Any]) -> None:
     """Write ``event`` about ``case`` to the outbox, in the flow's transaction (it happens only
     if the change commits). The payload carries ids, never personal data."""
-    emit(
-        ctx.session,
-        event,
-        {"case_id": case.id, "number": case.number, "type": case.type.value, **payload},
-    )
+    emit(ctx.session, event, case_payload(case, payload))
+
+
+def case_payload(case: Case, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """An outbox payload about ``case``: its id, number and type, then ``payload``."""
+    return {"case_id": case.id, "number": case.number, "type": case.type.value, **payload}
 
 
 # -- time -----------------------------------------------------------------------------------
@@ -760,6 +761,9 @@ class _Read:
     category_id: uuid.UUID | None
     key_version: int | None
     """The tenant's active data key version (locked ``FOR SHARE``), None when it has none yet."""
+    now: dt.datetime
+    received_at: dt.datetime
+    """``data.received_at`` (checked: not in the future), else :attr:`now`."""
 
 
 def _read_for_registration(ctx: CaseContext, data: CaseCreate) -> _Read:
@@ -845,7 +849,7 @@ def _read_for_registration(ctx: CaseContext, data: CaseCreate) -> _Read:
                 slug="invalid-category",
             )
         category_id = row["k_id"]
-    return _Read(unit, customer_id, policy, category_id, row["key_version"])
+    return _Read(unit, customer_id, policy, category_id, row["key_version"], now, received_at)
 
 
 @dataclass(frozen=True)
@@ -875,8 +879,7 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
     session = ctx.session
     read = _read_for_registration(ctx, data)
     unit, policy, category_id = read.unit, read.policy, read.category_id
-    now = ctx.now()
-    received_at = _aware(data.received_at, "received_at") if data.received_at else now
+    now, received_at = read.now, read.received_at
     parent = _check_type_fields(ctx, data)
     if data.assignee_id is not None:
         ctx.access.require("cases:assign", unit)
@@ -1002,13 +1005,12 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
             data={"appeal_id": str(case.id), "appeal_number": number},
         )
         log.info("appeal_registered", complaint=parent.number, version=parent_before)
-    about = {"case_id": case.id, "number": case.number, "type": case.type.value}
     created = {"unit_id": unit.id, "assignee_id": case.assignee_id, "customer_id": case.customer_id}
     emit_many(
         session,
         [
-            ("case.created", {**about, **created}),
-            *(("case.follow_up", {**about, **_follow_up_json(f)}) for f in plan.follow_ups),
+            ("case.created", case_payload(case, created)),
+            *(("case.follow_up", case_payload(case, _follow_up_json(f))) for f in plan.follow_ups),
         ],
     )
     audit_case(ctx, case, "case.registered", unit=unit.code, channel=data.channel.value)
