@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
         attach(db, key_manager_for(settings))
 
+    from core.api.handlers import database_middleware
     from core.api.idempotency import idempotency_middleware
     from core.api.openapi import finished_openapi_plugin
     from core.api.ratelimit import TAKEN_KEY, RateLimiter, make_backend, rate_limit_middleware
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         if limiter.backend is not None:
             await limiter.backend.close()
         if database is None:
-            db.dispose()
+            await db.run(db.dispose)
 
     openapi = OpenAPIConfig(
         title="insurdesk API",
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             "plugins": Provide(lambda: plugins, use_cache=True, sync_to_thread=False),
         },
         middleware=[
+            database_middleware(db),
             auth_middleware(settings, db, hooks={TAKEN_KEY: limiter.in_auth_transaction}),
             rate_limit_middleware(limiter),
             idempotency_middleware(settings, db),

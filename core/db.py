@@ -16,16 +16,19 @@ which the migrations leave outside RLS) and is audited by its callers.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+import anyio.to_thread
 import msgspec
 import uuid6
 from sqlalchemy import (
@@ -43,7 +46,7 @@ from sqlalchemy import (
     insert,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -56,6 +59,9 @@ from sqlalchemy.orm import (
     with_loader_criteria,
 )
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util.concurrency import await_, greenlet_spawn, in_greenlet
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -202,6 +208,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+def make_bridged_engine(url: str | URL) -> Engine:
+    """The PostgreSQL engine of code run by :meth:`Database.run`: psycopg's asyncio connection
+    behind SQLAlchemy's synchronous API, each wait handed to the event loop (greenlets)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    if not isinstance(url, str):
+        url = url.render_as_string(hide_password=False)
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    engine = create_async_engine(
+        url, json_deserializer=json_loads, pool_size=10, max_overflow=20
+    ).sync_engine
+    _ping_idle_connections(engine)
+    return engine
+
+
 PING_IDLE_SECONDS = 0.5
 """A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out
 (HikariCP's default window); one used more recently is not: a request reuses a connection
@@ -233,11 +255,59 @@ TENANT_KEY = "tenant_id"
 PLATFORM_KEY = "platform"
 
 
+BRIDGED_KEY = "insurdesk.bridged"
+"""``session.info`` key while a transaction is open: True if it began in :meth:`Database.run`
+on a bridged connection, False if on a synchronous one."""
+
+
+class RoutedSession(Session):
+    """A session that takes its connection from the engine that suits where it runs: in a
+    greenlet of :meth:`Database.run` (PostgreSQL), the event loop's bridged engine (psycopg's
+    asyncio connection, each wait handed back to the loop); anywhere else (a worker thread, the
+    CLI, a Dramatiq actor, SQLite), the synchronous engine it is bound to.
+
+    A transaction stays on the connection it began on: one begun on a synchronous connection
+    continues on it inside :meth:`Database.run` (blocking the loop, never a second
+    connection); one begun on a bridged connection cannot continue outside, and says so."""
+
+    bridge: Callable[[Engine], Engine] | None = None
+    """Gives the bridged engine of a synchronous one for the running event loop."""
+
+    def get_bind(self, *args: Any, **kwargs: Any) -> Any:
+        """The bound engine, or its bridged twin inside :meth:`Database.run`."""
+        bind = super().get_bind(*args, **kwargs)
+        if self.bridge is None or not isinstance(bind, Engine):
+            return bind
+        began_bridged = self.info.get(BRIDGED_KEY)
+        here = in_greenlet()
+        if began_bridged is None:
+            return self.bridge(bind) if here else bind
+        if began_bridged and not here:
+            raise RuntimeError(
+                "this session's transaction began in Database.run; it must end there too"
+            )
+        return self.bridge(bind) if began_bridged else bind
+
+
+@event.listens_for(RoutedSession, "after_begin")
+def _note_bridged(session: Session, transaction: Any, connection: Connection) -> None:
+    if transaction.parent is None and isinstance(session, RoutedSession):
+        session.info[BRIDGED_KEY] = session.bridge is not None and in_greenlet()
+
+
+@event.listens_for(RoutedSession, "after_transaction_end")
+def _forget_bridged(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(BRIDGED_KEY, None)
+
+
 class Database:
     """The two connections of the platform and the sessions made from them.
 
     ``engine`` is the application's (subject to RLS on PostgreSQL); ``admin_engine`` is the
-    owner's, used by migrations and :meth:`platform_session`.
+    owner's, used by migrations and :meth:`platform_session`. On PostgreSQL each has a bridged
+    twin per event loop that :meth:`run` uses (see :class:`RoutedSession` and
+    docs/decisions/0010-database-work-on-the-event-loop.md).
     """
 
     def __init__(self, url: str, admin_url: str | None = None) -> None:
@@ -245,18 +315,54 @@ class Database:
         self.admin_engine = (
             self.engine if not admin_url or admin_url == url else make_engine(admin_url)
         )
-        self._factory = sessionmaker(bind=self.engine, expire_on_commit=False)
-        self._admin_factory = sessionmaker(bind=self.admin_engine, expire_on_commit=False)
+        self._factory = sessionmaker(bind=self.engine, class_=RoutedSession, expire_on_commit=False)
+        self._admin_factory = sessionmaker(
+            bind=self.admin_engine, class_=RoutedSession, expire_on_commit=False
+        )
+        self._bridged: dict[asyncio.AbstractEventLoop, dict[Engine, Engine]] = {}
+        self._bridge_lock = threading.Lock()
 
     @property
     def is_postgres(self) -> bool:
         """True when the application database is PostgreSQL."""
         return self.engine.dialect.name == "postgresql"
 
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)``, synchronous code that uses this database, from the event
+        loop. On PostgreSQL it runs in a greenlet on the loop itself: its sessions talk to the
+        database through the loop (no worker thread, no hand-offs between threads); on SQLite,
+        whose driver has no asynchronous form, in a worker thread."""
+        if self.is_postgres:
+            return await greenlet_spawn(fn, *args, **kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    def _bridge(self, engine: Engine) -> Engine:
+        """The bridged twin of ``engine`` for the running event loop (made on first use: an
+        asyncio connection belongs to the loop it was opened on). Twins of loops that have
+        closed meanwhile are disposed of here."""
+        loop = asyncio.get_running_loop()
+        twins = self._bridged.get(loop)
+        if twins is None:
+            with self._bridge_lock:
+                closed = [old for old in self._bridged if old.is_closed()]
+                gone = [t for old in closed for t in self._bridged.pop(old).values()]
+                twins = self._bridged.setdefault(loop, {})
+            for twin in gone:
+                _dispose_bridged(twin)
+        found = twins.get(engine)
+        if found is not None:
+            return found
+        with self._bridge_lock:
+            if engine not in twins:
+                twins[engine] = make_bridged_engine(engine.url)
+            return twins[engine]
+
     def tenant_session(self, tenant_id: uuid.UUID) -> Session:
         """A session that sees and writes only ``tenant_id``'s rows."""
         session = self._factory()
         session.info[TENANT_KEY] = tenant_id
+        if self.is_postgres:
+            cast(RoutedSession, session).bridge = self._bridge
         return session
 
     def platform_session(self) -> Session:
@@ -267,6 +373,8 @@ class Database:
         """
         session = self._admin_factory()
         session.info[PLATFORM_KEY] = True
+        if self.is_postgres:
+            cast(RoutedSession, session).bridge = self._bridge
         return session
 
     @contextmanager
@@ -281,11 +389,55 @@ class Database:
         with self.platform_session() as session, session.begin():
             yield session
 
+    async def end(self, session: Session) -> None:
+        """Roll back what ``session`` left open and close it, where its transaction runs."""
+        if not session.in_transaction():
+            session.close()
+            return
+        if session.info.get(BRIDGED_KEY):
+            await greenlet_spawn(_rollback_and_close, session)
+        else:
+            await anyio.to_thread.run_sync(_rollback_and_close, session)
+
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (the bridged ones too, from outside their loops)."""
         self.engine.dispose()
         if self.admin_engine is not self.engine:
             self.admin_engine.dispose()
+        with self._bridge_lock:
+            twins = [t for by_engine in self._bridged.values() for t in by_engine.values()]
+            self._bridged.clear()
+        for twin in twins:
+            _dispose_bridged(twin)
+
+
+def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn`` that blocks on something other than the database (object storage, the
+    network): from code running in a greenlet of :meth:`Database.run` in a worker thread,
+    the event loop awaiting it; from anywhere else directly."""
+    if in_greenlet():
+        return await_(anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs)))
+    return fn(*args, **kwargs)
+
+
+def _dispose_bridged(engine: Engine) -> None:
+    """Close a bridged engine's connections: closing one awaits, so from a greenlet of
+    :meth:`Database.run` directly, from a thread without a loop in a loop of its own; from
+    plain code on a running loop they are let go (closed when collected)."""
+    if in_greenlet():
+        engine.dispose()
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(greenlet_spawn(engine.dispose))
+    else:
+        engine.dispose(close=False)
+
+
+def _rollback_and_close(session: Session) -> None:
+    session.rollback()
+    session.close()
 
 
 def _is_tenant_scoped(cls: type) -> bool:

@@ -5,20 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from litestar import Request
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.orm import Session
 
+from core.api.handlers import run_with_database
 from core.auth.guards import Access, load_access
 from core.auth.middleware import ACCESS_KEY
 from core.auth.principal import Principal
 from core.db import Database
-
-
-def _end(session: Session) -> None:
-    session.rollback()
-    session.close()
 
 
 async def provide_session(
@@ -26,18 +21,14 @@ async def provide_session(
 ) -> AsyncIterator[Session]:
     """A session bound to the tenant of the authenticated principal (never a client header).
 
-    Handlers commit their writes explicitly; anything uncommitted is rolled back here (in a
-    worker thread when a transaction is still open, so the event loop never waits on the
-    database).
+    Handlers commit their writes explicitly; anything uncommitted is rolled back here, where
+    its transaction runs (:meth:`Database.end`).
     """
     session = db.tenant_session(request.user.tenant_id)
     try:
         yield session
     finally:
-        if session.in_transaction():
-            await anyio.to_thread.run_sync(_end, session)
-        else:
-            session.close()
+        await db.end(session)
 
 
 async def provide_access(
@@ -48,7 +39,7 @@ async def provide_access(
     access = request.scope.get(ACCESS_KEY)
     if isinstance(access, Access) and access.principal is request.user:
         return access
-    return await anyio.to_thread.run_sync(load_access, session, request.user)
+    return await run_with_database(load_access, session, request.user)
 
 
 API_DEPENDENCIES: dict[str, Provide] = {

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.pagination import check_limit, pack_cursor, unpack_cursor
 from core.api.problems import Problem
 from core.audit.chain import Verification
@@ -174,7 +175,8 @@ class AuditController(Controller):
     tags = ["audit"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listAuditEntries", summary="List audit entries", sync_to_thread=True)
+    @get("/", operation_id="listAuditEntries", summary="List audit entries")
+    @uses_database
     def list_entries(
         self,
         session: NamedDependency[Session],
@@ -208,8 +210,8 @@ class AuditController(Controller):
         "/export",
         operation_id="exportAuditEntries",
         summary="Export audit entries (CSV or JSON)",
-        sync_to_thread=True,
     )
+    @uses_database
     def export(
         self,
         request: Request[Any, Any, Any],
@@ -264,8 +266,8 @@ class AuditController(Controller):
         "/verify",
         operation_id="verifyAuditChain",
         summary="Check the audit log's hash chain",
-        sync_to_thread=True,
     )
+    @uses_database
     def verify_chain(
         self, session: NamedDependency[Session], access: NamedDependency[Access]
     ) -> VerificationOut:

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import structlog
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
@@ -250,7 +249,7 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("missing bearer token")
         try:
             source = connection.client.host if connection.client else None
-            return await anyio.to_thread.run_sync(
+            return await self.ctx.db.run(
                 authenticate_bearer, self.ctx, token, source, self.hooks, connection.url.path
             )
         except TokenError as exc:

@@ -33,6 +33,7 @@ from litestar.response import Stream
 from sqlalchemy import Select, Table, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
+from core.api.handlers import uses_database
 from core.api.pagination import Page, check_limit, pack_cursor, unpack_cursor
 from core.api.problems import Problem, not_found
 from core.audit.services import source_of
@@ -249,9 +250,9 @@ class CaseController(Controller):
         "/",
         operation_id="registerCase",
         summary="Register a case",
-        sync_to_thread=True,
         status_code=201,
     )
+    @uses_database
     def register(
         self, ctx: NamedDependency[CaseContext], data: JSONBody[CaseCreate]
     ) -> Response[CaseDetailOut]:
@@ -274,7 +275,8 @@ class CaseController(Controller):
         body = _detail(ctx, case, done.unit, clocks=done.clocks, attachments=())
         return _with_etag(body, case, 201, Location=f"/api/v1/cases/{case.id}")
 
-    @get("/", operation_id="listCases", summary="Work queue", sync_to_thread=True)
+    @get("/", operation_id="listCases", summary="Work queue")
+    @uses_database
     def list_cases(
         self,
         request: Request[Principal, Any, Any],
@@ -366,9 +368,9 @@ class CaseController(Controller):
         "/auto-assign",
         operation_id="autoAssignCases",
         summary="Round-robin the unit's unassigned cases",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def auto_assign(
         self, ctx: NamedDependency[CaseContext], data: JSONBody[AutoAssignIn]
     ) -> AutoAssignOut:
@@ -384,7 +386,8 @@ class CaseController(Controller):
             handlers=[p.id for p in handlers],
         )
 
-    @get("/{case_id:uuid}", operation_id="getCase", summary="One case", sync_to_thread=True)
+    @get("/{case_id:uuid}", operation_id="getCase", summary="One case")
+    @uses_database
     def get_case(
         self,
         ctx: NamedDependency[CaseContext],
@@ -402,8 +405,8 @@ class CaseController(Controller):
         "/{case_id:uuid}/timeline",
         operation_id="getCaseTimeline",
         summary="The case's timeline",
-        sync_to_thread=True,
     )
+    @uses_database
     def timeline(
         self,
         ctx: NamedDependency[CaseContext],
@@ -432,9 +435,9 @@ class CaseController(Controller):
         "/{case_id:uuid}/transitions",
         operation_id="transitionCase",
         summary="Take a lifecycle action",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def transition(
         self,
         ctx: NamedDependency[CaseContext],
@@ -452,9 +455,9 @@ class CaseController(Controller):
         "/{case_id:uuid}/clocks/{clock:str}/extend",
         operation_id="extendClock",
         summary="Extend a clock",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def extend(
         self,
         ctx: NamedDependency[CaseContext],
@@ -486,9 +489,9 @@ class CaseController(Controller):
         "/{case_id:uuid}/clocks/{clock:str}/pause",
         operation_id="pauseClock",
         summary="Pause a clock (appraisal, mediation)",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def pause(
         self,
         ctx: NamedDependency[CaseContext],
@@ -515,9 +518,9 @@ class CaseController(Controller):
         "/{case_id:uuid}/clocks/{clock:str}/resume",
         operation_id="resumeClock",
         summary="Resume a paused clock",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def resume(
         self,
         ctx: NamedDependency[CaseContext],
@@ -538,9 +541,9 @@ class CaseController(Controller):
         "/{case_id:uuid}/assign",
         operation_id="assignCase",
         summary="Assign a handler",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def assign(
         self,
         ctx: NamedDependency[CaseContext],
@@ -558,9 +561,9 @@ class CaseController(Controller):
         "/{case_id:uuid}/notices",
         operation_id="recordNotice",
         summary="Record a notice to the customer",
-        sync_to_thread=True,
         status_code=201,
     )
+    @uses_database
     def notice(
         self,
         ctx: NamedDependency[CaseContext],
@@ -586,10 +589,10 @@ class CaseController(Controller):
         "/{case_id:uuid}/attachments",
         operation_id="uploadAttachment",
         summary="Attach a file",
-        sync_to_thread=True,
         status_code=201,
         request_max_body_size=flows.MAX_ATTACHMENT_BYTES + 64 * 1024,
     )
+    @uses_database
     def upload(
         self,
         ctx: NamedDependency[CaseContext],
@@ -625,8 +628,8 @@ class CaseController(Controller):
         "/{case_id:uuid}/attachments/{attachment_id:uuid}",
         operation_id="downloadAttachment",
         summary="Download an attachment",
-        sync_to_thread=True,
     )
+    @uses_database
     def download(
         self,
         ctx: NamedDependency[CaseContext],
@@ -898,7 +901,8 @@ class CaseViewController(Controller):
     tags = ["cases"]
     dependencies = CASE_DEPENDENCIES
 
-    @get("/", operation_id="listCaseViews", summary="My saved views", sync_to_thread=True)
+    @get("/", operation_id="listCaseViews", summary="My saved views")
+    @uses_database
     def list_views(self, ctx: NamedDependency[CaseContext]) -> list[ViewOut]:
         """The caller's saved views, by name."""
         if ctx.actor.person_id is None:
@@ -910,7 +914,8 @@ class CaseViewController(Controller):
         )
         return [ViewOut.of(v) for v in views]
 
-    @post("/", operation_id="createCaseView", summary="Save a view", sync_to_thread=True)
+    @post("/", operation_id="createCaseView", summary="Save a view")
+    @uses_database
     def create_view(self, ctx: NamedDependency[CaseContext], data: JSONBody[ViewCreate]) -> ViewOut:
         """Save a named set of list filters (the list endpoint's parameters)."""
         ctx.access.require_anywhere("cases:read")
@@ -940,8 +945,8 @@ class CaseViewController(Controller):
         "/{view_id:uuid}",
         operation_id="deleteCaseView",
         summary="Delete a view",
-        sync_to_thread=True,
     )
+    @uses_database
     def delete_view(self, ctx: NamedDependency[CaseContext], view_id: FromPath[uuid.UUID]) -> None:
         """Delete one of the caller's views."""
         view = _own_view(ctx.session, ctx.access, view_id)
@@ -956,7 +961,8 @@ class CategoryController(Controller):
     tags = ["cases"]
     dependencies = CASE_DEPENDENCIES
 
-    @get("/", operation_id="listCaseCategories", summary="Case categories", sync_to_thread=True)
+    @get("/", operation_id="listCaseCategories", summary="Case categories")
+    @uses_database
     def list_categories(
         self, ctx: NamedDependency[CaseContext], include_inactive: FromQuery[bool] = False
     ) -> list[CategoryOut]:
@@ -971,9 +977,9 @@ class CategoryController(Controller):
         "/",
         operation_id="createCaseCategory",
         summary="Add a case category",
-        sync_to_thread=True,
         status_code=201,
     )
+    @uses_database
     def create_category(
         self, ctx: NamedDependency[CaseContext], data: JSONBody[CategoryCreate]
     ) -> CategoryOut:
@@ -999,8 +1005,8 @@ class CategoryController(Controller):
         "/{category_id:uuid}",
         operation_id="updateCaseCategory",
         summary="Change a case category",
-        sync_to_thread=True,
     )
+    @uses_database
     def update_category(
         self,
         ctx: NamedDependency[CaseContext],
@@ -1066,7 +1072,8 @@ class StatisticsController(Controller):
     tags = ["cases"]
     dependencies = CASE_DEPENDENCIES
 
-    @get("/", operation_id="caseStatistics", summary="Case statistics", sync_to_thread=True)
+    @get("/", operation_id="caseStatistics", summary="Case statistics")
+    @uses_database
     def report(
         self,
         ctx: NamedDependency[CaseContext],
@@ -1118,8 +1125,8 @@ class StatisticsController(Controller):
         "/published",
         operation_id="publishedCaseStatistics",
         summary="Complaint statistics for public disclosure (counts only)",
-        sync_to_thread=True,
     )
+    @uses_database
     def published(
         self, ctx: NamedDependency[CaseContext], start: FromQuery[date], end: FromQuery[date]
     ) -> dict[str, Any]:

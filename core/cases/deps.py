@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import anyio
 from litestar import Request
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import run_with_database
 from core.audit.services import source_of
 from core.auth.guards import Access
 from core.cases.flows import CaseContext, make_context
@@ -30,7 +30,7 @@ async def provide_case_context(
     """The flow context of this request: plugins, actor, attachment store, the purpose the
     caller declared (``X-Purpose``: free text in clear, see :mod:`core.cases.disclosure`) and
     its address; the tenant and its calendar are read by the handler when it needs them. No
-    query here (the actor's name came with the token's state), so no worker thread either."""
+    query here (the actor's name came with the token's state)."""
     build = functools.partial(
         make_context,
         session,
@@ -42,7 +42,7 @@ async def provide_case_context(
     )
     principal = access.principal
     if principal.kind == "person" and principal.username is None:
-        return await anyio.to_thread.run_sync(build)  # the actor's name is read
+        return await run_with_database(build)  # the actor's name is read
     return build()
 
 

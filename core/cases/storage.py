@@ -40,6 +40,8 @@ import structlog
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, SessionTransaction
 
+from core.db import off_loop
+
 if TYPE_CHECKING:
     from core.db import Database
     from core.settings import Settings
@@ -316,7 +318,7 @@ def put_in_transaction(session: Session, storage: AttachmentStorage, key: str, d
     session closed), the object is deleted again, so no stored file outlives its row. The
     object is written *before* the commit, so a committed row always has its file.
     """
-    storage.put(key, data)
+    off_loop(storage.put, key, data)
     session.info.setdefault(_PENDING, []).append((storage, key))
 
 
@@ -351,7 +353,7 @@ def _kept(session: Session) -> None:
     session.info.pop(_PENDING, None)
     for storage, key in session.info.pop(_DOOMED, None) or ():
         try:
-            storage.delete(key)
+            off_loop(storage.delete, key)
         except Exception as exc:  # no row refers to it any more: the sweeper deletes it later
             log.warning("attachment_delete_failed", key=key, error=repr(exc))
 
@@ -364,7 +366,7 @@ def _discard_uncommitted(session: Session, transaction: SessionTransaction) -> N
     pending = session.info.pop(_PENDING, None)
     for storage, key in pending or ():
         try:
-            storage.delete(key)
+            off_loop(storage.delete, key)
             log.info("attachment_discarded", key=key, reason="transaction not committed")
         except Exception as exc:  # the sweeper deletes it later
             log.warning("attachment_discard_failed", key=key, error=repr(exc))

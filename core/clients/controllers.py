@@ -23,6 +23,7 @@ from core.api.concurrency import (
     with_etag,
 )
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.pagination import Page, check_limit, decode_cursor, encode_cursor
 from core.auth.guards import Access
 from core.auth.principal import Principal
@@ -51,8 +52,8 @@ class ClientController(Controller):
         operation_id="registerClient",
         summary="Register an API client",
         status_code=201,
-        sync_to_thread=True,
     )
+    @uses_database
     def register(
         self,
         request: Request[Principal, Any, Any],
@@ -81,7 +82,8 @@ class ClientController(Controller):
             Location=f"/api/v1/clients/{client.client_id}",
         )
 
-    @get("/", operation_id="listClients", summary="List API clients", sync_to_thread=True)
+    @get("/", operation_id="listClients", summary="List API clients")
+    @uses_database
     def list_clients(
         self,
         request: Request[Principal, Any, Any],
@@ -102,9 +104,8 @@ class ClientController(Controller):
         next_cursor = encode_cursor(page[-1].id) if len(found) > limit else None
         return Page(items=[ClientOut.of(c) for c in page], next_cursor=next_cursor)
 
-    @get(
-        "/{client_id:str}", operation_id="getClient", summary="One API client", sync_to_thread=True
-    )
+    @get("/{client_id:str}", operation_id="getClient", summary="One API client")
+    @uses_database
     def get_client(
         self,
         request: Request[Principal, Any, Any],
@@ -120,8 +121,8 @@ class ClientController(Controller):
         "/{client_id:str}",
         operation_id="updateClient",
         summary="Change an API client's name, scopes, units or redirect URIs",
-        sync_to_thread=True,
     )
+    @uses_database
     def update_client(
         self,
         request: Request[Principal, Any, Any],
@@ -159,8 +160,8 @@ class ClientController(Controller):
         operation_id="rotateClientSecret",
         summary="Rotate an API client's secret",
         status_code=200,
-        sync_to_thread=True,
     )
+    @uses_database
     def rotate_secret(
         self,
         request: Request[Principal, Any, Any],
@@ -189,8 +190,8 @@ class ClientController(Controller):
         operation_id="disableClient",
         summary="Disable an API client",
         status_code=200,
-        sync_to_thread=True,
     )
+    @uses_database
     def disable(
         self,
         request: Request[Principal, Any, Any],

@@ -20,6 +20,7 @@ from core.api.concurrency import (
     timestamp_etag,
 )
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.pagination import Page, paginate
 from core.api.problems import Problem
 from core.audit import actor_from, record
@@ -61,7 +62,8 @@ class CustomerController(Controller):
     tags = ["customers"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listCustomers", summary="List customers", sync_to_thread=True)
+    @get("/", operation_id="listCustomers", summary="List customers")
+    @uses_database
     def list_customers(
         self,
         request: Request[Any, Any, Any],
@@ -111,8 +113,8 @@ class CustomerController(Controller):
         "/export",
         operation_id="exportCustomers",
         summary="Export customers (masked unless under a sharing agreement)",
-        sync_to_thread=True,
     )
+    @uses_database
     def export_customers(
         self,
         request: Request[Any, Any, Any],
@@ -184,8 +186,8 @@ class CustomerController(Controller):
         "/{customer_id:uuid}",
         operation_id="getCustomer",
         summary="One customer",
-        sync_to_thread=True,
     )
+    @uses_database
     def get_customer(
         self,
         request: Request[Any, Any, Any],
@@ -204,7 +206,8 @@ class CustomerController(Controller):
         session.commit()
         return _with_etag(customer, out)
 
-    @post("/", operation_id="createCustomer", summary="Create a customer", sync_to_thread=True)
+    @post("/", operation_id="createCustomer", summary="Create a customer")
+    @uses_database
     def create_customer(
         self,
         request: Request[Any, Any, Any],
@@ -249,8 +252,8 @@ class CustomerController(Controller):
         "/{customer_id:uuid}",
         operation_id="updateCustomer",
         summary="Change a customer",
-        sync_to_thread=True,
     )
+    @uses_database
     def update_customer(
         self,
         request: Request[Any, Any, Any],
@@ -314,7 +317,8 @@ class PolicyController(Controller):
     tags = ["customers"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listPolicies", summary="List policies", sync_to_thread=True)
+    @get("/", operation_id="listPolicies", summary="List policies")
+    @uses_database
     def list_policies(
         self,
         session: NamedDependency[Session],
@@ -344,7 +348,8 @@ class PolicyController(Controller):
             stmt = stmt.where(Policy.start_date > started_after)
         return paginate(session, stmt, Policy.id, cursor=cursor, limit=limit, to_item=PolicyOut.of)
 
-    @get("/{policy_id:uuid}", operation_id="getPolicy", summary="One policy", sync_to_thread=True)
+    @get("/{policy_id:uuid}", operation_id="getPolicy", summary="One policy")
+    @uses_database
     def get_policy(
         self,
         session: NamedDependency[Session],
@@ -356,7 +361,8 @@ class PolicyController(Controller):
         access.require("policies:read", get_unit(session, policy.unit_id), hide=True)
         return PolicyOut.of(policy)
 
-    @post("/", operation_id="createPolicy", summary="Create a policy", sync_to_thread=True)
+    @post("/", operation_id="createPolicy", summary="Create a policy")
+    @uses_database
     def create_policy(
         self,
         session: NamedDependency[Session],

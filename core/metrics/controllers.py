@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.schemas import Output
 from core.auth.guards import Access
 from core.db import Database
@@ -52,8 +53,8 @@ class OpsMetricsController(Controller):
         "/",
         operation_id="getOpsMetrics",
         summary="Outbox, queue and delivery figures",
-        sync_to_thread=True,
     )
+    @uses_database
     def figures(
         self, session: NamedDependency[Session], access: NamedDependency[Access]
     ) -> OpsMetricsOut:
@@ -90,8 +91,8 @@ def _broker(state: State, settings: Settings) -> BrokerHandle | None:
     tags=["operations"],
     operation_id="prometheusMetrics",
     summary="Prometheus metrics of the platform (aggregated, no tenant data)",
-    sync_to_thread=True,
 )
+@uses_database
 def prometheus_metrics(
     request: Request[Any, Any, Any],
     db: NamedDependency[Database],

@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.pagination import Page, paginate
 from core.api.problems import Problem
 from core.auth.guards import Access
@@ -40,7 +41,8 @@ class DeliveryController(Controller):
     tags = ["notifications"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listDeliveries", summary="List deliveries", sync_to_thread=True)
+    @get("/", operation_id="listDeliveries", summary="List deliveries")
+    @uses_database
     def list_deliveries(
         self,
         session: NamedDependency[Session],
@@ -68,8 +70,8 @@ class DeliveryController(Controller):
         "/{delivery_id:uuid}",
         operation_id="getDelivery",
         summary="One delivery",
-        sync_to_thread=True,
     )
+    @uses_database
     def get_delivery(
         self,
         session: NamedDependency[Session],
@@ -85,8 +87,8 @@ class DeliveryController(Controller):
         operation_id="retryDelivery",
         summary="Send a dead or failed delivery again",
         status_code=HTTP_202_ACCEPTED,
-        sync_to_thread=True,
     )
+    @uses_database
     def retry(
         self,
         request: Request[Principal, Any, Any],
@@ -116,8 +118,8 @@ class TemplateController(Controller):
         "/",
         operation_id="listNotificationTemplates",
         summary="List template overrides",
-        sync_to_thread=True,
     )
+    @uses_database
     def list_templates(
         self, session: NamedDependency[Session], access: NamedDependency[Access]
     ) -> list[TemplateOut]:
@@ -129,8 +131,8 @@ class TemplateController(Controller):
         "/",
         operation_id="putNotificationTemplate",
         summary="Set a template override",
-        sync_to_thread=True,
     )
+    @uses_database
     def put_template(
         self,
         request: Request[Principal, Any, Any],
@@ -158,8 +160,8 @@ class TemplateController(Controller):
         operation_id="deleteNotificationTemplate",
         summary="Remove a template override",
         status_code=HTTP_204_NO_CONTENT,
-        sync_to_thread=True,
     )
+    @uses_database
     def delete_template(
         self,
         session: NamedDependency[Session],

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.pagination import Page, paginate
 from core.api.problems import Problem
 from core.auth.guards import Access
@@ -27,7 +28,8 @@ class OrgUnitController(Controller):
     tags = ["organization"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listOrgUnits", summary="List organization units", sync_to_thread=True)
+    @get("/", operation_id="listOrgUnits", summary="List organization units")
+    @uses_database
     def list_units(
         self,
         session: NamedDependency[Session],
@@ -55,7 +57,8 @@ class OrgUnitController(Controller):
             stmt = stmt.where(OrgUnit.path.startswith(base.path, autoescape=True))
         return paginate(session, stmt, OrgUnit.id, cursor=cursor, limit=limit, to_item=UnitOut.of)
 
-    @get("/tree", operation_id="getOrgTree", summary="The organization tree", sync_to_thread=True)
+    @get("/tree", operation_id="getOrgTree", summary="The organization tree")
+    @uses_database
     def tree(
         self, session: NamedDependency[Session], access: NamedDependency[Access]
     ) -> list[UnitNode]:
@@ -82,8 +85,8 @@ class OrgUnitController(Controller):
         "/{unit_id:uuid}",
         operation_id="getOrgUnit",
         summary="One organization unit",
-        sync_to_thread=True,
     )
+    @uses_database
     def get_unit(
         self,
         session: NamedDependency[Session],
@@ -99,8 +102,8 @@ class OrgUnitController(Controller):
         "/",
         operation_id="createOrgUnit",
         summary="Create an organization unit",
-        sync_to_thread=True,
     )
+    @uses_database
     def create(
         self,
         session: NamedDependency[Session],
@@ -130,8 +133,8 @@ class OrgUnitController(Controller):
         operation_id="moveOrgUnit",
         summary="Move a unit",
         status_code=200,
-        sync_to_thread=True,
     )
+    @uses_database
     def move(
         self,
         session: NamedDependency[Session],
@@ -152,8 +155,8 @@ class OrgUnitController(Controller):
         operation_id="deactivateOrgUnit",
         summary="Deactivate a unit",
         status_code=200,
-        sync_to_thread=True,
     )
+    @uses_database
     def deactivate(
         self,
         session: NamedDependency[Session],

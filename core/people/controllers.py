@@ -19,6 +19,7 @@ from core.api.concurrency import (
     timestamp_etag,
 )
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.pagination import Page, paginate
 from core.api.problems import Problem
 from core.audit import actor_from, record
@@ -45,7 +46,8 @@ class PeopleController(Controller):
     tags = ["people"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listPeople", summary="List people", sync_to_thread=True)
+    @get("/", operation_id="listPeople", summary="List people")
+    @uses_database
     def list_people(
         self,
         session: NamedDependency[Session],
@@ -64,7 +66,8 @@ class PeopleController(Controller):
             stmt = stmt.where(Person.active.is_(active))
         return paginate(session, stmt, Person.id, cursor=cursor, limit=limit, to_item=PersonOut.of)
 
-    @get("/{person_id:uuid}", operation_id="getPerson", summary="One person", sync_to_thread=True)
+    @get("/{person_id:uuid}", operation_id="getPerson", summary="One person")
+    @uses_database
     def get_person(
         self,
         session: NamedDependency[Session],
@@ -75,7 +78,8 @@ class PeopleController(Controller):
         access.require_anywhere("people:read")
         return _with_etag(services.get_person(session, person_id))
 
-    @post("/", operation_id="createPerson", summary="Create a person", sync_to_thread=True)
+    @post("/", operation_id="createPerson", summary="Create a person")
+    @uses_database
     def create_person(
         self,
         session: NamedDependency[Session],
@@ -100,8 +104,8 @@ class PeopleController(Controller):
         "/{person_id:uuid}",
         operation_id="updatePerson",
         summary="Change a person",
-        sync_to_thread=True,
     )
+    @uses_database
     def update_person(
         self,
         session: NamedDependency[Session],
@@ -142,7 +146,8 @@ class RoleController(Controller):
     tags = ["people"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listRoles", summary="List roles", sync_to_thread=True)
+    @get("/", operation_id="listRoles", summary="List roles")
+    @uses_database
     def list_roles(
         self,
         session: NamedDependency[Session],
@@ -156,7 +161,8 @@ class RoleController(Controller):
             session, select(Role), Role.id, cursor=cursor, limit=limit, to_item=RoleOut.of
         )
 
-    @post("/", operation_id="createRole", summary="Define a role", sync_to_thread=True)
+    @post("/", operation_id="createRole", summary="Define a role")
+    @uses_database
     def create_role(
         self,
         request: Request[Any, Any, Any],
@@ -203,8 +209,8 @@ class RoleAssignmentController(Controller):
         "/",
         operation_id="listRoleAssignments",
         summary="List role assignments",
-        sync_to_thread=True,
     )
+    @uses_database
     def list_assignments(
         self,
         session: NamedDependency[Session],
@@ -227,7 +233,8 @@ class RoleAssignmentController(Controller):
             session, stmt, RoleAssignment.id, cursor=cursor, limit=limit, to_item=AssignmentOut.of
         )
 
-    @post("/", operation_id="createRoleAssignment", summary="Assign a role", sync_to_thread=True)
+    @post("/", operation_id="createRoleAssignment", summary="Assign a role")
+    @uses_database
     def assign(
         self,
         request: Request[Any, Any, Any],
@@ -269,8 +276,8 @@ class RoleAssignmentController(Controller):
         "/{assignment_id:uuid}",
         operation_id="deleteRoleAssignment",
         summary="Remove a role assignment",
-        sync_to_thread=True,
     )
+    @uses_database
     def revoke(
         self,
         request: Request[Any, Any, Any],

@@ -22,6 +22,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Para
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.problems import Problem
 from core.auth.guards import Access
 from core.auth.principal import Principal
@@ -165,9 +166,9 @@ class PluginsController(Controller):
         "/preview",
         operation_id="previewPlugins",
         status_code=200,
-        sync_to_thread=True,
         summary="What the plugins enabled at a unit decide for a hypothetical case",
     )
+    @uses_database
     def preview(
         self,
         data: JSONBody[PreviewIn],
@@ -267,9 +268,9 @@ class PluginSettingsController(Controller):
     @get(
         "/",
         operation_id="listPluginSettings",
-        sync_to_thread=True,
         summary="Plugin states set at units the caller may read",
     )
+    @uses_database
     def list_settings(
         self,
         session: NamedDependency[Session],
@@ -296,9 +297,9 @@ class PluginSettingsController(Controller):
     @get(
         "/effective",
         operation_id="effectivePluginSettings",
-        sync_to_thread=True,
         summary="Effective plugins and settings at a unit, with provenance",
     )
+    @uses_database
     def effective(
         self,
         unit_id: FromQuery[uuid.UUID],
@@ -339,9 +340,9 @@ class PluginSettingsController(Controller):
     @get(
         UnitPath,
         operation_id="getPluginSetting",
-        sync_to_thread=True,
         summary="A plugin's own state at a unit",
     )
+    @uses_database
     def get_setting(
         self,
         plugin: FromPath[str],
@@ -361,9 +362,9 @@ class PluginSettingsController(Controller):
     @put(
         UnitPath,
         operation_id="setPluginSettings",
-        sync_to_thread=True,
         summary="Set a plugin's settings at a unit",
     )
+    @uses_database
     def set_settings(
         self,
         plugin: FromPath[str],
@@ -427,10 +428,10 @@ class PluginSettingsController(Controller):
     @post(
         UnitPath + "/enable",
         operation_id="enablePlugin",
-        sync_to_thread=True,
         status_code=200,
         summary="Enable a plugin at a unit and below",
     )
+    @uses_database
     def enable(
         self,
         plugin: FromPath[str],
@@ -450,10 +451,10 @@ class PluginSettingsController(Controller):
     @post(
         UnitPath + "/disable",
         operation_id="disablePlugin",
-        sync_to_thread=True,
         status_code=200,
         summary="Disable a plugin at a unit and below",
     )
+    @uses_database
     def disable(
         self,
         plugin: FromPath[str],
@@ -473,10 +474,10 @@ class PluginSettingsController(Controller):
     @post(
         UnitPath + "/inherit",
         operation_id="inheritPluginEnablement",
-        sync_to_thread=True,
         status_code=200,
         summary="Let a unit inherit enablement from above again",
     )
+    @uses_database
     def inherit(
         self,
         plugin: FromPath[str],
@@ -496,9 +497,9 @@ class PluginSettingsController(Controller):
     @get(
         UnitPath + "/history",
         operation_id="pluginSettingHistory",
-        sync_to_thread=True,
         summary="Versions of a plugin's state at a unit",
     )
+    @uses_database
     def history(
         self,
         plugin: FromPath[str],
@@ -527,10 +528,10 @@ class PluginSettingsController(Controller):
     @post(
         UnitPath + "/rollback",
         operation_id="rollbackPluginSetting",
-        sync_to_thread=True,
         status_code=200,
         summary="Restore an earlier version (as a new version)",
     )
+    @uses_database
     def rollback(
         self,
         plugin: FromPath[str],

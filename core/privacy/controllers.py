@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.pagination import Page, paginate
 from core.api.problems import Problem, not_found
 from core.audit import actor_from, record
@@ -74,7 +75,8 @@ class ConsentController(Controller):
     tags = ["privacy"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listConsents", summary="A customer's consents", sync_to_thread=True)
+    @get("/", operation_id="listConsents", summary="A customer's consents")
+    @uses_database
     def list_consents(
         self,
         session: NamedDependency[Session],
@@ -93,8 +95,8 @@ class ConsentController(Controller):
         "/",
         operation_id="recordConsent",
         summary="Record a consent or withdrawal",
-        sync_to_thread=True,
     )
+    @uses_database
     def record_consent(
         self,
         request: Request[Any, Any, Any],
@@ -157,8 +159,8 @@ class RequestController(Controller):
         "/",
         operation_id="registerPrivacyRequest",
         summary="Register a data-subject request",
-        sync_to_thread=True,
     )
+    @uses_database
     def register(
         self,
         request: Request[Any, Any, Any],
@@ -206,8 +208,8 @@ class RequestController(Controller):
         "/",
         operation_id="listPrivacyRequests",
         summary="List data-subject requests",
-        sync_to_thread=True,
     )
+    @uses_database
     def list_requests(
         self,
         session: NamedDependency[Session],
@@ -252,8 +254,8 @@ class RequestController(Controller):
         "/{request_id:uuid}",
         operation_id="getPrivacyRequest",
         summary="One request",
-        sync_to_thread=True,
     )
+    @uses_database
     def get_request(
         self,
         session: NamedDependency[Session],
@@ -267,9 +269,9 @@ class RequestController(Controller):
         "/{request_id:uuid}/start",
         operation_id="startPrivacyRequest",
         summary="Take a request",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def start(
         self,
         request: Request[Any, Any, Any],
@@ -289,9 +291,9 @@ class RequestController(Controller):
         "/{request_id:uuid}/fulfil",
         operation_id="fulfilPrivacyRequest",
         summary="Fulfil a request",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def fulfil(
         self,
         request: Request[Any, Any, Any],
@@ -320,8 +322,8 @@ class RequestController(Controller):
         "/{request_id:uuid}/export",
         operation_id="exportPrivacyRequest",
         summary="The person's export (access and copy requests)",
-        sync_to_thread=True,
     )
+    @uses_database
     def export(
         self,
         request: Request[Any, Any, Any],
@@ -347,9 +349,9 @@ class RequestController(Controller):
         "/{request_id:uuid}/refuse",
         operation_id="refusePrivacyRequest",
         summary="Refuse a request, with the reason",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def refuse(
         self,
         request: Request[Any, Any, Any],
@@ -374,9 +376,9 @@ class RequestController(Controller):
         "/{request_id:uuid}/withdraw",
         operation_id="withdrawPrivacyRequest",
         summary="The customer withdraws a request",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def withdraw(
         self,
         request: Request[Any, Any, Any],
@@ -404,8 +406,8 @@ class SharingController(Controller):
         "/",
         operation_id="listSharingAgreements",
         summary="List sharing agreements",
-        sync_to_thread=True,
     )
+    @uses_database
     def list_agreements(
         self, session: NamedDependency[Session], access: NamedDependency[Access]
     ) -> list[AgreementOut]:
@@ -420,8 +422,8 @@ class SharingController(Controller):
         "/",
         operation_id="createSharingAgreement",
         summary="Register a sharing agreement",
-        sync_to_thread=True,
     )
+    @uses_database
     def create(
         self,
         request: Request[Any, Any, Any],
@@ -480,8 +482,8 @@ class SharingController(Controller):
         "/{agreement_id:uuid}",
         operation_id="updateSharingAgreement",
         summary="Extend, narrow or terminate an agreement",
-        sync_to_thread=True,
     )
+    @uses_database
     def update(
         self,
         request: Request[Any, Any, Any],
@@ -524,7 +526,8 @@ class HoldController(Controller):
     tags = ["privacy"]
     dependencies = API_DEPENDENCIES
 
-    @get("/", operation_id="listLegalHolds", summary="List legal holds", sync_to_thread=True)
+    @get("/", operation_id="listLegalHolds", summary="List legal holds")
+    @uses_database
     def list_holds(
         self,
         session: NamedDependency[Session],
@@ -545,7 +548,8 @@ class HoldController(Controller):
             stmt = stmt.where(LegalHold.released_at.is_(None))
         return [HoldOut.of(h) for h in session.scalars(stmt.order_by(LegalHold.placed_at))]
 
-    @post("/", operation_id="placeLegalHold", summary="Place a legal hold", sync_to_thread=True)
+    @post("/", operation_id="placeLegalHold", summary="Place a legal hold")
+    @uses_database
     def place(
         self,
         request: Request[Any, Any, Any],
@@ -587,9 +591,9 @@ class HoldController(Controller):
         "/{hold_id:uuid}/release",
         operation_id="releaseLegalHold",
         summary="Release a legal hold",
-        sync_to_thread=True,
         status_code=200,
     )
+    @uses_database
     def release(
         self,
         request: Request[Any, Any, Any],
@@ -630,8 +634,8 @@ class AssessmentController(Controller):
         "/report",
         operation_id="privacyReport",
         summary="Privacy and security assessment",
-        sync_to_thread=True,
     )
+    @uses_database
     def report(
         self,
         session: NamedDependency[Session],
@@ -652,8 +656,8 @@ class AssessmentController(Controller):
         "/retention",
         operation_id="retentionBacklog",
         summary="What retention has due",
-        sync_to_thread=True,
     )
+    @uses_database
     def retention(
         self, session: NamedDependency[Session], access: NamedDependency[Access]
     ) -> dict[str, Any]:
@@ -665,8 +669,8 @@ class AssessmentController(Controller):
         "/destruction-records",
         operation_id="listDestructionRecords",
         summary="Destruction records",
-        sync_to_thread=True,
     )
+    @uses_database
     def destruction_records(
         self,
         session: NamedDependency[Session],

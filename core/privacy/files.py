@@ -45,6 +45,7 @@ from core.cases.storage import (
     put_in_transaction,
     sha256_of,
 )
+from core.db import off_loop
 from core.privacy.crypto import keyring_of
 from core.privacy.fields import aad_for
 from core.privacy.keys import NONCE_BYTES
@@ -163,6 +164,11 @@ def open_file(
     return plain
 
 
+def _read_all(storage: AttachmentStorage, key: str) -> bytes:
+    with storage.open(key) as stream:
+        return stream.read()
+
+
 def read_attachment(session: Session, storage: AttachmentStorage, attachment: Attachment) -> bytes:
     """The uploaded bytes of ``attachment``, read from ``storage``, decrypted and checked
     against the recorded SHA-256.
@@ -170,8 +176,7 @@ def read_attachment(session: Session, storage: AttachmentStorage, attachment: At
     :raises StorageError: the store has no file under the row's key.
     :raises KeyDestroyedError, FileIntegrityError: see :func:`open_file`.
     """
-    with storage.open(attachment.storage_key) as stream:
-        stored = stream.read()
+    stored = off_loop(_read_all, storage, attachment.storage_key)
     return open_file(
         session,
         attachment.tenant_id,

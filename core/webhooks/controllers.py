@@ -24,6 +24,7 @@ from core.api.concurrency import (
     with_etag,
 )
 from core.api.deps import API_DEPENDENCIES
+from core.api.handlers import uses_database
 from core.api.pagination import Page, check_limit, decode_cursor, encode_cursor
 from core.auth.guards import Access
 from core.auth.principal import Principal
@@ -58,8 +59,8 @@ class WebhookController(Controller):
         operation_id="createWebhook",
         summary="Subscribe a URL to events",
         status_code=201,
-        sync_to_thread=True,
     )
+    @uses_database
     def create(
         self,
         request: Request[Principal, Any, Any],
@@ -89,9 +90,8 @@ class WebhookController(Controller):
             Location=f"/api/v1/webhooks/{sub.id}",
         )
 
-    @get(
-        "/", operation_id="listWebhooks", summary="List webhook subscriptions", sync_to_thread=True
-    )
+    @get("/", operation_id="listWebhooks", summary="List webhook subscriptions")
+    @uses_database
     def list_webhooks(
         self,
         request: Request[Principal, Any, Any],
@@ -115,8 +115,8 @@ class WebhookController(Controller):
         "/{webhook_id:uuid}",
         operation_id="getWebhook",
         summary="One webhook subscription",
-        sync_to_thread=True,
     )
+    @uses_database
     def get_webhook(
         self,
         request: Request[Principal, Any, Any],
@@ -132,8 +132,8 @@ class WebhookController(Controller):
         "/{webhook_id:uuid}",
         operation_id="updateWebhook",
         summary="Change a webhook subscription",
-        sync_to_thread=True,
     )
+    @uses_database
     def update_webhook(
         self,
         request: Request[Principal, Any, Any],
@@ -176,8 +176,8 @@ class WebhookController(Controller):
         operation_id="rotateWebhookSecret",
         summary="Rotate a webhook's signing secret",
         status_code=200,
-        sync_to_thread=True,
     )
+    @uses_database
     def rotate_secret(
         self,
         request: Request[Principal, Any, Any],
@@ -203,8 +203,8 @@ class WebhookController(Controller):
         operation_id="pingWebhook",
         summary="Send a test delivery",
         status_code=202,
-        sync_to_thread=True,
     )
+    @uses_database
     def ping(
         self,
         request: Request[Principal, Any, Any],
@@ -223,8 +223,8 @@ class WebhookController(Controller):
         "/{webhook_id:uuid}/deliveries",
         operation_id="listWebhookDeliveries",
         summary="Deliveries of a webhook, newest first",
-        sync_to_thread=True,
     )
+    @uses_database
     def list_deliveries(
         self,
         request: Request[Principal, Any, Any],
@@ -256,8 +256,8 @@ class WebhookController(Controller):
         "/{webhook_id:uuid}/deliveries/{delivery_id:uuid}",
         operation_id="getWebhookDelivery",
         summary="One webhook delivery",
-        sync_to_thread=True,
     )
+    @uses_database
     def get_delivery(
         self,
         request: Request[Principal, Any, Any],
@@ -275,8 +275,8 @@ class WebhookController(Controller):
         operation_id="replayWebhookDelivery",
         summary="Send a delivery again",
         status_code=202,
-        sync_to_thread=True,
     )
+    @uses_database
     def replay(
         self,
         request: Request[Principal, Any, Any],
