@@ -76,8 +76,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         plugins.close()
         if limiter.backend is not None:
             await limiter.backend.close()
+        await db.release_loop()  # this loop's bridged connections (decision 0010)
         if database is None:
-            await db.run(db.dispose)
+            db.dispose()
 
     openapi = OpenAPIConfig(
         title="insurdesk API",

@@ -1,5 +1,5 @@
 """Where a request's database work runs (docs/decisions/0010): on PostgreSQL in a greenlet on
-the event loop over psycopg's asyncio connection, on SQLite in a worker thread; row-level
+the event loop over asyncpg, on SQLite in a worker thread; row-level
 security and the tenant filter hold on either connection; a transaction never moves between
 connections; blocking work that is not the database leaves the loop."""
 
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
@@ -47,12 +47,12 @@ def test_run_uses_the_loop_on_postgres_and_a_worker_thread_on_sqlite(database: D
     assert units == len(world.units)
     if database.is_postgres:
         assert thread == loop_thread  # no worker thread
-        assert issubclass(driver, psycopg.AsyncConnection)
+        assert issubclass(driver, asyncpg.Connection)
     else:
         assert thread != loop_thread
     # outside Database.run the same kind of session is synchronous
     with database.tenant_session(world.id) as s:
-        assert not isinstance(s.connection().connection.driver_connection, psycopg.AsyncConnection)
+        assert not isinstance(s.connection().connection.driver_connection, asyncpg.Connection)
 
 
 @pytest.mark.postgres_only
@@ -100,25 +100,19 @@ def test_off_loop_moves_blocking_work_to_a_worker_thread_inside_run(database: Da
 
 
 @pytest.mark.postgres_only
-def test_each_loop_gets_its_own_connections_and_dispose_closes_them(
-    database: Database,
-) -> None:
+def test_each_loop_gets_its_own_connections_and_releases_them(database: Database) -> None:
     db = Database(
         database.engine.url.render_as_string(hide_password=False),
         database.admin_engine.url.render_as_string(hide_password=False),
     )
     world = make_tenant(db, "loops")
-    pid = text("SELECT pg_backend_pid()")
+    admin = create_engine(database.admin_engine.url)
 
     def backend() -> int:
         with db.tenant_session(world.id) as s:
-            return int(s.execute(pid).scalar_one())
+            return int(s.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
-    pids = [on_loop(db, backend)[0] for _ in range(3)]  # three loops, one after the other
-    assert len(set(pids)) == 3  # a connection belongs to its loop
-    admin = create_engine(database.admin_engine.url)
-
-    def alive(expected: list[int]) -> list[int]:
+    def alive(pids: list[int], expected: list[int]) -> list[int]:
         """The backends still there (a closed one's backend exits a moment after)."""
         deadline = time.monotonic() + 5
         while True:
@@ -132,11 +126,22 @@ def test_each_loop_gets_its_own_connections_and_dispose_closes_them(
                 return found
             time.sleep(0.05)
 
+    async def serve(release: bool) -> int:
+        """What an app on one loop does: requests, then its shutdown releases the loop."""
+        pid = await db.run(backend)
+        assert await db.run(backend) == pid  # pooled: the same connection again
+        if release:
+            await db.release_loop()
+        return pid
+
     try:
-        assert alive([pids[2]]) == [pids[2]]  # the closed loops' went when the next came
-        db.dispose()
-        assert alive([]) == []
+        first = asyncio.run(serve(release=True))
+        unreleased = asyncio.run(serve(release=False))  # a loop that closed without it
+        last = asyncio.run(serve(release=True))
+        assert len({first, unreleased, last}) == 3  # a connection belongs to its loop
+        assert alive([first, last], []) == []
     finally:
+        db.dispose()
         admin.dispose()
 
 
