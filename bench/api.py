@@ -102,7 +102,7 @@ def full_settings(state: dict[str, Any], issuer: str) -> Any:
 
 def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
     """Run the platform's app (``core.app.create_app``) under uvicorn, one worker."""
-    from sqlalchemy import event
+    from sqlalchemy import Engine, event
 
     from core.app import create_app
     from core.db import Database
@@ -115,7 +115,9 @@ def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
             out.write(json.dumps({"sql": statement, "params": repr(params)[:1500]}) + "\n")
             out.flush()
 
-        event.listen(db.engine, "before_cursor_execute", log_sql)
+        # every engine: the requests' statements go through the bridged engine that
+        # Database.run makes on first use (decision 0010), not through db.engine
+        event.listen(Engine, "before_cursor_execute", log_sql)
     app = create_app(full_settings(state, f"http://127.0.0.1:{port}"), db)
     run_uvicorn(app, port)
 
@@ -785,15 +787,22 @@ PARTS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("case API handlers: queue rows, rendering", (("core/cases/",), ("core/db.py",))),
 )
 """Which part of the platform a sample's Python CPU serves: its innermost frame that matches
-(all the strings of one alternative), so SQLAlchemy and psycopg work counts for the platform
+(all the strings of one alternative), so SQLAlchemy and driver work counts for the platform
 code that asked for it."""
 LIBRARIES: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("SQLAlchemy", (("sqlalchemy/",),)),
-    ("psycopg", (("psycopg",),)),
+    ("database drivers (asyncpg, psycopg)", (("asyncpg",), ("psycopg",))),
     ("Litestar / msgspec (routing, DI, serialization)", (("litestar/",), ("msgspec",))),
     (
         "uvicorn / asyncio / threads",
-        (("uvicorn/",), ("asyncio/",), ("anyio/",), ("threading",), ("concurrent/",)),
+        (
+            ("uvicorn/",),
+            ("asyncio/",),
+            ("anyio/",),
+            ("threading",),
+            ("concurrent/",),
+            ("greenlet",),
+        ),
     ),
 )
 """Where a sample's CPU is spent, by library: the first match from the leaf up (the platform's
