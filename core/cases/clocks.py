@@ -25,6 +25,17 @@ def is_window(clock: str) -> bool:
     return clock.endswith(WINDOW_SUFFIX)
 
 
+FIRST_CONTACT_SUFFIX = ".first_contact"
+"""Clocks named ``*.first_contact`` (a policy's "contact the customer within N hours") are met
+by the first notice to the customer the case records: a notice on its own
+(``POST /cases/{id}/notices``) or one sent with a transition (``notice_channel``)."""
+
+
+def is_first_contact(clock: str) -> bool:
+    """Whether ``clock`` is met by the first notice to the customer."""
+    return clock.endswith(FIRST_CONTACT_SUFFIX)
+
+
 def _t(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat()
 

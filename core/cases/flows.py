@@ -38,7 +38,14 @@ from core.auth.principal import Principal
 from core.calendars.models import CalendarYear
 from core.calendars.services import tenant_calendar
 from core.cases import lifecycle, services
-from core.cases.clocks import apply_state, is_window, new_row, summary, to_state
+from core.cases.clocks import (
+    apply_state,
+    is_first_contact,
+    is_window,
+    new_row,
+    summary,
+    to_state,
+)
 from core.cases.lifecycle import OPEN_DEADLINES, Transition
 from core.cases.models import (
     Attachment,
@@ -1222,6 +1229,8 @@ def _clock_effects(
     t: Transition,
     at: dt.datetime,
     reason: str | None,
+    *,
+    contact: bool = False,
 ) -> tuple[list[ClockState], list[RuleWarning], _ClockChanges, list[dict[str, Any]]]:
     """Apply a transition to the case's clocks; new clocks are computed first (plugins).
 
@@ -1232,7 +1241,8 @@ def _clock_effects(
     materials) carries on. A restart of a clock that is no longer open (a closed case re-opened)
     starts a new clock that records the one it follows (citing the transition's rule). A
     transition that completes :data:`OPEN_DEADLINES` (closing) completes every deadline still
-    open after that, marked ``left_open`` in the timeline; windows stay open.
+    open after that, marked ``left_open`` in the timeline; windows stay open. With ``contact``
+    (the transition sends the customer a notice) first-contact clocks are completed too.
     """
     calendar = ctx.calendar_at(facts.unit)
     target = t.target or case.state
@@ -1260,7 +1270,7 @@ def _clock_effects(
             ):
                 _set(row, resume(state, at, calendar), changes, "resumed")
                 state = to_state(row)
-            if row.clock in t.completes:
+            if row.clock in t.completes or (contact and is_first_contact(row.clock)):
                 _set(row, complete(state, at), changes, "completed")
             elif row.clock in t.cancels or (
                 OPEN_DEADLINES in t.cancels and not is_window(row.clock)
@@ -1382,7 +1392,9 @@ def transition(
 
     before = snapshot(case)
     from_state = case.state
-    _, warnings, changes, ignored_pauses = _clock_effects(ctx, case, facts, t, at, data.reason)
+    _, warnings, changes, ignored_pauses = _clock_effects(
+        ctx, case, facts, t, at, data.reason, contact=bool(data.notice_channel)
+    )
     _apply_fields(ctx, case, t, data, at)
     old, new = diff(before, snapshot(case))
     approver = ctx.actor if t.permission == "cases:approve" else None
@@ -1757,17 +1769,24 @@ def record_notice(
     occurred: dt.datetime | None,
     if_match: str | None,
 ) -> CaseEvent:
-    """Record a notice sent to the customer (what, by which channel, when)."""
+    """Record a notice sent to the customer (what, by which channel, when). The first one
+    meets the case's first-contact clocks (:func:`core.cases.clocks.is_first_contact`); the
+    notice's timeline event lists them."""
     check_if_match(case, if_match)
     ctx.access.require("cases:write", get_unit(ctx.session, case.unit_id))
     at = occurred_at(ctx, case, occurred)
-    event = record_event(
-        ctx,
-        case,
-        "notice",
-        at=at,
-        data={"channel": channel, "purpose": purpose, "content": content},
-    )
+    changes = _ClockChanges()
+    for row in services.open_clocks(ctx.session, case.id):
+        if is_first_contact(row.clock) and row.status in ("running", "paused"):
+            try:
+                _set(row, complete(to_state(row), at), changes, "completed")
+            except ClockError as exc:
+                raise Problem(409, str(exc), slug="clock-refused", clock=row.clock) from exc
+    data: dict[str, Any] = {"channel": channel, "purpose": purpose, "content": content}
+    if changes.items:
+        data["clocks"] = changes.items
+        services.refresh_next_due(ctx.session, case)
+    event = record_event(ctx, case, "notice", at=at, data=data)
     emit_outbox(ctx, case, "case.notice", {"channel": channel})
     flush(ctx)
     return event

@@ -168,7 +168,68 @@ def test_a_closed_case_has_no_running_clock_and_close_had_nothing_left_over(
     assert [c for c in closing[-1].data["clocks"] if c.get("left_open")] == []
 
 
-def test_a_policy_clock_no_transition_names_is_completed_when_the_case_closes(
+def notice(
+    acting: Acting,
+    world: TenantWorld,
+    case_id: uuid.UUID,
+    day: dt.datetime,
+    plugins: PluginHost | None = None,
+) -> CaseEvent:
+    """Record a telephone notice to the customer at ``day``; its timeline event."""
+    with acting(world, "agent_bj", plugins=plugins) as ctx:
+        case = services.get_case(ctx.session, case_id)
+        return flows.record_notice(
+            ctx,
+            case,
+            channel="phone",
+            content="已致电客户，告知理赔所需材料",
+            purpose="first_contact",
+            occurred=day,
+            if_match=flows.etag(case),
+        )
+
+
+def test_the_first_notice_to_the_customer_meets_a_first_contact_clock(
+    acting: Acting, world: TenantWorld, policy_host: PluginHost
+) -> None:
+    """agency_policy's "contact the claimant within N hours": the first notice recorded is the
+    contact, in time or late; later notices change nothing."""
+    received = "2025-09-01T10:00:00+08:00"  # due 12:00
+    in_time = new_case(acting, world, "claim_report", policy_host, received_at=received)
+    first = notice(acting, world, in_time, at("2025-09-01", 11), policy_host)
+    assert changes(first) == {("claim.first_contact", "completed")}
+    (row,) = clocks(acting, world, in_time, "claim.first_contact")
+    assert (row.status, row.completed_at) == ("met", at("2025-09-01", 11))
+    again = notice(acting, world, in_time, at("2025-09-02", 11), policy_host)
+    assert "clocks" not in again.data
+    assert clocks(acting, world, in_time, "claim.first_contact")[0].status == "met"
+
+    late = new_case(acting, world, "claim_report", policy_host, received_at=received)
+    notice(acting, world, late, at("2025-09-01", 15), policy_host)
+    assert clocks(acting, world, late, "claim.first_contact")[0].status == "breached"
+
+
+def test_a_transition_that_notifies_the_customer_is_the_first_contact(
+    acting: Acting, world: TenantWorld, policy_host: PluginHost
+) -> None:
+    case_id = new_case(
+        acting, world, "claim_report", policy_host, received_at="2025-09-01T10:00:00+08:00"
+    )
+    asked = act(
+        acting,
+        world,
+        case_id,
+        "request_materials",
+        at("2025-09-01", 11),
+        plugins=policy_host,
+        missing_materials=["病历"],
+        notice_channel="sms",
+    )
+    assert ("claim.first_contact", "completed") in changes(asked)
+    assert clocks(acting, world, case_id, "claim.first_contact")[0].status == "met"
+
+
+def test_a_first_contact_never_made_is_completed_as_breached_when_the_case_closes(
     acting: Acting, world: TenantWorld, policy_host: PluginHost
 ) -> None:
     case_id = new_case(
@@ -176,8 +237,8 @@ def test_a_policy_clock_no_transition_names_is_completed_when_the_case_closes(
     )
     for action, day, fields in (
         ("begin_review", "2025-09-01", {}),
-        ("refuse", "2025-09-02", {"decision": "不属于保险责任", "reason": "免责条款"}),
-        ("send_refusal_notice", "2025-09-03", {"answer": "拒赔通知", "notice_channel": "letter"}),
+        ("agree", "2025-09-02", {"decision": "属于保险责任，赔付 5,000 元"}),
+        ("pay", "2025-09-03", {}),
     ):
         act(acting, world, case_id, action, at(day, 15), plugins=policy_host, **fields)
     assert clocks(acting, world, case_id, "claim.first_contact")[0].status == "running"
@@ -186,7 +247,7 @@ def test_a_policy_clock_no_transition_names_is_completed_when_the_case_closes(
     assert (left["clock"], left["change"], left["status"]) == (
         "claim.first_contact",
         "completed",
-        "breached",  # due 2 hours after 09-01 10:00, nothing recorded a contact before
+        "breached",  # due 2 hours after 09-01 10:00, no notice recorded a contact
     )
     assert clocks(acting, world, case_id, "claim.first_contact")[0].status == "breached"
 
