@@ -84,15 +84,10 @@ def _storage(session: Session, tenant_id: uuid.UUID) -> list[dict[str, Any]]:
 
 def _attachment_files(session: Session, tenant_id: uuid.UUID, active: int | None) -> dict[str, Any]:
     in_clear = Attachment.key_version.is_(None)
-    counts = dict(
-        session.execute(
-            select(in_clear, func.count())
-            .where(Attachment.tenant_id == tenant_id)
-            .group_by(in_clear)
-        )
-        .tuples()
-        .all()
+    rows = session.execute(
+        select(in_clear, func.count()).where(Attachment.tenant_id == tenant_id).group_by(in_clear)
     )
+    counts = {is_clear: n for is_clear, n in rows}
     clear = int(counts.get(True, 0))
     total = clear + int(counts.get(False, 0))
     protection = (

@@ -438,11 +438,8 @@ def _attachment_holds(
     """Attachments of cases under an active legal hold (the case's or its customer's)."""
     if not ids:
         return {}
-    case_of = dict(
-        session.execute(select(Attachment.id, Attachment.case_id).where(Attachment.id.in_(ids)))
-        .tuples()
-        .all()
-    )
+    rows = session.execute(select(Attachment.id, Attachment.case_id).where(Attachment.id.in_(ids)))
+    case_of = {aid: cid for aid, cid in rows}
     held = _case_holds(session, sorted(set(case_of.values())), now)
     return {aid: held[cid] for aid, cid in case_of.items() if cid in held}
 
