@@ -335,6 +335,9 @@ class Database:
         )
         self._bridged: dict[asyncio.AbstractEventLoop, dict[Engine, Engine]] = {}
         self._bridge_lock = threading.Lock()
+        if self.is_postgres:  # each sessionmaker has its own subclass: set once for its sessions
+            self._factory.class_.bridge = self._bridge
+            self._admin_factory.class_.bridge = self._bridge
 
     @property
     def is_postgres(self) -> bool:
@@ -375,8 +378,6 @@ class Database:
         """A session that sees and writes only ``tenant_id``'s rows."""
         session = self._factory()
         session.info[TENANT_KEY] = tenant_id
-        if self.is_postgres:
-            cast(RoutedSession, session).bridge = self._bridge
         return session
 
     def platform_session(self) -> Session:
@@ -387,8 +388,6 @@ class Database:
         """
         session = self._admin_factory()
         session.info[PLATFORM_KEY] = True
-        if self.is_postgres:
-            cast(RoutedSession, session).bridge = self._bridge
         return session
 
     @contextmanager
