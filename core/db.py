@@ -178,6 +178,11 @@ def json_loads(data: str | bytes) -> Any:
         return json.loads(data)
 
 
+POOL_SIZE, POOL_OVERFLOW = 10, 20
+"""Connections a PostgreSQL pool keeps, and how many more it opens under load (per engine:
+the synchronous one and each bridged one, README "Deploying")."""
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets foreign keys on and a busy timeout for concurrent use.
     JSON columns are read with :func:`json_loads`."""
@@ -200,8 +205,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     ping_idle = "pool_pre_ping" not in kwargs  # else as the caller asks
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", POOL_SIZE)
+    kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     engine = create_engine(url, **kwargs)
     if ping_idle:
         _ping_idle_connections(engine)
@@ -219,7 +224,7 @@ def make_bridged_engine(url: str | URL) -> Engine:
         url = url.render_as_string(hide_password=False)
     url = "postgresql+asyncpg://" + url.split("://", 1)[1]
     engine = create_async_engine(
-        url, json_deserializer=json_loads, pool_size=10, max_overflow=20
+        url, json_deserializer=json_loads, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
     ).sync_engine
     _ping_idle_connections(engine)
     event.listen(engine, "handle_error", _data_error_by_sqlstate)
@@ -430,9 +435,10 @@ class Database:
         with self._bridge_lock:
             twins = dict(self._bridged)
             self._bridged.clear()
+        running = _running_loop()
         for loop, by_engine in twins.items():
             for twin in by_engine.values():
-                _dispose_bridged(twin, own_loop=_running_loop() is loop)
+                _dispose_bridged(twin, own_loop=running is loop)
 
 
 def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
