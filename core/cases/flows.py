@@ -996,7 +996,8 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
     # Written with one Core INSERT per table, not the unit of work's flush (decision 0009):
     # the texts sealed first, every row stamped with the session's tenant, the clocks'
     # reminders upserted with one statement (their after_insert does not run here).
-    known = {} if read.key_version is None else {case.tenant_id: int(read.key_version)}
+    tenant_id = services.tenant_id_of(session)
+    known = {} if read.key_version is None else {tenant_id: int(read.key_version)}
     seal_new(session, (case, event), known)
     insert_new(session, [case])
     insert_new(session, rows)
