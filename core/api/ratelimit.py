@@ -20,6 +20,17 @@ process only: the embedded default on SQLite, a single process), ``off``. ``auto
 first that applies. If Redis cannot be reached the request is let through and a warning is
 logged: losing the limiter must not take the API down.
 
+**Leases** (shared backends: ``redis``, ``database``). A process takes tokens from a shared
+bucket ahead of need and spends them locally (:class:`Leases`): one shared round trip per
+lease instead of one per request. A lease starts at one token (exactly the per-request
+behaviour) and doubles each time a caller spends it within :data:`LEASE_SECONDS`, up to
+1/:data:`LEASE_SHARE` of the bucket (at most :data:`LEASE_MAX`); tokens not spent by then are
+dropped, never returned, and the next lease is halved. So the limit is never exceeded (every
+token spent was taken from the shared bucket first); what a busy process holds is at most 2 %
+of a bucket, which is all a caller can lose to leases (a little early ``429`` when several
+processes hold leases of the same nearly empty bucket). Buckets of 50 or fewer tokens per
+minute are never leased: every request asks the shared bucket, as without leases.
+
 Limits: ``INSURDESK_RATE_LIMIT_CLIENT`` and ``INSURDESK_RATE_LIMIT_TENANT`` (per minute), and
 per tenant ``INSURDESK_RATE_LIMIT_OVERRIDES`` (JSON by tenant slug, with optional per-client
 values: ``{"huaxia": {"client": 3000, "tenant": 20000, "clients": {"huaxia.erp": 600}}}``;
@@ -34,15 +45,14 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import anyio
 import structlog
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy import Float, Uuid, bindparam, text
 from sqlalchemy.orm import Session
 
 from core.api.problems import Problem
@@ -57,6 +67,12 @@ BACKENDS = ("auto", "redis", "database", "memory", "off")
 WINDOW_SECONDS = 60
 PURGE_SHARE = 0.001
 """Share of requests (database backend) that also delete their tenant's idle buckets."""
+LEASE_SECONDS = 1.0
+"""How long tokens taken ahead (a lease) may be spent by this process."""
+LEASE_SHARE = 50
+"""A lease is at most this fraction of its bucket (1/50: 2 %)."""
+LEASE_MAX = 100
+"""A lease is at most this many tokens, however large the bucket."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,17 @@ class Backend(Protocol):
         ...
 
 
+class SharedBackend(Backend, Protocol):
+    """A backend every process shares, which can take several tokens at once (a lease)."""
+
+    async def take_many(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket], wants: Sequence[int]
+    ) -> tuple[list[bool], list[float]]:
+        """Take ``wants[i]`` tokens from bucket ``i`` if it holds that many; return, per
+        bucket, whether they were taken and its level after."""
+        ...
+
+
 class MemoryBackend:
     """Buckets in this process's memory (the embedded default: one process).
 
@@ -167,20 +194,21 @@ local n = #KEYS
 local levels = {}
 local ok = 1
 for i = 1, n do
-  local cap = tonumber(ARGV[2 * i - 1])
-  local rate = tonumber(ARGV[2 * i])
+  local cap = tonumber(ARGV[3 * i - 2])
+  local rate = tonumber(ARGV[3 * i - 1])
+  local want = tonumber(ARGV[3 * i])
   local data = redis.call('HMGET', KEYS[i], 't', 's')
   local tokens = tonumber(data[1]) or cap
   local stamp = tonumber(data[2]) or now
   tokens = math.min(cap, tokens + math.max(0, now - stamp) * rate)
   levels[i] = tokens
-  if tokens < 1 then ok = 0 end
+  if tokens < want then ok = 0 end
 end
 local out = {ok}
 for i = 1, n do
-  local cap = tonumber(ARGV[2 * i - 1])
-  local rate = tonumber(ARGV[2 * i])
-  if ok == 1 then levels[i] = levels[i] - 1 end
+  local cap = tonumber(ARGV[3 * i - 2])
+  local rate = tonumber(ARGV[3 * i - 1])
+  if ok == 1 then levels[i] = levels[i] - tonumber(ARGV[3 * i]) end
   redis.call('HSET', KEYS[i], 't', tostring(levels[i]), 's', tostring(now))
   redis.call('PEXPIRE', KEYS[i], math.ceil(cap / rate * 1000) + 1000)
   out[i + 1] = tostring(levels[i])
@@ -190,7 +218,8 @@ return out
 
 
 class RedisBackend:
-    """Buckets in Redis: one Lua script per request, atomic over both buckets, Redis's clock."""
+    """Buckets in Redis: one Lua script per take, atomic over the buckets (all or nothing),
+    Redis's clock."""
 
     name = "redis"
 
@@ -216,12 +245,21 @@ class RedisBackend:
         self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
     ) -> tuple[bool, list[float]]:
         """See :class:`Backend`."""
+        taken, levels = await self.take_many(tenant_id, buckets, [1] * len(buckets))
+        return all(taken), levels
+
+    async def take_many(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket], wants: Sequence[int]
+    ) -> tuple[list[bool], list[float]]:
+        """See :class:`SharedBackend`: all or nothing (nothing is taken unless every bucket
+        holds what is asked of it)."""
         script = self._script()
         args: list[Any] = []
-        for b in buckets:
-            args += [b.capacity, b.rate]
+        for b, want in zip(buckets, wants, strict=True):
+            args += [b.capacity, b.rate, want]
         result = await script(keys=[self.prefix + b.key for b in buckets], args=args)
-        return bool(int(result[0])), [float(v) for v in result[1:]]
+        ok = bool(int(result[0]))
+        return [ok] * len(buckets), [float(v) for v in result[1:]]
 
     async def close(self) -> None:
         """Close the connection pools."""
@@ -241,8 +279,9 @@ class DatabaseBackend:
     each refill in SQL with the database's clock, so every process shares the buckets without
     lost updates.
 
-    A new bucket is inserted with ``capacity - 1`` tokens, so in the conflict branch
-    ``excluded.tokens + 1`` is the bucket's capacity (and ``/ 60`` its refill per second)."""
+    A new bucket is inserted with ``capacity - want`` tokens (``want``: the tokens asked of each
+    bucket of the statement, 1 but for leases), so in the conflict branch ``excluded.tokens +
+    want`` is the bucket's capacity (and ``/ 60`` its refill per second)."""
 
     name = "database"
 
@@ -266,60 +305,169 @@ class DatabaseBackend:
         if found is not None:
             return found
         now, least, greatest = self._now, self._least, self._greatest
-        cap = "(excluded.tokens + 1)"
+        cap = "(excluded.tokens + :want)"
         level = (
             f"{least}({cap}, rate_limit_buckets.tokens + "
             f"{greatest}(0, {now} - rate_limit_buckets.stamp) * {cap} / {WINDOW_SECONDS})"
         )
         rows = ", ".join(
-            f"(:tenant, :id{i}, :key{i}, :cap{i} - 1, {now}, true)" for i in range(count)
+            f"(:tenant, :id{i}, :key{i}, :cap{i} - :want, {now}, true)" for i in range(count)
         )
         found = text(
             "INSERT INTO rate_limit_buckets (tenant_id, id, key, tokens, stamp, allowed) "
             f"VALUES {rows} "
             "ON CONFLICT (tenant_id, key) DO UPDATE SET "
-            f"tokens = CASE WHEN {level} >= 1 THEN {level} - 1 ELSE {level} END, "
-            f"allowed = ({level} >= 1), "
+            f"tokens = CASE WHEN {level} >= :want THEN {level} - :want ELSE {level} END, "
+            f"allowed = ({level} >= :want), "
             f"stamp = {greatest}(rate_limit_buckets.stamp, {now}) "
             "RETURNING key, tokens, allowed"
         ).bindparams(
             bindparam("tenant", type_=Uuid()),
+            bindparam("want", type_=Float()),
             *(bindparam(f"id{i}", type_=Uuid()) for i in range(count)),
+            *(bindparam(f"cap{i}", type_=Float()) for i in range(count)),
         )
         self._statements[count] = found
         return found
 
     def take_in(
-        self, session: Session, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
-    ) -> tuple[bool, list[float]]:
-        """Take the tokens in ``session``'s transaction (a session of ``tenant_id``), one
-        statement; the caller commits (promptly: the rows stay locked until then)."""
+        self,
+        session: Session,
+        tenant_id: uuid.UUID,
+        buckets: Sequence[Bucket],
+        wants: Sequence[int] | None = None,
+    ) -> tuple[list[bool], list[float]]:
+        """Take ``wants[i]`` tokens (default 1) from bucket ``i`` in ``session``'s transaction (a
+        session of ``tenant_id``): one statement per distinct want (one without leases); the
+        caller commits (promptly: the rows stay locked until then). Per bucket: whether its
+        tokens were taken, and its level after (not all-or-nothing)."""
         if random.random() < PURGE_SHARE:  # buckets untouched for an hour are full anyway
             session.execute(self.purge, {"tenant": tenant_id, "before": time.time() - 3600})
-        params: dict[str, Any] = {"tenant": tenant_id}
-        for i, b in enumerate(buckets):
-            params[f"id{i}"] = new_id()
-            params[f"key{i}"] = b.key
-            params[f"cap{i}"] = float(b.capacity)
-        rows = {
-            str(key): (float(tokens), bool(allowed))
-            for key, tokens, allowed in session.execute(self._statement(len(buckets)), params)
-        }
-        levels = [rows[b.key][0] for b in buckets]
-        return all(rows[b.key][1] for b in buckets), levels
+        asked = list(wants) if wants is not None else [1] * len(buckets)
+        rows: dict[str, tuple[float, bool]] = {}
+        for want in sorted(set(asked)):
+            group = [b for b, w in zip(buckets, asked, strict=True) if w == want]
+            params: dict[str, Any] = {"tenant": tenant_id, "want": float(want)}
+            for i, b in enumerate(group):
+                params[f"id{i}"] = new_id()
+                params[f"key{i}"] = b.key
+                params[f"cap{i}"] = float(b.capacity)
+            for key, tokens, allowed in session.execute(self._statement(len(group)), params):
+                rows[str(key)] = (float(tokens), bool(allowed))
+        return [rows[b.key][1] for b in buckets], [rows[b.key][0] for b in buckets]
 
-    def _take(self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]) -> tuple[bool, list[float]]:
+    def _take(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket], wants: Sequence[int]
+    ) -> tuple[list[bool], list[float]]:
         with self.db.tenant_transaction(tenant_id) as session:
-            return self.take_in(session, tenant_id, buckets)
+            return self.take_in(session, tenant_id, buckets, wants)
 
     async def take(
         self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
     ) -> tuple[bool, list[float]]:
         """See :class:`Backend` (not all-or-nothing: a refused request may spend a token)."""
-        return await anyio.to_thread.run_sync(self._take, tenant_id, buckets)
+        taken, levels = await self.take_many(tenant_id, buckets, [1] * len(buckets))
+        return all(taken), levels
+
+    async def take_many(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket], wants: Sequence[int]
+    ) -> tuple[list[bool], list[float]]:
+        """See :class:`SharedBackend` (per bucket, not all or nothing)."""
+        return await self.db.run(self._take, tenant_id, buckets, wants)
 
     async def close(self) -> None:
         """Nothing to release (the app owns the database)."""
+
+
+def lease_ceiling(bucket: Bucket) -> int:
+    """The most tokens one lease takes from ``bucket`` (1: never leased)."""
+    return max(1, min(LEASE_MAX, bucket.capacity // LEASE_SHARE))
+
+
+class _Lease:
+    __slots__ = ("expires", "level", "size", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0  # taken from the shared bucket, not spent yet
+        self.level = 0.0  # the shared bucket's level after the last take
+        self.expires = 0.0
+        self.size = 1  # what the next take asks for
+
+
+class Leases:
+    """Tokens this process took ahead from shared buckets, spent here (see the module
+    docstring). Thread-safe; one per :class:`RateLimiter`.
+
+    :param clock: seconds on a monotonic clock (tests pass a clock they move by hand).
+    """
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._by_key: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
+        self.clock = clock
+
+    def spend(self, buckets: Sequence[Bucket]) -> list[float] | None:
+        """One token from each bucket's lease if every one holds a token still valid (the
+        levels to report: the shared level plus what is held here), else None and nothing
+        is spent."""
+        now = self.clock()
+        with self._lock:
+            leases = [self._by_key.get(b.key) for b in buckets]
+            if any(x is None or x.tokens < 1 or x.expires <= now for x in leases):
+                return None
+            levels = []
+            for lease in leases:
+                assert lease is not None
+                lease.tokens -= 1
+                levels.append(lease.level + lease.tokens)
+            return levels
+
+    def wants(self, buckets: Sequence[Bucket]) -> list[int]:
+        """How many tokens to ask of each bucket now: the lease size, doubled when the last
+        lease was spent in time, halved when it expired unspent (at least 1, at most
+        :func:`lease_ceiling`)."""
+        now = self.clock()
+        out = []
+        with self._lock:
+            for b in buckets:
+                lease = self._by_key.get(b.key)
+                ceiling = lease_ceiling(b)
+                if lease is None or ceiling == 1:
+                    out.append(1)
+                    continue
+                if lease.tokens < 1 and lease.expires > now:
+                    lease.size = min(ceiling, lease.size * 2)
+                elif lease.tokens >= 1 and lease.expires <= now:
+                    lease.size = max(1, lease.size // 2)
+                lease.size = min(lease.size, ceiling)
+                out.append(lease.size)
+        return out
+
+    def add(self, bucket: Bucket, tokens: int, level: float) -> None:
+        """Keep ``tokens`` just taken from ``bucket`` (whose level is now ``level``) for
+        :data:`LEASE_SECONDS`; tokens still held and valid are kept too."""
+        now = self.clock()
+        with self._lock:
+            lease = self._by_key.get(bucket.key)
+            if lease is None:
+                if len(self._by_key) >= self.MAX_KEYS:
+                    self._by_key.clear()
+                lease = self._by_key[bucket.key] = _Lease()
+            held = lease.tokens if lease.expires > now else 0
+            lease.tokens = held + tokens
+            lease.level = level
+            lease.expires = now + LEASE_SECONDS
+
+    def held(self, bucket: Bucket) -> float:
+        """The level to report for ``bucket`` when this request did not take from it."""
+        now = self.clock()
+        with self._lock:
+            lease = self._by_key.get(bucket.key)
+            if lease is None or lease.expires <= now:
+                return float(bucket.capacity)
+            return lease.level + lease.tokens
 
 
 @dataclass(frozen=True)
@@ -404,6 +552,7 @@ class RateLimiter:
 
     def __init__(self, settings: Settings, backend: Backend | None) -> None:
         self.backend = backend
+        self.leases = Leases()
         self.client_limit = settings.rate_limit_client
         self.tenant_limit = settings.rate_limit_tenant
         self.overrides = parse_overrides(settings.rate_limit_overrides)
@@ -442,22 +591,79 @@ class RateLimiter:
         buckets = self.buckets(principal, _slug(claims))
         if not buckets:
             return Taken(None)
-        allowed, levels = backend.take_in(session, principal.tenant_id, buckets)
-        return Taken(decide(buckets, allowed, levels))
+        settle = self._settle(buckets)
+        try:
+            ask = next(settle)
+            while True:
+                ask = settle.send(backend.take_in(session, principal.tenant_id, *ask))
+        except StopIteration as done:
+            return Taken(done.value)
+
+    def spend_leased(self, principal: Principal, claims: dict[str, Any]) -> Taken | None:
+        """The request's decision from this process's leases alone (database backend), or
+        None when a bucket's lease is spent: then :meth:`in_auth_transaction` must take."""
+        if not isinstance(self.backend, DatabaseBackend):
+            return None
+        buckets = self.buckets(principal, _slug(claims))
+        if not buckets:
+            return Taken(None)
+        levels = self.leases.spend(buckets)
+        return Taken(decide(buckets, True, levels)) if levels is not None else None
+
+    def _settle(
+        self, buckets: Sequence[Bucket]
+    ) -> Generator[tuple[list[Bucket], list[int]], tuple[list[bool], list[float]], Decision]:
+        """The decision for ``buckets``: from the leases if they hold a token each, else after
+        taking from the shared buckets (each ``yield`` asks the caller to take ``wants`` tokens
+        from ``buckets`` and send back what was taken and the levels). A lease that cannot be
+        had in full is asked again for one token, so leasing never refuses a request that the
+        bucket would allow."""
+        levels = self.leases.spend(buckets)
+        if levels is not None:
+            return decide(buckets, True, levels)
+        wants = self.leases.wants(buckets)
+        taken, after = yield list(buckets), wants
+        short = [i for i, ok in enumerate(taken) if not ok]
+        if any(wants[i] > 1 for i in short):
+            again, levels_again = yield [buckets[i] for i in short], [1] * len(short)
+            for j, i in enumerate(short):
+                taken[i], after[i], wants[i] = again[j], levels_again[j], 1
+        for i, b in enumerate(buckets):
+            if taken[i]:
+                self.leases.add(b, wants[i], after[i])
+        if all(taken):
+            spent = self.leases.spend(buckets)
+            if spent is not None:  # None only if a lease expired in between: report levels
+                return decide(buckets, True, spent)
+            return decide(buckets, True, after)
+        reported = [
+            after[i] if not ok else self.leases.held(b)
+            for i, (b, ok) in enumerate(zip(buckets, taken, strict=True))
+        ]
+        return decide(buckets, False, reported)
 
     async def check(self, principal: Principal, tenant_slug: str | None) -> Decision | None:
         """Take the request's tokens; None when nothing limits it (or the backend failed)."""
-        if self.backend is None:
+        backend = self.backend
+        if backend is None:
             return None
         buckets = self.buckets(principal, tenant_slug)
         if not buckets:
             return None
         try:
-            allowed, levels = await self.backend.take(principal.tenant_id, buckets)
+            if not isinstance(backend, RedisBackend | DatabaseBackend):
+                allowed, levels = await backend.take(principal.tenant_id, buckets)
+                return decide(buckets, allowed, levels)
+            settle = self._settle(buckets)
+            try:
+                ask = next(settle)
+                while True:
+                    ask = settle.send(await backend.take_many(principal.tenant_id, *ask))
+            except StopIteration as done:
+                return done.value
         except Exception as exc:  # the limiter must not take the API down
-            log.warning("rate_limit_backend_failed", backend=self.backend.name, error=repr(exc))
+            log.warning("rate_limit_backend_failed", backend=backend.name, error=repr(exc))
             return None
-        return decide(buckets, allowed, levels)
 
 
 class RateLimitMiddleware:

@@ -250,3 +250,109 @@ def test_the_token_bucket() -> None:
     allowed, levels = take()
     assert not allowed and levels[1] == pytest.approx(8, abs=0.01)  # nothing taken when refused
     assert decide(buckets, allowed, levels).retry_after == 30
+
+
+def test_leases_grow_while_spent_and_shrink_when_they_expire() -> None:
+    from core.api.ratelimit import LEASE_MAX, LEASE_SECONDS, Leases, lease_ceiling
+
+    clock = ManualClock()
+    leases = Leases(clock=clock)
+    small, big = Bucket("small", 50), Bucket("big", 100_000)
+    assert lease_ceiling(small) == 1  # 50 a minute or fewer: every request asks the bucket
+    assert lease_ceiling(big) == LEASE_MAX
+    assert leases.wants([small, big]) == [1, 1]  # nothing known yet: one token, as before
+    sizes = []
+    for _ in range(9):  # each lease spent within its time: the next one doubles
+        want = leases.wants([big])[0]
+        sizes.append(want)
+        leases.add(big, want, 1000.0)
+        while leases.spend([big]) is not None:
+            pass
+        clock.advance(0.01)
+    assert sizes == [1, 2, 4, 8, 16, 32, 64, 100, 100]
+    leases.add(big, 10, 900.0)
+    assert leases.spend([big]) == [909.0]  # reported: the shared level plus what is held
+    clock.advance(LEASE_SECONDS)  # expired unspent: dropped, and the next lease is halved
+    assert leases.spend([big]) is None
+    assert leases.wants([big]) == [50]
+    assert leases.spend([small, big]) is None  # one bucket without a lease: nothing spent
+
+
+@pytest.mark.parametrize("kind", ["redis", "database"])
+def test_leases_keep_the_limit_across_processes(
+    app_settings: Settings,
+    database: Database,
+    api: httpx.Client,
+    person_token: object,
+    tenant: TenantWorld,
+    live_server: LiveServer,
+    kind: str,
+) -> None:
+    """Two processes leasing tokens of one bucket of 500 a minute (leases of up to 10):
+    together they never let more through than the bucket holds plus its refill, and lose at
+    most what they hold to each other."""
+    import time
+
+    if kind == "redis" and redis_problem():
+        pytest.skip(str(redis_problem()))
+    first, _ = two_clients(api, person_token, tenant, live_server)
+    settings = {
+        "rate_limit_backend": kind,
+        "rate_limit_client": 500,
+        "rate_limit_tenant": 0,
+        "redis_url": REDIS_URL,
+    }
+    with (
+        platform(app_settings, database, **settings) as one,
+        platform(app_settings, database, **settings) as two,
+    ):
+        started = time.monotonic()
+        statuses = [
+            (one if n % 2 else two).get("/api/v1/me", headers=first.headers).status_code
+            for n in range(600)
+        ]
+        elapsed = time.monotonic() - started
+    allowed = statuses.count(200)
+    assert set(statuses) == {200, 429}
+    assert allowed <= 500 + elapsed * 500 / 60 + 1  # never beyond the bucket and its refill
+    assert allowed >= 500 - 2 * 10  # at most one lease per process lost to the other
+
+
+def test_leases_spare_the_database_its_round_trips(
+    app_settings: Settings,
+    database: Database,
+    api: httpx.Client,
+    person_token: object,
+    tenant: TenantWorld,
+    live_server: LiveServer,
+) -> None:
+    """With a large bucket, 200 requests take their tokens from the shared bucket in a few
+    leases, not one statement each; small buckets keep one statement per request."""
+    from sqlalchemy import Engine, event
+
+    first, _ = two_clients(api, person_token, tenant, live_server)
+    takes: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *_: object) -> None:
+        if "rate_limit_buckets" in statement and statement.lstrip().startswith("INSERT"):
+            takes.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        for client_limit, expected in ((6000, range(1, 40)), (50, range(200, 201))):
+            takes.clear()
+            with platform(
+                app_settings,
+                database,
+                rate_limit_backend="database",
+                rate_limit_client=client_limit,
+                rate_limit_tenant=0,
+            ) as client:
+                for _ in range(200):
+                    assert client.get("/api/v1/me", headers=first.headers).status_code in (
+                        200,
+                        429,
+                    )
+            assert len(takes) in expected, (client_limit, len(takes))
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
