@@ -22,7 +22,6 @@ invalidation bumps, and a load stores its result only if the generation did not 
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from typing import Any
@@ -31,6 +30,7 @@ import structlog
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from core.cache_notify import NotifiedTenantCache
 from core.db import Database
 from core.plugins.models import PluginConfigRevision
 from core.plugins.registry import PluginRegistry
@@ -54,8 +54,11 @@ class _Entry:
         self.checked_at = time.monotonic()
 
 
-class PluginHost:
+class PluginHost(NotifiedTenantCache[_Entry]):
     """Installed plugins and the per-tenant cache of their resolution, for one process.
+
+    The entries, their generations and the ``LISTEN`` thread are
+    :class:`core.cache_notify.NotifiedTenantCache`'s.
 
     :param registry: the installed plugins.
     :param db: the database the configuration lives in.
@@ -72,21 +75,17 @@ class PluginHost:
         listen: bool | None = None,
         recheck_seconds: float | None = None,
     ) -> None:
+        super().__init__(
+            db,
+            NOTIFY_CHANNEL,
+            listen=db.is_postgres if listen is None else listen,
+            label="plugin_config",
+        )
         self.registry = registry
-        self.db = db
-        self._listen = db.is_postgres if listen is None else listen
         if recheck_seconds is None and not db.is_postgres:
             recheck_seconds = SQLITE_RECHECK_SECONDS
         self._recheck = recheck_seconds
-        self._entries: dict[uuid.UUID, _Entry] = {}
-        self._generations: dict[uuid.UUID, int] = {}
-        self._epoch = 0
-        self._lock = threading.Lock()
-        self._listening = False
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.stats = {"loads": 0, "rechecks": 0, "invalidations": 0}
+        self.stats.update({"loads": 0, "rechecks": 0})
         event.listen(Session, "after_commit", self._after_commit)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -97,30 +96,14 @@ class PluginHost:
             "plugins_installed",
             plugins=[f"{p.name}=={p.version}" for p in self.registry.plugins.values()],
         )
-        if self._listen and self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._listen_loop, name="insurdesk-plugin-config-listener", daemon=True
-            )
-            self._thread.start()
-            if not self._ready.wait(wait):
-                log.warning("plugin_config_listener_not_ready", waited_s=wait)
-        return self
+        return super().start(wait)
 
     def close(self) -> None:
         """Stop listening, detach from session events and close the registry (its tracing)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self.stop_listening()
         if event.contains(Session, "after_commit", self._after_commit):
             event.remove(Session, "after_commit", self._after_commit)
         self.registry.close()
-
-    @property
-    def listening(self) -> bool:
-        """Whether the cross-process listener is connected (always False on SQLite)."""
-        return self._listening
 
     # -- the per-request path -----------------------------------------------------------------
 
@@ -161,32 +144,16 @@ class PluginHost:
         with self.db.tenant_session(tenant_id) as session:
             return session.scalar(select(PluginConfigRevision.revision)) or 0
 
-    def _generation(self, tenant_id: uuid.UUID) -> tuple[int, int]:
-        return self._epoch, self._generations.get(tenant_id, 0)
-
     def _load(self, tenant_id: uuid.UUID) -> _Entry:
-        generation = self._generation(tenant_id)
+        generation = self.generation(tenant_id)
         with self.db.tenant_session(tenant_id) as session:
             config = load_tenant_config(session, tenant_id)
         self.stats["loads"] += 1
         entry = _Entry(config)
-        with self._lock:
-            if self._generation(tenant_id) == generation:
-                self._entries[tenant_id] = entry
+        self.store(tenant_id, generation, entry)
         return entry
 
     # -- invalidation ---------------------------------------------------------------------------
-
-    def invalidate(self, tenant_id: uuid.UUID | None = None) -> None:
-        """Forget a tenant's cached configuration (None: every tenant's)."""
-        with self._lock:
-            self.stats["invalidations"] += 1
-            if tenant_id is None:
-                self._epoch += 1
-                self._entries.clear()
-            else:
-                self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
-                self._entries.pop(tenant_id, None)
 
     def _after_commit(self, session: Session) -> None:
         changed = session.info.get(CHANGED_KEY)
@@ -196,43 +163,14 @@ class PluginHost:
             self.invalidate(tenant_id)
 
     def _on_notify(self, payload: str) -> None:
-        tenant, _, revision = payload.partition(":")
-        try:
-            tenant_id = uuid.UUID(tenant)
-        except ValueError:
-            log.warning("plugin_config_notice_unreadable", payload=payload)
+        tenant_id = self._notice_tenant(payload)
+        if tenant_id is None:
             return
+        revision = payload.partition(":")[2]
         entry = self._entries.get(tenant_id)
         if entry is not None and revision.isdigit() and int(revision) <= entry.config.revision:
             return
         self.invalidate(tenant_id)
-
-    def _listen_url(self) -> str:
-        url = self.db.engine.url.set(drivername="postgresql")
-        return url.render_as_string(hide_password=False)
-
-    def _listen_loop(self) -> None:
-        import psycopg
-
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._listen_url(), autocommit=True) as conn:
-                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._listening = True
-                    self.invalidate()  # notices may have been missed while not listening
-                    self._ready.set()
-                    log.info("plugin_config_listening", channel=NOTIFY_CHANNEL)
-                    while not self._stop.is_set():
-                        for notice in conn.notifies(timeout=0.5):
-                            self._on_notify(notice.payload)
-            except Exception as exc:  # logged; the cache is distrusted until we listen again
-                log.warning("plugin_config_listener_down", error=repr(exc))
-            finally:
-                self._listening = False
-            self._stop.wait(1.0)
-
-    def __enter__(self) -> PluginHost:
-        return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
