@@ -61,18 +61,22 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     from core.api.ratelimit import TAKEN_KEY, RateLimiter, make_backend, rate_limit_middleware
     from core.auth.keys import ensure_signing_key
     from core.auth.middleware import auth_middleware
+    from core.auth.state_cache import AuthStateCache
     from core.outbox.embedded import embedded_lifespans
     from core.plugins.host import PluginHost
     from core.plugins.registry import build_registry
 
     plugins = PluginHost(build_registry(), db)  # installed plugins + per-tenant cache
     limiter = RateLimiter(settings, make_backend(settings, db))
+    auth_cache = AuthStateCache(db, max_age=settings.auth_cache_seconds)  # PostgreSQL only
 
     def on_startup(app: Litestar) -> None:
         ensure_signing_key(db)
         plugins.start()
+        auth_cache.start()
 
     async def on_shutdown(app: Litestar) -> None:
+        auth_cache.close()
         plugins.close()
         if limiter.backend is not None:
             await limiter.backend.close()
@@ -104,7 +108,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     return Litestar(
         route_handlers=discover_routes(),
-        state=State({"settings": settings, "db": db, "plugins": plugins, "rate_limiter": limiter}),
+        state=State(
+            {
+                "settings": settings,
+                "db": db,
+                "plugins": plugins,
+                "rate_limiter": limiter,
+                "auth_cache": auth_cache,
+            }
+        ),
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "db": Provide(lambda: db, use_cache=True, sync_to_thread=False),
@@ -112,7 +124,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         },
         middleware=[
             database_middleware(db),
-            auth_middleware(settings, db, hooks={TAKEN_KEY: limiter.in_auth_transaction}),
+            auth_middleware(
+                settings, db, hooks={TAKEN_KEY: limiter.in_auth_transaction}, cache=auth_cache
+            ),
             rate_limit_middleware(limiter),
             idempotency_middleware(settings, db),
         ],

@@ -82,6 +82,12 @@ class Settings:
     """``INSURDESK_RATE_LIMIT_OVERRIDES``: per-tenant limits as JSON, by tenant slug:
     ``{"huaxia": {"client": 3000, "tenant": 20000}}`` (0 = unlimited)."""
 
+    auth_cache_seconds: int = 60
+    """``INSURDESK_AUTH_CACHE_SECONDS``: on PostgreSQL, how long an accepted access token's
+    state (revocation, client, person, roles) may be reused by a process without reading it
+    again; changes invalidate it at once either way (docs/decisions/0011-auth-state-cache.md).
+    0: read it on every request."""
+
     idempotency_ttl: int = 86_400
     """``INSURDESK_IDEMPOTENCY_TTL``: seconds an ``Idempotency-Key`` and its response are kept."""
 

@@ -365,6 +365,17 @@ class KeyStore:
                 self.refresh(force=True)
         raise NoSigningKeyError("no access-token signing key is active")
 
+    def cached_key(self, kid: str) -> LoadedKey | None:
+        """The published key ``kid`` if the cached keys are fresh and hold it, without any
+        database read; None otherwise (then :meth:`verification_key` decides)."""
+        if time.monotonic() - self._loaded_at >= self.cache_seconds:
+            return None
+        now = utcnow()
+        for key in self._keys:
+            if key.kid == kid and key.published(now):
+                return key
+        return None
+
     def verification_key(self, kid: str) -> LoadedKey | None:
         """The published key ``kid``, reloading once if it is unknown; None if there is none.
 

@@ -1,15 +1,23 @@
 """Bearer-token authentication for every ``/api/`` path.
 
 Per request: the JWT is checked against the platform's public keys (cached in memory, a
-reload on an unknown ``kid``), then one small query, through the session of the token's
-tenant, reads whether the jti was revoked, whether the client (and, for a person, the
-person) is still active, the client's units, and the caller's roles
-(:func:`core.auth.tokens.token_state` with ``with_access``). So a revoked token, a disabled
-client and a deactivated person stop working at once, and the request's
-:class:`core.auth.guards.Access` (``scope[ACCESS_KEY]``) costs no further query. Work that
-must follow authentication in the same short transaction (the database rate limiter's
-buckets) is passed in as ``hooks``: one transaction and one connection checkout for both. No
-password hashing happens here.
+reload on an unknown ``kid``); then the token's live state: whether the jti was revoked,
+whether the client (and, for a person, the person) is still active, the client's units, and
+the caller's roles (:func:`core.auth.tokens.token_state` with ``with_access``, one small query
+through the session of the token's tenant). On PostgreSQL an accepted token's state is kept
+in the process's :class:`core.auth.state_cache.AuthStateCache`, so the next request with the
+same token reads nothing: every write to the tables that state comes from drops the tenant's
+entries, in this process before the write's commit is answered and in every other process when
+PostgreSQL's notice of the commit arrives (docs/decisions/0011-auth-state-cache.md). So a
+revoked token, a disabled client, a deactivated person and a removed role stop working from the
+next request, as when the state was read every time. On SQLite, and on PostgreSQL while the
+cache's ``LISTEN`` connection is down, the state is read on every request.
+
+The request's :class:`core.auth.guards.Access` (``scope[ACCESS_KEY]``) costs no further query.
+Work that must follow authentication in a short transaction of the token's tenant (the database
+rate limiter's buckets) is passed in as ``hooks``: it runs in the transaction that read the
+state, or, when the state came from the cache, in one of its own. No password hashing happens
+here.
 
 The tenant of the request comes from the token's ``tenant`` claim and nothing else.
 """
@@ -40,6 +48,7 @@ from core.audit import AuditActor, record
 from core.auth.guards import Access, load_access, person_access
 from core.auth.principal import Principal, current_principal
 from core.auth.server import AuthContext, auth_context
+from core.auth.state_cache import AuthStateCache
 from core.auth.tokens import TokenError, audience_allows, token_state
 from core.db import Database
 from core.people.models import Person
@@ -54,9 +63,11 @@ ACCESS_KEY = "insurdesk.access"
 """ASGI scope key of the request's :class:`core.auth.guards.Access` (read with the token)."""
 
 AuthHook = Callable[[Session, Principal, dict[str, Any]], Any]
-"""Work run after a token is accepted, in the same transaction of the token's tenant; its
-result is stored in the ASGI scope under the hook's key. It must not raise: an exception is
-logged, its result is None and the transaction is rolled back instead of committed."""
+"""Work run after a token is accepted, in a transaction of the token's tenant: the one that read
+the token's state, or, when that state came from the cache, a transaction of its own (begun
+only if the hook uses the session). Its result is stored in the ASGI scope under the hook's
+key. It must not raise: an exception is logged, its result is None and the transaction is
+rolled back instead of committed."""
 
 
 @dataclass(frozen=True)
@@ -69,16 +80,19 @@ class Authenticated:
 
 
 def authenticate_claims(
-    ctx: AuthContext, claims: dict[str, Any], hooks: Mapping[str, AuthHook] | None = None
+    ctx: AuthContext,
+    claims: dict[str, Any],
+    hooks: Mapping[str, AuthHook] | None = None,
+    cache: AuthStateCache | None = None,
 ) -> Authenticated:
     """Check the token's live state in its tenant, resolve the caller's access and run
-    ``hooks``, all in one transaction.
+    ``hooks``, all in one transaction; an accepted state is kept in ``cache`` (if given).
 
     :raises TokenError: revoked token, disabled client, inactive person.
     """
     tenant_id = uuid.UUID(str(claims["tenant"]))
     kind = claims["kind"]
-    extras: dict[str, Any] = {}
+    generation = cache.generation(tenant_id) if cache is not None else None
     with ctx.db.tenant_session(tenant_id) as session:
         session.begin()
         state = token_state(session, claims, with_access=True)
@@ -97,19 +111,44 @@ def authenticate_claims(
             access = person_access(principal, state.grants)
         else:
             access = load_access(session, principal)
-        failed = False
-        for key, hook in (hooks or {}).items():
-            try:
-                extras[key] = None if failed else hook(session, principal, claims)
-            except Exception as exc:  # a hook must not refuse an accepted token
-                log.warning("auth_hook_failed", hook=key, error=repr(exc))
-                extras[key] = None
-                failed = True
+        extras = _run_hooks(session, principal, claims, hooks)
+    if cache is not None and generation is not None:
+        cache.put(claims, generation, principal, access)
+    return Authenticated(principal, access, extras)
+
+
+def run_auth_hooks(
+    ctx: AuthContext, principal: Principal, claims: dict[str, Any], hooks: Mapping[str, AuthHook]
+) -> dict[str, Any]:
+    """Run ``hooks`` for a token whose state came from the cache, in a transaction of its
+    tenant of their own (which begins only if a hook uses the session)."""
+    with ctx.db.tenant_session(principal.tenant_id) as session:
+        return _run_hooks(session, principal, claims, hooks)
+
+
+def _run_hooks(
+    session: Session,
+    principal: Principal,
+    claims: dict[str, Any],
+    hooks: Mapping[str, AuthHook] | None,
+) -> dict[str, Any]:
+    """Run ``hooks`` in ``session``'s transaction and end it: committed, or rolled back if a
+    hook failed (the hooks after it are not run; their results are None)."""
+    extras: dict[str, Any] = {}
+    failed = False
+    for key, hook in (hooks or {}).items():
+        try:
+            extras[key] = None if failed else hook(session, principal, claims)
+        except Exception as exc:  # a hook must not refuse an accepted token
+            log.warning("auth_hook_failed", hook=key, error=repr(exc))
+            extras[key] = None
+            failed = True
+    if session.in_transaction():
         if failed:
             session.rollback()
         else:
             session.commit()
-    return Authenticated(principal, access, extras)
+    return extras
 
 
 REFUSAL_AUDIT_SECONDS = 300.0
@@ -170,27 +209,70 @@ def record_refused_token(
     log.info("token_refused", tenant=str(tenant_id), client_id=client_id, reason=why)
 
 
+def verified_claims(ctx: AuthContext, token: str, resource: str | None = None) -> dict[str, Any]:
+    """The verified claims of ``token`` whose audience, given the request path ``resource``,
+    covers it (a database read if the signing keys must be reloaded).
+
+    :raises TokenError: the token does not verify or is not for this resource.
+    """
+    claims = ctx.verifier.verify(token)
+    _check_audience(ctx, claims, resource)
+    return claims
+
+
+def _check_audience(ctx: AuthContext, claims: dict[str, Any], resource: str | None) -> None:
+    if resource is not None and not audience_allows(
+        claims.get("aud"), ctx.settings.issuer, resource
+    ):
+        raise TokenError("token audience does not include this resource")
+
+
+def authenticate_verified(
+    ctx: AuthContext,
+    claims: dict[str, Any],
+    source: str | None = None,
+    hooks: Mapping[str, AuthHook] | None = None,
+    cache: AuthStateCache | None = None,
+) -> Authenticated:
+    """Authenticate a verified token: from ``cache`` if it holds the token's state (then only
+    ``hooks`` touch the database), else by reading the state (:func:`authenticate_claims`). A
+    token refused by its tenant's state is recorded (:func:`record_refused_token`)."""
+    hit = cache.get(claims) if cache is not None else None
+    if hit is not None:
+        extras = run_auth_hooks(ctx, hit.principal, claims, hooks) if hooks else {}
+        return Authenticated(hit.principal, hit.access, extras)
+    return _read_state(ctx, claims, source, hooks, cache)
+
+
+def _read_state(
+    ctx: AuthContext,
+    claims: dict[str, Any],
+    source: str | None,
+    hooks: Mapping[str, AuthHook] | None,
+    cache: AuthStateCache | None,
+) -> Authenticated:
+    try:
+        return authenticate_claims(ctx, claims, hooks, cache)
+    except TokenError as exc:
+        record_refused_token(ctx, claims, exc.detail, source)
+        raise
+
+
 def authenticate_bearer(
     ctx: AuthContext,
     token: str,
     source: str | None = None,
     hooks: Mapping[str, AuthHook] | None = None,
     resource: str | None = None,
+    cache: AuthStateCache | None = None,
 ) -> tuple[Authenticated, dict[str, Any]]:
     """Verify ``token`` (and, given the request path ``resource``, that its audience covers
-    it), check its state and run ``hooks`` (blocking: run in a thread). A verified token
-    refused by its tenant's state is recorded (:func:`record_refused_token`).
+    it), check its state (through ``cache``, if given) and run ``hooks`` (blocking: run it with
+    :meth:`core.db.Database.run`). A verified token refused by its tenant's state is recorded
+    (:func:`record_refused_token`).
     """
-    claims = ctx.verifier.verify(token)
-    if resource is not None and not audience_allows(
-        claims.get("aud"), ctx.settings.issuer, resource
-    ):
-        raise TokenError("token audience does not include this resource")
-    try:
-        return authenticate_claims(ctx, claims, hooks), claims
-    except TokenError as exc:
-        record_refused_token(ctx, claims, exc.detail, source)
-        raise
+    claims = verified_claims(ctx, token, resource)
+    return authenticate_verified(ctx, claims, source, hooks, cache), claims
 
 
 class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
@@ -202,11 +284,13 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         settings: Settings,
         db: Database,
         hooks: Mapping[str, AuthHook] | None = None,
+        cache: AuthStateCache | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self.ctx = auth_context(settings, db)
         self.hooks = dict(hooks or {})
+        self.cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate, set ``scope['user']``/``scope['auth']`` and the context variable."""
@@ -247,17 +331,44 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException("missing bearer token")
+        source = connection.client.host if connection.client else None
+        resource = connection.url.path
+        cache, db = self.cache, self.ctx.db
         try:
-            source = connection.client.host if connection.client else None
-            return await self.ctx.db.run(
-                authenticate_bearer, self.ctx, token, source, self.hooks, connection.url.path
+            if cache is not None and cache.active:
+                claims = self.ctx.verifier.verify_cached(token)
+                if claims is not None:  # no database read so far: pure CPU
+                    _check_audience(self.ctx, claims, resource)
+                    hit = cache.get(claims)
+                    if hit is None:
+                        done = await db.run(
+                            _read_state, self.ctx, claims, source, self.hooks, cache
+                        )
+                        return done, claims
+                    extras = (
+                        await db.run(run_auth_hooks, self.ctx, hit.principal, claims, self.hooks)
+                        if self.hooks
+                        else {}
+                    )
+                    return Authenticated(hit.principal, hit.access, extras), claims
+            return await db.run(
+                authenticate_bearer, self.ctx, token, source, self.hooks, resource, cache
             )
         except TokenError as exc:
             raise NotAuthorizedException(exc.detail) from None
 
 
 def auth_middleware(
-    settings: Settings, db: Database, hooks: Mapping[str, AuthHook] | None = None
+    settings: Settings,
+    db: Database,
+    hooks: Mapping[str, AuthHook] | None = None,
+    cache: AuthStateCache | None = None,
 ) -> DefineMiddleware:
-    """The authentication middleware of the app (see :class:`BearerTokenMiddleware`)."""
-    return DefineMiddleware(BearerTokenMiddleware, settings=settings, db=db, hooks=hooks)
+    """The authentication middleware of the app (see :class:`BearerTokenMiddleware`).
+
+    :param cache: the process's token-state cache (started and closed by the app), or None to
+        read every request's token state.
+    """
+    return DefineMiddleware(
+        BearerTokenMiddleware, settings=settings, db=db, hooks=hooks, cache=cache
+    )

@@ -278,6 +278,18 @@ class AccessTokenVerifier:
         self._verified[token] = (key, dict(claims))
         return claims
 
+    def verify_cached(self, token: str) -> dict[str, Any] | None:
+        """The verified claims of ``token`` if that needs no database read: its signature was
+        verified before with a key that is still the published key of its ``kid`` in the key
+        store's fresh cache. None otherwise: call :meth:`verify`.
+
+        :raises TokenError: the claims are no longer valid (expired, say).
+        """
+        seen = self._verified.get(token)
+        if seen is None or self.keys.cached_key(seen[0].kid) is not seen[0]:
+            return None
+        return self._checked(dict(seen[1]))
+
     def _checked(self, claims: dict[str, Any]) -> dict[str, Any]:
         """``claims`` of a correctly signed token, if they are valid now."""
         try:
