@@ -43,7 +43,6 @@ from sqlalchemy import (
     Uuid,
     create_engine,
     event,
-    insert,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import URL, Connection
@@ -60,6 +59,8 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util.concurrency import await_, greenlet_spawn, in_greenlet
+
+from core.db_batch import WriteBatch, execute_insert
 
 T = TypeVar("T")
 
@@ -593,18 +594,11 @@ def _insert_plan(cls: Any) -> tuple[Table, tuple[tuple[str, str, Any], ...]]:
     return cast(Table, mapper.local_table), tuple(columns)
 
 
-@functools.cache
-def _insert_of(table: Table, many: bool) -> Any:
-    """``INSERT INTO table``, its values parameters (built once per table, so its compiled form
-    is cached). For several rows it returns the ids: SQLAlchemy then sends them as one
-    multi-row ``INSERT .. VALUES (..), (..)`` ("insertmanyvalues") rather than the driver's
-    executemany (pipelined by psycopg, several times the CPU)."""
-    return insert(table).returning(table.c.id) if many else insert(table)
-
-
-def insert_new(session: Session, objects: Sequence[Any]) -> None:
+def insert_new(session: Session, objects: Sequence[Any], batch: WriteBatch | None = None) -> None:
     """Write new objects of one model with one Core ``INSERT`` (one statement for several),
     then keep them in ``session`` as persistent (loaded) objects, as a flush leaves them.
+    With ``batch``, the insert is added to it instead (:mod:`core.db_batch`): written, and the
+    objects kept, when the batch is executed.
 
     Much cheaper than the unit of work's flush for a few rows written once. What the flush
     would do is done here: every column gets its value or its Python default, a tenant-owned
@@ -615,6 +609,23 @@ def insert_new(session: Session, objects: Sequence[Any]) -> None:
     """
     if not objects:
         return
+    table, rows = _new_rows(session, objects)
+
+    def keep() -> None:
+        for obj in objects:
+            make_transient_to_detached(obj)
+            session.add(obj)
+
+    if batch is not None:
+        batch.insert(table, rows, then=keep)
+        return
+    execute_insert(session.connection(), table, rows)
+    keep()
+
+
+def _new_rows(session: Session, objects: Sequence[Any]) -> tuple[Table, list[dict[str, Any]]]:
+    """The table of ``objects`` (new objects of one model) and their rows, each column with its
+    value or Python default (set on the object too), tenant-owned ones stamped."""
     cls: Any = type(objects[0])
     table, plan = _insert_plan(cls)
     stamp = _is_tenant_scoped(cls) and not session.info.get(PLATFORM_KEY)
@@ -636,11 +647,7 @@ def insert_new(session: Session, objects: Sequence[Any]) -> None:
                     value = default.arg
                 setattr(obj, attr, value)
         rows.append({key: state[attr] for attr, key, _ in plan})
-    many = len(rows) > 1
-    session.connection().execute(_insert_of(table, many), rows if many else rows[0])
-    for obj in objects:
-        make_transient_to_detached(obj)
-        session.add(obj)
+    return table, rows
 
 
 def attach_loaded(session: Session, cls: type[Any], values: dict[str, Any]) -> Any:

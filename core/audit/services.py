@@ -30,6 +30,7 @@ from core.audit.chain import Verification, entry_hash, verify_entries
 from core.audit.models import GENESIS_HASH, AuditEntry, AuditHead
 from core.auth.principal import Principal
 from core.db import TenantRequiredError, insert_new, new_id, utcnow
+from core.db_batch import WriteBatch
 
 ActorKind = Literal["person", "client", "platform", "system"]
 
@@ -175,6 +176,7 @@ def record(
     details: Mapping[str, Any] | None = None,
     source: str | None = None,
     tenant_id: uuid.UUID | None = None,
+    batch: WriteBatch | None = None,
 ) -> AuditEntry:
     """Append an entry to the tenant's audit log, in the caller's transaction.
 
@@ -186,11 +188,18 @@ def record(
     :param details: JSON-able facts; never secrets or clear personal data (see module doc).
     :param source: the caller's network address, when known.
     :param tenant_id: required on the platform path; a tenant session supplies its own.
-    :returns: the new entry, with its ``seq`` and ``hash``, already written (the head stays
-        locked until the transaction ends).
+    :param batch: the head is still locked and read now, but the head's move and the entry
+        are added to ``batch`` (:mod:`core.db_batch`), written when it is executed. Execute it
+        before the transaction appends another entry (refused until then: the head has not
+        moved yet).
+    :returns: the new entry, with its ``seq`` and ``hash``, written (or in ``batch``); the head
+        stays locked until the transaction ends.
     :raises ValueError: ``details`` holds a key that names a secret.
     """
     tid = _tenant(session, tenant_id)
+    unsent = session.info.get(_UNSENT)
+    if unsent is not None and unsent[0] is session.get_transaction() and len(unsent[1]):
+        raise RuntimeError("this transaction's last audit entry is in a batch not yet executed")
     plain = _plain(details)
     if isinstance(target, tuple):
         target = Target(str(target[0]), str(target[1]))
@@ -213,12 +222,19 @@ def record(
         hash="",
     )
     entry.hash = entry_hash(entry)
-    connection = session.connection()
-    connection.execute(
-        _MOVE_HEAD, {"tid": tid, "seq": entry.seq, "hash": entry.hash, "at": entry.at}
-    )
-    insert_new(session, [entry])  # written now, without waiting for (or running) a flush
+    move = {"tid": tid, "seq": entry.seq, "hash": entry.hash, "at": entry.at}
+    if batch is None:
+        session.connection().execute(_MOVE_HEAD, move)
+    else:
+        batch.update(_MOVE_HEAD, move)
+        session.info[_UNSENT] = (session.get_transaction(), batch)
+    insert_new(session, [entry], batch)  # without waiting for (or running) a flush
     return entry
+
+
+_UNSENT = "insurdesk.audit_unsent"
+"""``session.info`` key: (transaction, batch) of the last entry :func:`record` added to a
+batch; another entry in that transaction waits until the batch is executed."""
 
 
 # -- reading ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.db import TENANT_KEY, CrossTenantWriteError, TenantRequiredError, new_id, utcnow
+from core.db_batch import WriteBatch, execute_insert
 from core.outbox.models import OutboxEvent, OutboxStatus
 
 _TABLE = cast(Table, OutboxEvent.__table__)
@@ -112,13 +113,16 @@ def _row(
 
 _INSERT = insert(_TABLE)
 """An outbox row (the values are parameters: built once, compiled once)."""
-_INSERT_RETURNING = insert(_TABLE).returning(_TABLE.c.id)
-"""Outbox rows, several at once (see :func:`emit_many`)."""
 
 
-def emit_many(session: Session, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+def emit_many(
+    session: Session,
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+    batch: WriteBatch | None = None,
+) -> None:
     """:func:`emit` for several ``(event_type, payload)`` of the session's tenant, without
-    dedupe keys, written now with one statement (rows in the given order).
+    dedupe keys, written now with one statement (rows in the given order); with ``batch``,
+    added to it (:mod:`core.db_batch`) instead.
 
     Unlike :func:`emit` it does not flush the session first (the rows refer to nothing the
     session holds): call it when the session's pending changes need no flush before it.
@@ -130,10 +134,10 @@ def emit_many(session: Session, events: Sequence[tuple[str, Mapping[str, Any]]])
         raise TenantRequiredError("an outbox event needs a tenant")
     now = utcnow()
     rows = [_row(tid, event_type, payload, now) for event_type, payload in events]
-    if len(rows) == 1:
-        session.connection().execute(_INSERT, rows[0])
-    else:  # RETURNING: one multi-row statement ("insertmanyvalues"), not an executemany
-        session.connection().execute(_INSERT_RETURNING, rows)
+    if batch is not None:
+        batch.insert(_TABLE, rows)
+    else:
+        execute_insert(session.connection(), _TABLE, rows)
 
 
 @functools.cache

@@ -12,17 +12,15 @@ extension, a restart), a reminder already sent is armed again for the new due.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, event, inspect
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, case, event, inspect
 from sqlalchemy.engine import Connection
 
 from core.cases.models import CaseClock
 from core.db import new_id
+from core.db_batch import WriteBatch, execute_insert
 from core.deadlines import DEFAULT_REMINDER_FRACTION
 from core.scheduler.models import ClockReminder
 
@@ -67,41 +65,29 @@ def _values(clock: CaseClock) -> dict[str, Any]:
 
 
 def _upsert(connection: Connection, clock: CaseClock) -> None:
-    connection.execute(_upsert_statement(connection.dialect.name), _values(clock))
+    execute_insert(connection, _TABLE, [_values(clock)], _on_conflict)
 
 
-def upsert_reminders(connection: Connection, clocks: Sequence[CaseClock]) -> None:
+def upsert_reminders(
+    connection: Connection, clocks: Sequence[CaseClock], batch: WriteBatch | None = None
+) -> None:
     """The reminders of ``clocks`` (new clocks written without a flush, whose ``after_insert``
-    does not run: :func:`core.db.insert_new`), as one executemany."""
+    does not run: :func:`core.db.insert_new`), with one statement; with ``batch``, added to it
+    (:mod:`core.db_batch`) instead."""
     if not clocks:
         return
     rows = [_values(c) for c in clocks]
-    if len(rows) == 1:
-        connection.execute(_upsert_statement(connection.dialect.name), rows[0])
-    else:  # RETURNING: one multi-row statement ("insertmanyvalues"), not an executemany
-        connection.execute(_upsert_statement(connection.dialect.name, returning=True), rows)
+    if batch is not None:
+        batch.insert(_TABLE, rows, on_conflict=_on_conflict)
+    else:
+        execute_insert(connection, _TABLE, rows, _on_conflict)
 
 
-_UPSERT_COLUMNS = (
-    "tenant_id",
-    "id",
-    "clock_id",
-    "case_id",
-    "remind_at",
-    "due_at",
-    "fraction",
-    "status",
-)
-
-
-@functools.cache
-def _upsert_statement(dialect: str, *, returning: bool = False) -> Any:
-    """The reminder upsert, built once per dialect (it runs at every clock's flush; the values
-    are parameters); with ``returning``, it returns the ids (for several rows at once)."""
-    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = upsert(_TABLE).values({name: bindparam(name) for name in _UPSERT_COLUMNS})
+def _on_conflict(stmt: Any) -> Any:
+    """``stmt`` (a dialect's ``INSERT INTO clock_reminders``) as the reminder upsert: a clock's
+    reminder follows its due; one already sent is armed again when the due moved."""
     moved = _TABLE.c.due_at != stmt.excluded.due_at
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["tenant_id", "clock_id"],
         set_={
             "remind_at": stmt.excluded.remind_at,
@@ -111,7 +97,6 @@ def _upsert_statement(dialect: str, *, returning: bool = False) -> Any:
             "handled_at": case((moved, None), else_=_TABLE.c.handled_at),
         },
     )
-    return stmt.returning(_TABLE.c.id) if returning else stmt
 
 
 @event.listens_for(CaseClock, "after_insert")
