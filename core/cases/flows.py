@@ -62,6 +62,7 @@ from core.cases.storage import AttachmentStorage, put_in_transaction, sha256_of
 from core.customers.models import Customer, Policy
 from core.customers.services import get_policy
 from core.db import Database, attach_loaded, insert_new, new_id, utcnow
+from core.db_batch import WriteBatch
 from core.deadlines import (
     DEFAULT_EXTENSION_POLICY,
     REVIEW_REQUEST_WINDOW,
@@ -491,8 +492,16 @@ def _new_event(
     return event
 
 
-def audit_case(ctx: CaseContext, case: Case, audit_action: str, **details: Any) -> None:
-    """Append ``audit_action`` on ``case`` to the tenant audit log (no personal data)."""
+def audit_case(
+    ctx: CaseContext,
+    case: Case,
+    audit_action: str,
+    *,
+    batch: WriteBatch | None = None,
+    **details: Any,
+) -> None:
+    """Append ``audit_action`` on ``case`` to the tenant audit log (no personal data); with
+    ``batch``, the entry is written with it (see :func:`core.audit.services.record`)."""
     principal = ctx.access.principal
     kind: ActorKind = "person" if ctx.actor.person_id is not None else "client"
     record(
@@ -501,6 +510,7 @@ def audit_case(ctx: CaseContext, case: Case, audit_action: str, **details: Any) 
         actor=AuditActor(kind, ctx.actor.label, ctx.actor.person_id, principal.client_id),
         target=("case", case.id),
         details={"number": case.number, "type": case.type.value, **details},
+        batch=batch,
     )
 
 
@@ -993,16 +1003,18 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
             **({"reporter": "withheld"} if data.type == CaseType.WHISTLEBLOWING else {}),
         },
     )
-    # Written with one Core INSERT per table, not the unit of work's flush (decision 0009):
-    # the texts sealed first, every row stamped with the session's tenant, the clocks'
-    # reminders upserted with one statement (their after_insert does not run here).
+    # Written with Core INSERTs, not the unit of work's flush (decision 0009), collected in one
+    # batch sent as one statement on PostgreSQL (decision 0012): the texts sealed first, every
+    # row stamped with the session's tenant, the clocks' reminders upserted explicitly (their
+    # after_insert does not run here).
     tenant_id = services.tenant_id_of(session)
     known = {} if read.key_version is None else {tenant_id: int(read.key_version)}
     seal_new(session, (case, event), known)
-    insert_new(session, [case])
-    insert_new(session, rows)
-    upsert_reminders(session.connection(), rows)
-    insert_new(session, [event])
+    batch = WriteBatch(session)
+    insert_new(session, [case], batch)
+    insert_new(session, rows, batch)
+    upsert_reminders(session.connection(), rows, batch)
+    insert_new(session, [event], batch)
     if parent is not None:
         parent_before = parent.version
         record_event(
@@ -1020,8 +1032,14 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
             ("case.created", case_payload(case, created)),
             *(("case.follow_up", case_payload(case, _follow_up_json(f))) for f in plan.follow_ups),
         ],
+        batch,
     )
-    audit_case(ctx, case, "case.registered", unit=unit.code, channel=data.channel.value)
+    # The audit head is locked and read here (its own statement); its move and the entry go
+    # with the batch.
+    audit_case(
+        ctx, case, "case.registered", batch=batch, unit=unit.code, channel=data.channel.value
+    )
+    batch.execute()
     flush(ctx)
     log.info("case_registered", number=number, type=data.type.value, clocks=len(rows))
     return Registration(case, unit, rows)
