@@ -125,7 +125,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         middleware=[
             database_middleware(db),
             auth_middleware(
-                settings, db, hooks={TAKEN_KEY: limiter.in_auth_transaction}, cache=auth_cache
+                settings,
+                db,
+                # the database rate limiter takes its tokens with the authentication
+                hooks={TAKEN_KEY: limiter.in_auth_transaction} if limiter.in_database else None,
+                cache=auth_cache,
+                quick_hooks={TAKEN_KEY: limiter.spend_leased},
             ),
             rate_limit_middleware(limiter),
             idempotency_middleware(settings, db),

@@ -578,6 +578,11 @@ class RateLimiter:
             found.append(Bucket(f"{tid}:tenant", tenant_limit))
         return found
 
+    @property
+    def in_database(self) -> bool:
+        """Whether the buckets are in the database (taken by :meth:`in_auth_transaction`)."""
+        return isinstance(self.backend, DatabaseBackend)
+
     def in_auth_transaction(
         self, session: Session, principal: Principal, claims: dict[str, Any]
     ) -> Taken | None:

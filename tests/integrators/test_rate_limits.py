@@ -356,3 +356,42 @@ def test_leases_spare_the_database_its_round_trips(
             assert len(takes) in expected, (client_limit, len(takes))
     finally:
         event.remove(Engine, "before_cursor_execute", count)
+
+
+@pytest.mark.postgres_only
+def test_a_cached_token_with_a_leased_token_needs_no_database(
+    app_settings: Settings,
+    database: Database,
+    api: httpx.Client,
+    person_token: object,
+    tenant: TenantWorld,
+    live_server: LiveServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL, database rate limiter: once the token's state is cached and the process
+    holds a lease of the caller's bucket, authenticating and rate limiting a request do no
+    database work at all: not even a session (``/api/v1/me`` itself reads nothing)."""
+    from typing import Any
+
+    first, _ = two_clients(api, person_token, tenant, live_server)
+    runs: list[str] = []
+    run = database.run
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        runs.append(getattr(fn, "__name__", repr(fn)))
+        return await run(fn, *args, **kwargs)
+
+    with platform(
+        app_settings,
+        database,
+        rate_limit_backend="database",
+        rate_limit_client=6000,
+        rate_limit_tenant=0,
+    ) as client:
+        for _ in range(20):  # the state cached; leases of 1, 2, 4, 8, 16 tokens
+            assert client.get("/api/v1/me", headers=first.headers).status_code == 200
+        monkeypatch.setattr(database, "run", counted)
+        answers = [client.get("/api/v1/me", headers=first.headers) for _ in range(20)]
+    assert {a.status_code for a in answers} == {200}
+    assert all("ratelimit-remaining" in a.headers for a in answers)
+    assert len(runs) <= 1, runs  # at most one lease taken (32 tokens) in these 20 requests
