@@ -1451,26 +1451,37 @@ def transition(
             },
         )
     services.refresh_next_due(session, case)
-    emit_outbox(
+    outbox = [
+        (
+            "case.transitioned",
+            {
+                "action": t.action,
+                "from_state": from_state,
+                "to_state": case.state,
+                # The reason is free text (sealed in the timeline); the planner reads it there.
+                "event_seq": moved.seq,
+            },
+        )
+    ]
+    if t.action == "request_materials":
+        outbox.append(("case.materials_missing", {"materials": case.missing_materials}))
+    outbox.extend(("case.follow_up", _follow_up_json(f)) for f in follow_ups)
+    # The case, its clocks and events are flushed first (a concurrent change is a 412 here);
+    # the outbox rows, the audit head's move and the entry then go as one batch (decision
+    # 0012), after the head is locked.
+    flush(ctx)
+    batch = WriteBatch(session)
+    emit_many(session, [(kind, case_payload(case, payload)) for kind, payload in outbox], batch)
+    audit_case(
         ctx,
         case,
         "case.transitioned",
-        {
-            "action": t.action,
-            "from_state": from_state,
-            "to_state": case.state,
-            # The reason is free text (sealed in the timeline); the planner reads it there.
-            "event_seq": moved.seq,
-        },
+        batch=batch,
+        action=t.action,
+        from_state=from_state,
+        to_state=case.state,
     )
-    if t.action == "request_materials":
-        emit_outbox(ctx, case, "case.materials_missing", {"materials": case.missing_materials})
-    for follow_up in follow_ups:
-        emit_outbox(ctx, case, "case.follow_up", _follow_up_json(follow_up))
-    audit_case(
-        ctx, case, "case.transitioned", action=t.action, from_state=from_state, to_state=case.state
-    )
-    flush(ctx)
+    batch.execute()
     return case
 
 

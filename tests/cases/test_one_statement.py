@@ -25,6 +25,7 @@ from core import db_batch
 from core.audit.services import AuditActor, record, verify
 from core.cases import flows, services
 from core.cases.models import CaseEvent
+from core.cases.schemas import TransitionIn
 from core.db import Database, new_id, utcnow
 from core.db_batch import WriteBatch
 from core.outbox.models import OutboxEvent
@@ -66,9 +67,9 @@ def statements(database: Database) -> Iterator[list[tuple[str, Any]]]:
         event.remove(database.engine, "before_cursor_execute", note)
 
 
-@pytest.fixture
-def one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches sent one statement per part on every backend (the path SQLite always takes)."""
+def _one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, batches are sent one statement per part on every backend (the path SQLite
+    always takes)."""
     monkeypatch.setattr(db_batch, "one_statement", lambda _connection, _parts: False)
 
 
@@ -103,6 +104,35 @@ def test_a_registration_sends_its_writes_as_one_statement_on_postgresql(
     ):
         assert writes.count(part) == rows, part
     assert context.cache_hit == context.dialect.CACHE_HIT  # not compiled again
+
+
+def test_a_transition_sends_its_outbox_rows_and_audit_entry_as_one_statement(
+    acting: Acting, world: TenantWorld, database: Database, backend: str
+) -> None:
+    case_id = _register(acting, world)
+    with acting(world, "agent_bj") as ctx:
+        case = services.get_case(ctx.session, case_id)
+        with statements(database) as seen:
+            flows.transition(
+                ctx, case, TransitionIn(action="begin_review"), if_match=flows.etag(case)
+            )
+    sql = [s.lstrip() for s, _ in seen]
+    if backend == "sqlite":  # the head locked, then the batch's parts one by one
+        assert [s.split(" ")[:3] for s in sql[-4:]] == [
+            ["INSERT", "INTO", "audit_heads"],
+            ["INSERT", "INTO", "outbox"],
+            ["UPDATE", "audit_heads", "SET"],
+            ["INSERT", "INTO", "audit_log"],
+        ]
+    else:  # after the flush: the audit head, then the outbox row, its move and the entry
+        assert sql[-2].startswith("INSERT INTO audit_heads")
+        assert sql[-1].startswith("WITH")
+        for part in ("INSERT INTO outbox ", "UPDATE audit_heads ", "INSERT INTO audit_log "):
+            assert sql[-1].count(part) == 1, part
+        assert not any(s.startswith("INSERT INTO outbox") for s in sql)
+    with database.tenant_transaction(world.id) as s:
+        assert services.get_case(s, case_id).state == "under_review"
+        assert verify(s).ok
 
 
 def _written(database: Database, world: TenantWorld, case_id: uuid.UUID) -> dict[str, Any]:
@@ -161,7 +191,7 @@ def batched_and_one_by_one(
     written as one statement, then one statement per table."""
     fields = {"description": "电话里说明了情况"}
     batched = _register(acting, world, **fields)
-    monkeypatch.setattr(db_batch, "one_statement", lambda _connection, _parts: False)
+    _one_by_one(monkeypatch)
     one_by_one = _register(acting, world, **fields)
     return _written(database, world, batched), _written(database, world, one_by_one)
 
@@ -206,7 +236,7 @@ def test_a_failing_insert_writes_nothing_and_raises_the_same_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if not batched:
-        monkeypatch.setattr(db_batch, "one_statement", lambda _connection, _parts: False)
+        _one_by_one(monkeypatch)
     _register(acting, world)  # the audit head exists
     real = flows.insert_new
 
