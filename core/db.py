@@ -58,6 +58,7 @@ from sqlalchemy.orm import (
     with_loader_criteria,
 )
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.selectable import Join
 from sqlalchemy.util.concurrency import await_, greenlet_spawn, in_greenlet
 
 from core.db_batch import WriteBatch, execute_insert
@@ -476,6 +477,30 @@ def _is_tenant_scoped(cls: type) -> bool:
     return bool(getattr(cls, "__tenant_scoped__", False))
 
 
+@functools.cache
+def _tenant_table_names() -> frozenset[str]:
+    return frozenset(tenant_owned_tables())
+
+
+def _unfiltered_tenant_tables(state: ORMExecuteState, mappers: Sequence[Any]) -> list[Any]:
+    """Tenant-owned tables in a SELECT's FROM that no entity of the statement stands for (an
+    aggregate such as ``count()`` over ``select_from(Model)`` or ``count(Model.id)``): the
+    loader criteria do not reach them, so they get an explicit ``tenant_id`` condition."""
+    if not state.is_select or not isinstance(state.statement, Select):
+        return []
+    covered = {m.local_table.name for m in mappers}
+    names = _tenant_table_names()
+    found: list[Any] = []
+    pending = list(state.statement.get_final_froms())
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Join):
+            pending += [item.left, item.right]
+        elif isinstance(item, Table) and item.name in names and item.name not in covered:
+            found.append(item)
+    return found
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _add_tenant_criteria(state: ORMExecuteState) -> None:
     session = state.session
@@ -485,18 +510,25 @@ def _add_tenant_criteria(state: ORMExecuteState) -> None:
         return
     tenant_id = session.info.get(TENANT_KEY)
     mappers = state.all_mappers
-    if not any(_is_tenant_scoped(m.class_) for m in mappers):
+    scoped = any(_is_tenant_scoped(m.class_) for m in mappers)
+    bare = _unfiltered_tenant_tables(state, mappers)
+    if not scoped and not bare:
         return
     if tenant_id is None:
         raise TenantRequiredError("a tenant-owned table was queried without a tenant")
-    state.statement = state.statement.options(
-        with_loader_criteria(
-            TenantScoped,
-            lambda cls: cls.tenant_id == tenant_id,
-            include_aliases=True,
-            track_closure_variables=False,
+    statement = state.statement
+    for table in bare:
+        statement = statement.where(table.c.tenant_id == tenant_id)  # type: ignore[attr-defined]
+    if scoped:
+        statement = statement.options(
+            with_loader_criteria(
+                TenantScoped,
+                lambda cls: cls.tenant_id == tenant_id,
+                include_aliases=True,
+                track_closure_variables=False,
+            )
         )
-    )
+    state.statement = statement
 
 
 @event.listens_for(Session, "before_flush")

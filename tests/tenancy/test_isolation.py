@@ -91,6 +91,25 @@ def test_orm_queries_never_return_another_tenants_rows(
 
 
 @pytest.mark.parametrize("name", TABLES)
+def test_orm_counts_never_count_another_tenants_rows(
+    database: Database, two_tenants: tuple[TenantWorld, TenantWorld], name: str
+) -> None:
+    """Aggregates name no entity in their columns (``count(*)`` over ``select_from(Model)``,
+    ``count(Model.id)``): the tenant's criteria apply to them too, on SQLite as well."""
+    from sqlalchemy import func
+
+    a, _ = two_tenants
+    model = _model(name)
+    with database.platform_session() as s:
+        t = _table(name)
+        own = s.scalar(select(func.count()).select_from(t).where(t.c.tenant_id == a.id))
+    with database.tenant_session(a.id) as s:
+        assert s.scalar(select(func.count()).select_from(model)) == own
+        assert s.scalar(select(func.count(model.id))) == own
+        assert s.scalar(select(func.count()).select_from(model).where(model.id.isnot(None))) == own
+
+
+@pytest.mark.parametrize("name", TABLES)
 def test_raw_sql_under_rls_sees_only_the_transaction_tenant(
     pg_database: Database, pg_two_tenants: tuple[TenantWorld, TenantWorld], name: str
 ) -> None:
