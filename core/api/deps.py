@@ -16,14 +16,14 @@ from core.auth.principal import Principal
 from core.db import Database
 
 
-async def provide_session(
-    request: Request[Principal, Any, Any], db: NamedDependency[Database]
-) -> AsyncIterator[Session]:
+async def provide_session(request: Request[Principal, Any, Any]) -> AsyncIterator[Session]:
     """A session bound to the tenant of the authenticated principal (never a client header).
 
     Handlers commit their writes explicitly; anything uncommitted is rolled back here, where
-    its transaction runs (:meth:`Database.end`).
+    its transaction runs (:meth:`Database.end`). The database is the app's (``app.state``,
+    not a dependency: Litestar resolves sibling dependencies in a task group per request).
     """
+    db: Database = request.app.state["db"]
     session = db.tenant_session(request.user.tenant_id)
     try:
         yield session

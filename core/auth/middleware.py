@@ -352,7 +352,8 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException("missing bearer token")
         source = connection.client.host if connection.client else None
-        resource = connection.url.path
+        scope = connection.scope  # the path as connection.url.path gives it, without the URL
+        resource = scope.get("root_path", "") + scope["path"]
         cache, db = self.cache, self.ctx.db
         try:
             if cache is not None and cache.active:

@@ -24,13 +24,15 @@ async def provide_case_context(
     request: Request[Any, Any, Any],
     session: NamedDependency[Session],
     access: NamedDependency[Access],
-    plugins: NamedDependency[PluginHost],
-    settings: NamedDependency[Settings],
 ) -> CaseContext:
     """The flow context of this request: plugins, actor, attachment store, the purpose the
     caller declared (``X-Purpose``: free text in clear, see :mod:`core.cases.disclosure`) and
     its address; the tenant and its calendar are read by the handler when it needs them. No
-    query here (the actor's name came with the token's state)."""
+    query here (the actor's name came with the token's state). The plugin host and settings
+    are the app's (``app.state``: as dependencies, Litestar would resolve them in a task group
+    on every request)."""
+    plugins: PluginHost = request.app.state["plugins"]
+    settings: Settings = request.app.state["settings"]
     build = functools.partial(
         make_context,
         session,
