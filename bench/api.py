@@ -6,12 +6,15 @@
 
 Two scenarios, each measured against two servers in the same run, with the same load generator
 (``wrk``, fixed connections and duration, loopback only) and the same server settings (uvicorn,
-one worker, ``access_log`` off, ``log_level`` warning, same host):
+one worker, ``access_log`` off, ``log_level`` warning, same host, the heap frozen after start-up
+as ``insurdesk serve`` does, :func:`core.app.freeze_startup_heap`):
 
 * **register** — ``POST /api/v1/cases``: a complaint at the Beijing branch, by its agent (a
   person's bearer token from the authorization-code flow). Full stack: auth middleware (token
-  verification and the caller's roles), the rate limiter (PostgreSQL buckets, the default
-  without Redis, limits set high enough never to refuse), tenancy (RLS ``set_config``), the
+  verification; the token's state and the caller's roles from the process's cache, decision
+  0011, read again whenever they change), the rate limiter (``--rate-limit``: by default
+  PostgreSQL buckets, the default without Redis, leased by the process; limits set high
+  enough never to refuse), tenancy (RLS ``set_config``), the
   plugins' deadline rules and the deadline engine, number allocation, the case (its free text
   sealed), its clocks and reminders, the first timeline event, the outbox rows and the audit
   chain in one transaction, then the case detail as answer.
@@ -25,8 +28,9 @@ no ORM, no auth, no plugins, no rate limiter, no msgspec validation of the body 
 with ``before_cursor_execute``; ``--show-sql`` prints them), connecting as the same non-owner
 role with the same ``set_config('app.tenant_id', …)`` so row-level security costs the same on
 both sides; when the full stack's statements change, the bare handler follows them. The tenant
-and the person come from ``X-Bench-*`` headers that both servers receive (the full stack
-ignores them; the bare one ignores ``Authorization``). Clock due times are a fixed 15 days /
+and the person (with the username the timeline and audit entries name) come from
+``X-Bench-*`` headers that both servers receive (the full stack ignores them; the bare one
+ignores ``Authorization``). Clock due times are a fixed 15 days /
 7 days: the bare handler does no calendar arithmetic. Where the full stack writes a sealed
 record (the case's free text, AES-256-GCM under the tenant's data key) the bare handler writes
 an opaque token of the same size, and its queue returns that column as it is: it encrypts,
@@ -64,6 +68,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PG_SUPERUSER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+"""Redis for ``--rate-limit redis`` (its ``insurdesk:rl:`` keys expire by themselves)."""
 APP_ROLE = "insurdesk_app_bench"
 HERE = Path(__file__).resolve()
 TARGET_RATIO = 0.5
@@ -94,7 +100,8 @@ def full_settings(state: dict[str, Any], issuer: str) -> Any:
         log_level="WARNING",
         access_token_ttl=7200,
         broker_url="amqp://guest:guest@127.0.0.1:5672/",  # no embedded background work here
-        rate_limit_backend="database",
+        rate_limit_backend=state.get("rate_limit", "database"),
+        redis_url=REDIS_URL if state.get("rate_limit") == "redis" else "",
         rate_limit_client=10_000_000,
         rate_limit_tenant=10_000_000,
     )
@@ -104,7 +111,7 @@ def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
     """Run the platform's app (``core.app.create_app``) under uvicorn, one worker."""
     from sqlalchemy import Engine, event
 
-    from core.app import create_app
+    from core.app import create_app, freeze_startup_heap
     from core.db import Database
 
     db = Database(state["app_url"], state["admin_url"])
@@ -119,6 +126,7 @@ def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
         # Database.run makes on first use (decision 0010), not through db.engine
         event.listen(Engine, "before_cursor_execute", log_sql)
     app = create_app(full_settings(state, f"http://127.0.0.1:{port}"), db)
+    freeze_startup_heap()  # as app_from_env (insurdesk serve) does
     run_uvicorn(app, port)
 
 
@@ -146,27 +154,39 @@ BARE_FLAGS = (
 BARE_SEALED = "v1:1:" + base64.b64encode(bytes(range(96))).decode()
 """What the bare handler writes where the full stack writes a sealed record: an opaque token of
 the same shape and size. The bare handler encrypts, decrypts and masks nothing."""
-CLOCK_SQL = (
-    "INSERT INTO case_clocks (tenant_id, id, case_id, clock, citation, source, statutory, amount,"
-    " unit, started_at, due_at, last_day, status, paused_seconds, extensions, provisional,"
-    " history, created_at, updated_at) VALUES"
-    " ($1, $2, $3, 'complaint.decision', '2020-complaints/18', 'statutory_cn', true, 15,"
-    " 'natural_days', $4, $5, $6, 'running', 0, 0, false, $7::json, $4, $4),"
-    " ($1, $8, $3, 'complaint.missing_materials', 'seed:客户服务管理规定/12', 'group_policy',"
-    " false, 5, 'working_days', $4, $9, $10, 'running', 0, 0, false, $7::json, $4, $4)"
+BARE_WRITES = (
+    "WITH c AS (INSERT INTO cases (tenant_id, id, number, type, channel, state, sealed_enc,"
+    " key_version, received_at, unit_id, category_id, customer_id, policy_id, created_by_id,"
+    " created_by, complexity, reporter_anonymous, missing_materials, next_due_at, version,"
+    " last_event_seq, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'registered', $6, $7,"
+    " $8, $9, $10, $11, $12, $13, $14, '[]'::json, false, '[]'::json, $15, 1, 1, $8, $8)),"
+    " k AS (INSERT INTO case_clocks (tenant_id, id, case_id, clock, citation, source,"
+    " statutory, amount, unit, started_at, due_at, last_day, status, paused_seconds,"
+    " extensions, provisional, history, created_at, updated_at) VALUES"
+    " ($1, $16, $2, 'complaint.decision', '2020-complaints/18', 'statutory_cn', true, 15,"
+    " 'natural_days', $8, $17, $18, 'running', 0, 0, false, $19::json, $8, $8),"
+    " ($1, $20, $2, 'complaint.missing_materials', 'seed:客户服务管理规定/12', 'group_policy',"
+    " false, 5, 'working_days', $8, $15, $21, 'running', 0, 0, false, $19::json, $8, $8)),"
+    " r AS (INSERT INTO clock_reminders (tenant_id, id, clock_id, case_id, remind_at, due_at,"
+    " fraction, status) VALUES ($1, $22, $16, $2, $23, $17, 0.8, 'pending'),"
+    " ($1, $24, $20, $2, $25, $15, 0.8, 'pending') ON CONFLICT (tenant_id, clock_id)"
+    " DO UPDATE SET remind_at = excluded.remind_at, due_at = excluded.due_at),"
+    " e AS (INSERT INTO case_events (tenant_id, id, case_id, seq, at, recorded_at, kind,"
+    " actor_id, actor, to_state, before, after, data, sealed_enc, key_version) VALUES"
+    " ($1, $26, $2, 1, $8, $8, 'registered', $13, $14, 'registered', '{}'::json, $27::json,"
+    " $28::json, $6, $7)),"
+    " o AS (INSERT INTO outbox (tenant_id, id, event_type, payload, status, attempts,"
+    " created_at, available_at) VALUES ($1, $29, 'case.created', $31::json, 'pending', 0, $8,"
+    " $8), ($1, $30, 'case.follow_up', $31::json, 'pending', 0, $8, $8)),"
+    " h AS (UPDATE audit_heads SET seq = $32, hash = $33, at = $8 WHERE tenant_id = $1),"
+    " a AS (INSERT INTO audit_log (tenant_id, id, seq, at, actor_kind, actor, actor_id, action,"
+    " target_type, target_id, details, prev_hash, hash) VALUES ($1, $34, $32, $8, 'person',"
+    " $14, $13::text, 'case.registered', 'case', $2::text, $27::json, $35, $33))"
+    " SELECT 1"
 )
-REMINDER_SQL = (
-    "INSERT INTO clock_reminders (tenant_id, id, clock_id, case_id, remind_at, due_at, fraction,"
-    " status) VALUES ($1, $2, $3, $4, $5, $6, 0.8, 'pending'),"
-    " ($1, $7, $8, $4, $9, $10, 0.8, 'pending') ON CONFLICT (tenant_id, clock_id)"
-    " DO UPDATE SET remind_at = excluded.remind_at, due_at = excluded.due_at RETURNING id"
-)
-OUTBOX_SQL = (
-    "INSERT INTO outbox (tenant_id, id, event_type, payload, status, attempts, created_at,"
-    " available_at) VALUES ($1, $2, 'case.created', $4::json, 'pending', 0, $5, $5),"
-    " ($1, $3, 'case.follow_up', $4::json, 'pending', 0, $5, $5) RETURNING id"
-)
-"""Two rows with one statement each, as the full stack sends them (insertmanyvalues)."""
+"""The registration's writes after the counter and the audit head: the case, two clocks, two
+reminders, the event, two outbox rows, the head's move and the audit entry, in one statement
+of data-modifying CTEs, as the full stack's write batch sends them on PostgreSQL."""
 
 
 def bare_app(state: dict[str, Any]) -> Any:
@@ -198,11 +218,9 @@ def bare_app(state: dict[str, Any]) -> Any:
         person = uuid.UUID(request.headers["x-bench-person"])
         unit_id = uuid.UUID(body["unit_id"])
         now = dt.datetime.now(dt.UTC)
+        actor_name = f"person:{request.headers['x-bench-username']}"
         async with pool["p"].acquire() as conn, conn.transaction():
             await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
-            actor = await conn.fetchrow(
-                "SELECT * FROM people WHERE tenant_id = $1 AND id = $2", tenant, person
-            )
             # One read of tenant, unit, customer, policy, category and key, as the full stack.
             found = await conn.fetchrow(
                 "SELECT t.*, u.*, c.id AS c_id, p.*, k.id AS k_id, (SELECT version FROM"
@@ -228,81 +246,6 @@ def bare_app(state: dict[str, Any]) -> Any:
                 new_id(),
                 f"number:bare|prefix=TS|year={now.year}",
             )
-            key_version = found["key_version"]
-            case_id, number = new_id(), f"TS-{now.year}-B{seq:06d}"
-            decision_due = now + dt.timedelta(days=15)
-            materials_due = now + dt.timedelta(days=7)
-            actor_name = f"person:{actor['username']}"
-            await conn.execute(
-                "INSERT INTO cases (tenant_id, id, number, type, channel, state, sealed_enc,"
-                " key_version, received_at, unit_id, category_id, customer_id, policy_id,"
-                " created_by_id, created_by, complexity, reporter_anonymous,"
-                " missing_materials, next_due_at, version, last_event_seq, created_at,"
-                " updated_at) VALUES ($1, $2, $3, $4, $5, 'registered', $6, $7, $8, $9, $10,"
-                " $11, $12, $13, $14, '[]'::json, false, '[]'::json, $15, 1, 1, $8, $8)",
-                tenant,
-                case_id,
-                number,
-                body["type"],
-                body["channel"],
-                BARE_SEALED,
-                key_version,
-                now,
-                unit_id,
-                category["id"],
-                uuid.UUID(body["customer_id"]),
-                uuid.UUID(body["policy_id"]),
-                person,
-                actor_name,
-                materials_due,
-            )
-            decision, materials = new_id(), new_id()
-            history = json.dumps({"rule": {"bare": True}, "events": []})
-            await conn.execute(
-                CLOCK_SQL,
-                tenant,
-                decision,
-                case_id,
-                now,
-                decision_due,
-                decision_due.date(),
-                history,
-                materials,
-                materials_due,
-                materials_due.date(),
-            )
-            await conn.fetch(
-                REMINDER_SQL,
-                tenant,
-                new_id(),
-                decision,
-                case_id,
-                now + (decision_due - now) * 0.8,
-                decision_due,
-                new_id(),
-                materials,
-                now + (materials_due - now) * 0.8,
-                materials_due,
-            )
-            after = {"number": number, "type": body["type"], "state": "registered"}
-            await conn.execute(
-                "INSERT INTO case_events (tenant_id, id, case_id, seq, at, recorded_at, kind,"
-                " actor_id, actor, to_state, before, after, data, sealed_enc, key_version)"
-                " VALUES ($1, $2, $3, 1, $4, $4, 'registered', $5, $6, 'registered',"
-                " '{}'::json, $7::json, $8::json, $9, $10)",
-                tenant,
-                new_id(),
-                case_id,
-                now,
-                person,
-                actor_name,
-                json.dumps(after),
-                json.dumps({"clocks": [str(decision), str(materials)]}),
-                BARE_SEALED,
-                key_version,
-            )
-            payload = json.dumps({"case_id": str(case_id), "number": number})
-            await conn.fetch(OUTBOX_SQL, tenant, new_id(), new_id(), payload, now)
             head = await conn.fetchrow(
                 "INSERT INTO audit_heads (tenant_id, id, seq, hash) VALUES ($1, $2, 0, $3)"
                 " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq"
@@ -311,28 +254,50 @@ def bare_app(state: dict[str, Any]) -> Any:
                 new_id(),
                 "0" * 64,
             )
+            case_id, number = new_id(), f"TS-{now.year}-B{seq:06d}"
+            decision_due = now + dt.timedelta(days=15)
+            materials_due = now + dt.timedelta(days=7)
+            decision, materials = new_id(), new_id()
+            after = {"number": number, "type": body["type"], "state": "registered"}
             digest = hashlib.sha256(f"{head['hash']}|{case_id}".encode()).hexdigest()
+            # The rest in one statement, as the full stack's write batch (decision 0012).
             await conn.execute(
-                "UPDATE audit_heads SET seq = $1, hash = $2, at = $3 WHERE tenant_id = $4",
-                head["seq"] + 1,
-                digest,
-                now,
+                BARE_WRITES,
                 tenant,
-            )
-            await conn.execute(
-                "INSERT INTO audit_log (tenant_id, id, seq, at, actor_kind, actor, actor_id,"
-                " action, target_type, target_id, details, prev_hash, hash) VALUES ($1, $2,"
-                " $3, $4, 'person', $5, $6, 'case.registered', 'case', $7, $8::json, $9, $10)",
-                tenant,
-                new_id(),
-                head["seq"] + 1,
+                case_id,
+                number,
+                body["type"],
+                body["channel"],
+                BARE_SEALED,
+                found["key_version"],
                 now,
+                unit_id,
+                category["id"],
+                uuid.UUID(body["customer_id"]),
+                uuid.UUID(body["policy_id"]),
+                person,
                 actor_name,
-                str(person),
-                str(case_id),
+                materials_due,
+                decision,
+                decision_due,
+                decision_due.date(),
+                json.dumps({"rule": {"bare": True}, "events": []}),
+                materials,
+                materials_due.date(),
+                new_id(),
+                now + (decision_due - now) * 0.8,
+                new_id(),
+                now + (materials_due - now) * 0.8,
+                new_id(),
                 json.dumps(after),
-                head["hash"],
+                json.dumps({"clocks": [str(decision), str(materials)]}),
+                new_id(),
+                new_id(),
+                json.dumps({"case_id": str(case_id), "number": number}),
+                head["seq"] + 1,
                 digest,
+                new_id(),
+                head["hash"],
             )
         case = {
             "id": case_id,
@@ -387,8 +352,13 @@ def bare_app(state: dict[str, Any]) -> Any:
 
 
 def serve_bare(state: dict[str, Any], port: int) -> None:
-    """Run the bare app under uvicorn with the full stack's server settings."""
-    run_uvicorn(bare_app(state), port)
+    """Run the bare app under uvicorn with the full stack's server settings (its start-up
+    heap frozen too)."""
+    from core.app import freeze_startup_heap
+
+    app = bare_app(state)
+    freeze_startup_heap()
+    run_uvicorn(app, port)
 
 
 # -- set-up: database, tenants, seed, tokens ---------------------------------------------------
@@ -405,6 +375,7 @@ class Caller:
     policy_id: str
     unit_path: str
     token: str = ""
+    username: str = "agent_bj"
 
 
 class Throwaway:
@@ -586,6 +557,7 @@ def headers(c: Caller) -> dict[str, str]:
         "X-Bench-Tenant": c.tenant_id,
         "X-Bench-Person": c.person_id,
         "X-Bench-Path": c.unit_path,
+        "X-Bench-Username": c.username,
     }
 
 
@@ -914,6 +886,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per phase")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--profile", choices=["none", "py-spy"], default="py-spy")
+    parser.add_argument(
+        "--rate-limit",
+        choices=["database", "redis", "off"],
+        default="database",
+        help="the full stack's rate-limit backend (default: database, PostgreSQL without Redis)",
+    )
     parser.add_argument("--show-sql", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -926,7 +904,12 @@ def main(argv: list[str] | None = None) -> int:
         from core.migrate import upgrade
 
         upgrade(db.admin_url, db.app_url)
-        state = {"admin_url": db.admin_url, "app_url": db.app_url, "var_dir": str(work)}
+        state = {
+            "admin_url": db.admin_url,
+            "app_url": db.app_url,
+            "var_dir": str(work),
+            "rate_limit": args.rate_limit,
+        }
         state_file = work / "state.json"
         state_file.write_text(json.dumps(state))
         t0 = time.monotonic()
