@@ -53,12 +53,16 @@ def _sql(query: str) -> Any:
 
 @contextmanager
 def statements(database: Database) -> Iterator[list[tuple[str, Any]]]:
-    """The SQL (and execution context) of every statement sent meanwhile on ``database``'s
-    engine (``set_config`` goes to the driver directly and is not seen)."""
+    """The SQL (and execution context) of every statement this thread sends meanwhile on
+    ``database``'s engine (``set_config`` goes to the driver directly and is not seen). Other
+    threads' statements are left out: the session's live server runs its embedded scheduler
+    and relay on the same engine."""
     seen: list[tuple[str, Any]] = []
+    here = threading.get_ident()
 
     def note(_conn: Any, _cursor: Any, sql: str, _params: Any, context: Any, _many: Any) -> None:
-        seen.append((sql, context))
+        if threading.get_ident() == here:
+            seen.append((sql, context))
 
     event.listen(database.engine, "before_cursor_execute", note)
     try:

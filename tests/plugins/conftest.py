@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from litestar import Litestar
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import (
@@ -142,6 +143,7 @@ def build_api(database: Database, host: PluginHost) -> Litestar:
     """The plugin controllers, served in process, with the test authentication."""
     return Litestar(
         route_handlers=ROUTES,
+        state=State({"db": database, "plugins": host}),  # as create_app: deps read app.state
         dependencies={
             "db": Provide(lambda: database, use_cache=True, sync_to_thread=False),
             "plugins": Provide(lambda: host, use_cache=True, sync_to_thread=False),
