@@ -139,15 +139,25 @@ class Backend(Protocol):
         ...
 
 
-class SharedBackend(Backend, Protocol):
-    """A backend every process shares, which can take several tokens at once (a lease)."""
+class SharedBackend:
+    """Base of the backends every process shares, which can take several tokens at once (a
+    lease, :class:`Leases`); their ``take`` is ``take_many`` of one token per bucket."""
+
+    name: str
+
+    async def take(
+        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
+    ) -> tuple[bool, list[float]]:
+        """See :class:`Backend`."""
+        taken, levels = await self.take_many(tenant_id, buckets, [1] * len(buckets))
+        return all(taken), levels
 
     async def take_many(
         self, tenant_id: uuid.UUID, buckets: Sequence[Bucket], wants: Sequence[int]
     ) -> tuple[list[bool], list[float]]:
         """Take ``wants[i]`` tokens from bucket ``i`` if it holds that many; return, per
         bucket, whether they were taken and its level after."""
-        ...
+        raise NotImplementedError
 
 
 class MemoryBackend:
@@ -217,7 +227,7 @@ return out
 """
 
 
-class RedisBackend:
+class RedisBackend(SharedBackend):
     """Buckets in Redis: one Lua script per take, atomic over the buckets (all or nothing),
     Redis's clock."""
 
@@ -240,13 +250,6 @@ class RedisBackend:
             found = (client, client.register_script(_LUA))
             self._clients[loop] = found
         return found[1]
-
-    async def take(
-        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
-    ) -> tuple[bool, list[float]]:
-        """See :class:`Backend`."""
-        taken, levels = await self.take_many(tenant_id, buckets, [1] * len(buckets))
-        return all(taken), levels
 
     async def take_many(
         self, tenant_id: uuid.UUID, buckets: Sequence[Bucket], wants: Sequence[int]
@@ -274,7 +277,7 @@ def _loop_id() -> int:
     return id(asyncio.get_running_loop())
 
 
-class DatabaseBackend:
+class DatabaseBackend(SharedBackend):
     """Buckets in ``rate_limit_buckets``: one upsert for all of a request's buckets computes
     each refill in SQL with the database's clock, so every process shares the buckets without
     lost updates.
@@ -362,17 +365,11 @@ class DatabaseBackend:
         with self.db.tenant_transaction(tenant_id) as session:
             return self.take_in(session, tenant_id, buckets, wants)
 
-    async def take(
-        self, tenant_id: uuid.UUID, buckets: Sequence[Bucket]
-    ) -> tuple[bool, list[float]]:
-        """See :class:`Backend` (not all-or-nothing: a refused request may spend a token)."""
-        taken, levels = await self.take_many(tenant_id, buckets, [1] * len(buckets))
-        return all(taken), levels
-
     async def take_many(
         self, tenant_id: uuid.UUID, buckets: Sequence[Bucket], wants: Sequence[int]
     ) -> tuple[list[bool], list[float]]:
-        """See :class:`SharedBackend` (per bucket, not all or nothing)."""
+        """See :class:`SharedBackend` (per bucket, not all or nothing: a refused request may
+        spend a token of another bucket)."""
         return await self.db.run(self._take, tenant_id, buckets, wants)
 
     async def close(self) -> None:
@@ -607,7 +604,7 @@ class RateLimiter:
     def spend_leased(self, principal: Principal, claims: dict[str, Any]) -> Taken | None:
         """The request's decision from this process's leases alone (database backend), or
         None when a bucket's lease is spent: then :meth:`in_auth_transaction` must take."""
-        if not isinstance(self.backend, DatabaseBackend):
+        if not self.in_database:
             return None
         buckets = self.buckets(principal, _slug(claims))
         if not buckets:
@@ -656,7 +653,7 @@ class RateLimiter:
         if not buckets:
             return None
         try:
-            if not isinstance(backend, RedisBackend | DatabaseBackend):
+            if not isinstance(backend, SharedBackend):
                 allowed, levels = await backend.take(principal.tenant_id, buckets)
                 return decide(buckets, allowed, levels)
             settle = self._settle(buckets)
