@@ -5,6 +5,7 @@ through Redis or the database."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -32,6 +33,24 @@ def platform(settings: Settings, database: Database, **changes: object) -> Itera
     app = create_app(replace(settings, broker_url=NO_WORKER, **changes), database)  # type: ignore[arg-type]
     with TestClient(app, base_url=settings.issuer) as client:
         yield client
+
+
+def two_processes(
+    settings: Settings, database: Database, headers: dict[str, str], count: int, **changes: object
+) -> tuple[list[int], float]:
+    """The statuses of ``count`` calls of ``/api/v1/me``, alternating between two platforms
+    with the same rate-limit settings (two processes sharing the buckets), and the seconds the
+    calls took."""
+    with (
+        platform(settings, database, **changes) as one,
+        platform(settings, database, **changes) as two,
+    ):
+        started = time.monotonic()
+        statuses = [
+            (one if n % 2 else two).get("/api/v1/me", headers=headers).status_code
+            for n in range(count)
+        ]
+        return statuses, time.monotonic() - started
 
 
 @pytest.fixture
@@ -189,14 +208,7 @@ def test_processes_share_the_buckets(
         pytest.skip(str(redis_problem()))
     first, _ = two_clients(api, person_token, tenant, live_server)
     settings = {"rate_limit_backend": kind, "rate_limit_client": 6, "redis_url": REDIS_URL}
-    with (
-        platform(app_settings, database, **settings) as one,
-        platform(app_settings, database, **settings) as two,
-    ):
-        statuses = []
-        for n in range(8):
-            client = one if n % 2 else two
-            statuses.append(client.get("/api/v1/me", headers=first.headers).status_code)
+    statuses, _ = two_processes(app_settings, database, first.headers, 8, **settings)
     assert statuses == [200] * 6 + [429] * 2
 
 
@@ -291,8 +303,6 @@ def test_leases_keep_the_limit_across_processes(
     """Two processes leasing tokens of one bucket of 500 a minute (leases of up to 10):
     together they never let more through than the bucket holds plus its refill, and lose at
     most what they hold to each other."""
-    import time
-
     if kind == "redis" and redis_problem():
         pytest.skip(str(redis_problem()))
     first, _ = two_clients(api, person_token, tenant, live_server)
@@ -302,16 +312,7 @@ def test_leases_keep_the_limit_across_processes(
         "rate_limit_tenant": 0,
         "redis_url": REDIS_URL,
     }
-    with (
-        platform(app_settings, database, **settings) as one,
-        platform(app_settings, database, **settings) as two,
-    ):
-        started = time.monotonic()
-        statuses = [
-            (one if n % 2 else two).get("/api/v1/me", headers=first.headers).status_code
-            for n in range(600)
-        ]
-        elapsed = time.monotonic() - started
+    statuses, elapsed = two_processes(app_settings, database, first.headers, 600, **settings)
     allowed = statuses.count(200)
     assert set(statuses) == {200, 429}
     assert allowed <= 500 + elapsed * 500 / 60 + 1  # never beyond the bucket and its refill
