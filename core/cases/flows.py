@@ -21,6 +21,7 @@ import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
@@ -1079,7 +1080,10 @@ def _refuse_extra_fields(t: Transition, data: TransitionIn) -> None:
     extra = [
         name
         for name in sorted(lifecycle.FIELD_NAMES)
-        if name not in t.requires and name != "reason" and getattr(data, name) is not None
+        if name not in t.requires
+        and name not in t.accepts
+        and name != "reason"
+        and getattr(data, name) is not None
     ]
     if extra:
         raise Problem(
@@ -1088,6 +1092,27 @@ def _refuse_extra_fields(t: Transition, data: TransitionIn) -> None:
             slug="unexpected-fields",
             unexpected=extra,
         )
+
+
+def _money(amount: Decimal | None) -> str | None:
+    """``amount`` as the exact decimal string the timeline keeps (``"1280.50"``); refused with
+    a 422 beyond two decimals (fen)."""
+    if amount is None:
+        return None
+    if not amount.is_finite() or not 0 < amount < MAX_AMOUNT:
+        raise Problem(
+            422, f"amount must be more than 0 and less than {MAX_AMOUNT}", slug="invalid-amount"
+        )
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -2:
+        raise Problem(
+            422, "amount takes at most two decimals (yuan and fen)", slug="invalid-amount"
+        )
+    return f"{amount:.2f}"
+
+
+MAX_AMOUNT = Decimal(10**13)
+"""Amounts are refused from here on (ten trillion yuan: a typing error, not a claim)."""
 
 
 def _check_guards(
@@ -1398,6 +1423,7 @@ def transition(
     ctx.access.require(t.permission, unit if t.at == "case" else _superior(session, unit))
     _require_fields(t, data)
     _refuse_extra_fields(t, data)
+    amount = _money(data.amount)
     at = occurred_at(ctx, case, data.occurred_at)
     _check_guards(ctx, case, t, data, at)
 
@@ -1435,6 +1461,7 @@ def transition(
             "follow_ups": [_follow_up_json(f) for f in follow_ups],
             **({"pause_warnings": ignored_pauses} if ignored_pauses else {}),
             **({"citation": t.citation} if t.citation else {}),
+            **({"amount": amount} if amount is not None else {}),
         },
     )
     if data.notice_channel:
@@ -1460,6 +1487,7 @@ def transition(
                 "to_state": case.state,
                 # The reason is free text (sealed in the timeline); the planner reads it there.
                 "event_seq": moved.seq,
+                **({"amount": amount} if amount is not None else {}),
             },
         )
     ]

@@ -35,9 +35,10 @@ FIELD_NAMES: frozenset[str] = frozenset(
         "report",
         "plan",
         "review_decision",
+        "amount",
     }
 )
-"""Fields a transition request may be required to carry (see ``TransitionIn``)."""
+"""Fields a transition request may be required to carry or accept (see ``TransitionIn``)."""
 
 GUARDS: dict[str, str] = {
     "regulator_report_filed": "a regulator-transferred case needs its written report before "
@@ -69,6 +70,8 @@ class Transition:
     :param permission: what the actor must hold.
     :param at: ``case``: at the case's unit; ``superior``: at the unit above it (核查).
     :param requires: request fields that must be present and non-empty.
+    :param accepts: request fields it takes when given (any other field of
+        :data:`FIELD_NAMES` but ``reason`` is refused).
     :param guards: names from :data:`GUARDS` the flow checks.
     :param completes: clocks completed (met, or breached when late); :data:`OPEN_DEADLINES`
         for every deadline still open (closing).
@@ -90,6 +93,7 @@ class Transition:
     permission: str = "cases:write"
     at: AtUnit = "case"
     requires: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
     guards: tuple[str, ...] = ()
     completes: tuple[str, ...] = ()
     cancels: tuple[str, ...] = ()
@@ -101,9 +105,9 @@ class Transition:
     citation: str = ""
 
     def __post_init__(self) -> None:
-        unknown = set(self.requires) - FIELD_NAMES
+        unknown = (set(self.requires) | set(self.accepts)) - FIELD_NAMES
         if unknown:
-            raise ValueError(f"{self.action}: unknown required fields {sorted(unknown)}")
+            raise ValueError(f"{self.action}: unknown fields {sorted(unknown)}")
         bad_guards = set(self.guards) - set(GUARDS)
         if bad_guards:
             raise ValueError(f"{self.action}: unknown guards {sorted(bad_guards)}")
@@ -419,10 +423,12 @@ def _claim_report() -> list[Transition]:
             "agree",
             "agreed",
             requires=("decision",),
+            accepts=("amount",),
             completes=("claim.decision", *advance),
             trigger="claim.agreed",
-            description="the claim is covered and the amount agreed: the payment period begins; "
-            "the amount is fixed, so no advance is owed from now on (met when agreed in time)",
+            description="the claim is covered and the amount agreed (``amount``, in yuan): the "
+            "payment period begins; the amount is fixed, so no advance is owed from now on (met "
+            "when agreed in time)",
             citation="insurance-law/23",
         ),
         Transition(
@@ -443,10 +449,11 @@ def _claim_report() -> list[Transition]:
             open_states,
             "pay_advance",
             None,
-            requires=("reason",),
+            requires=("amount", "reason"),
             completes=advance,
             description="the amount cannot be fixed yet: pay in advance what the proof at hand "
-            "establishes (the reason says what and why); the difference follows the agreement",
+            "establishes (``amount`` in yuan; the reason says what and why); the difference "
+            "follows the agreement",
             citation="insurance-law/25",
         ),
         Transition(
@@ -454,8 +461,9 @@ def _claim_report() -> list[Transition]:
             ("agreed",),
             "pay",
             "paid",
+            accepts=("amount",),
             completes=("claim.payment",),
-            description="the indemnity or benefit is paid",
+            description="the indemnity or benefit is paid (``amount``: what was paid, in yuan)",
             citation="insurance-law/23",
         ),
         Transition(
@@ -801,7 +809,10 @@ def _table(case_type: CaseType) -> list[str]:
             clocks.append(f"starts `{t.trigger}` clocks{only}")
         permission = t.permission + (" at the superior unit" if t.at == "superior" else "")
         guards = [f"*{g}*" for g in t.guards]
-        requires = ", ".join([*(f"`{r}`" for r in t.requires), *guards]) or "—"
+        requires = ", ".join(
+            [*(f"`{r}`" for r in t.requires), *(f"`{a}` (optional)" for a in t.accepts), *guards]
+        )
+        requires = requires or "—"
         target = f"`{t.target}`" if t.target else "(same)"
         lines.append(
             f"| `{t.action}` | {_cell(t.sources)} | {target} | {permission} | {requires}"

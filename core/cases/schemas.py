@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -83,6 +84,10 @@ class TransitionIn(Input):
     report: Text | None = None
     plan: Text | None = None
     review_decision: Text | None = None
+    amount: Decimal | None = None
+    """A claim's money, in yuan with at most two decimals (``"1280.50"``): what ``pay_advance``
+    advances (保险法 第二十五条), what ``agree`` agrees, what ``pay`` paid. Recorded in the
+    transition's timeline event and its ``case.transitioned`` message."""
 
 
 class ClockExtendIn(Input):

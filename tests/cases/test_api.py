@@ -410,3 +410,23 @@ def test_client_errors_are_problem_details(as_: Callable[[str], Api], world: Ten
     case_id = register(agent, world)["case"]["id"]
     problem(agent.act(case_id, {"action": "teleport"}), 422)
     problem(agent.act(case_id, {"action": "close"}), 409)
+
+
+def test_a_claim_advance_over_http_keeps_its_amount_and_bad_amounts_are_problems(
+    as_: Callable[[str], Api], world: TenantWorld
+) -> None:
+    agent = as_("agent_bj")
+    claim = register(agent, world, type="claim_report", channel="online", category=None)
+    case_id = claim["case"]["id"]
+    advance = {"action": "pay_advance", "reason": "先予支付医疗费"}
+    assert problem(agent.act(case_id, {**advance, "amount": "12,5"}), 400)["status"] == 400
+    assert problem(agent.act(case_id, {**advance, "amount": "0.001"}), 422)["type"] == (
+        "/problems/invalid-amount"
+    )
+    missing = problem(agent.act(case_id, advance), 422)
+    assert missing["type"] == "/problems/missing-fields" and missing["missing"] == ["amount"]
+    paid = agent.act(case_id, {**advance, "amount": "3600.5"})
+    assert paid.status_code == 200, paid.text
+    timeline = agent.get(f"/api/v1/cases/{case_id}/timeline").json()
+    (event,) = [e for e in timeline["events"] if e["action"] == "pay_advance"]
+    assert event["data"]["amount"] == "3600.50"

@@ -13,10 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 
 from core.api.problems import Problem
 from core.cases import flows, lifecycle, services
@@ -24,6 +26,7 @@ from core.cases.models import CaseClock, CaseEvent, CaseType
 from core.cases.schemas import TransitionIn
 from core.db import Database, utcnow
 from core.hookspecs import CaseFacts, DeadlineRule, PluginInfo, hookimpl
+from core.outbox.models import OutboxEvent
 from core.plugins.host import PluginHost
 from core.plugins.registry import build_registry
 from tests.cases.conftest import Acting, complaint
@@ -264,7 +267,13 @@ def test_an_advance_paid_within_60_days_meets_the_advance_clock_and_the_agreemen
     assert (advance.last_day, advance.citation) == (dt.date(2025, 10, 31), "insurance-law/25")
     act(acting, world, case_id, "begin_review", at("2025-09-02"))
     paid = act(
-        acting, world, case_id, "pay_advance", at("2025-10-30"), reason="先予支付已确定的医疗费"
+        acting,
+        world,
+        case_id,
+        "pay_advance",
+        at("2025-10-30"),
+        reason="先予支付已确定的医疗费",
+        amount=Decimal("3600.00"),
     )
     assert changes(paid) == {("claim.advance_payment", "completed")}
     agreed = act(acting, world, case_id, "agree", at("2025-11-10"), decision="核定赔付差额")
@@ -305,8 +314,73 @@ def test_an_advance_is_refused_once_the_amount_is_agreed(
     act(acting, world, case_id, "begin_review", at("2025-09-02"))
     act(acting, world, case_id, "agree", at("2025-09-03"), decision="同意赔付")
     with pytest.raises(Problem) as refused:
-        act(acting, world, case_id, "pay_advance", at("2025-09-04"), reason="先予支付")
+        act(
+            acting,
+            world,
+            case_id,
+            "pay_advance",
+            at("2025-09-04"),
+            reason="先予支付",
+            amount=Decimal("100"),
+        )
     assert refused.value.status == 409
+
+
+def test_the_amounts_advanced_agreed_and_paid_are_kept_in_the_timeline_and_the_messages(
+    acting: Acting, world: TenantWorld
+) -> None:
+    """保险法 第二十五条: what was advanced, and later agreed and paid, is on the file exactly
+    (yuan and fen, as given) and in the ``case.transitioned`` messages integrators receive."""
+    case_id = new_case(acting, world, "claim_report", received_at="2025-09-01T10:00:00+08:00")
+    act(acting, world, case_id, "begin_review", at("2025-09-02"))
+    steps = [
+        ("pay_advance", "2025-09-10", {"reason": "先予支付医疗费", "amount": Decimal("3600")}),
+        ("agree", "2025-09-20", {"decision": "核定赔付", "amount": Decimal("12800.5")}),
+        ("pay", "2025-09-25", {"amount": Decimal("9200.50")}),
+    ]
+    recorded = [act(acting, world, case_id, a, at(d), **f).data.get("amount") for a, d, f in steps]
+    assert recorded == ["3600.00", "12800.50", "9200.50"]
+    with acting(world, "agent_bj") as ctx:
+        messages = ctx.session.scalars(
+            select(OutboxEvent)
+            .where(OutboxEvent.event_type == "case.transitioned")
+            .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        ).all()
+    mine = [m.payload for m in messages if m.payload["case_id"] == str(case_id)]
+    assert [(p["action"], p.get("amount")) for p in mine] == [
+        ("begin_review", None),
+        ("pay_advance", "3600.00"),
+        ("agree", "12800.50"),
+        ("pay", "9200.50"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("action", "fields", "slug"),
+    [
+        ("pay_advance", {"reason": "先予支付"}, "missing-fields"),  # an advance has an amount
+        ("pay_advance", {"reason": "先予支付", "amount": Decimal("10.005")}, "invalid-amount"),
+        ("pay_advance", {"reason": "先予支付", "amount": Decimal("0")}, "invalid-amount"),
+        ("pay_advance", {"reason": "先予支付", "amount": Decimal("-5")}, "invalid-amount"),
+        ("pay_advance", {"reason": "先予支付", "amount": Decimal("NaN")}, "invalid-amount"),
+        ("pay_advance", {"reason": "先予支付", "amount": Decimal("1E+13")}, "invalid-amount"),
+        (
+            "request_materials",
+            {"amount": Decimal("5"), "missing_materials": ["发票"], "notice_channel": "letter"},
+            "unexpected-fields",
+        ),
+    ],
+)
+def test_an_amount_is_refused_where_it_is_missing_malformed_or_not_taken(
+    acting: Acting, world: TenantWorld, action: str, fields: dict[str, Any], slug: str
+) -> None:
+    case_id = new_case(acting, world, "claim_report", received_at="2025-09-01T10:00:00+08:00")
+    with pytest.raises(Problem) as refused:
+        act(acting, world, case_id, action, at("2025-09-02"), **fields)
+    assert (refused.value.status, refused.value.slug) == (422, slug)
+    assert [c.status for c in clocks(acting, world, case_id, "claim.advance_payment")] == [
+        "running"
+    ]
 
 
 # -- re-opening ---------------------------------------------------------------------------------

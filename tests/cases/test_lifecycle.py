@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -39,6 +40,7 @@ def payload(world: TenantWorld, t: Transition) -> TransitionIn:
         "report": "按转办要求的书面报告 / the written report",
         "plan": "三个工作日内完成保单变更 / change the policy in 3 working days",
         "review_decision": "维持原处理决定 / the decision stands",
+        "amount": Decimal("1280.50"),
     }
     return TransitionIn(action=t.action, **{k: values[k] for k in t.requires})
 
