@@ -41,6 +41,7 @@ from core.auth.guards import Access
 from core.auth.principal import Principal
 from core.cases import flows, lifecycle, services, stats
 from core.cases.deps import CASE_DEPENDENCIES
+from core.cases.disclosure import MASKED as MASKED_CASE
 from core.cases.disclosure import Disclosure, disclose_case, disclose_cases
 from core.cases.flows import CaseContext
 from core.cases.models import (
@@ -79,7 +80,7 @@ from core.cases.storage import CHUNK, StorageError
 from core.db import tenant_rows, utcnow
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
-from core.privacy.fields import sealed_rows
+from core.privacy.fields import sealed_objects, sealed_records
 from core.privacy.files import FileIntegrityError, KeyDestroyedError, read_attachment
 from core.privacy.purposes import PurposeHeader
 
@@ -343,17 +344,17 @@ class CaseController(Controller):
                     _QUEUE_STATEMENTS.clear()
                 _QUEUE_STATEMENTS[key] = stmt
         rows = tenant_rows(session, stmt, _CASES.c.tenant_id, flags_now=now)
-        page = sealed_rows(session, Case, access.principal.tenant_id, rows[:limit])
-        shown = disclose_cases(session, access, page, purpose=purpose, source=source_of(request))
-        items = [
-            CaseOut.of(
-                c,
-                disclosure=shown[c.id],
-                provisional=bool(c.flag_provisional),
-                breached=bool(c.flag_breached),
+        page = rows[:limit]
+        records = sealed_records(session, Case, access.principal.tenant_id, page)
+        if purpose is None:
+            disclosures = [MASKED_CASE] * len(page)
+        else:  # read in clear: disclose_cases audits the fields it shows
+            cases = sealed_objects(Case, page, records)
+            shown = disclose_cases(
+                session, access, cases, purpose=purpose, source=source_of(request)
             )
-            for c in page
-        ]
+            disclosures = [shown[row.id] for row in page]
+        items = CaseOut.of_rows(page, records, disclosures)
         if purpose is not None:
             session.commit()  # the clear reads' audit entries
         else:

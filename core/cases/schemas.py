@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -290,26 +291,11 @@ class CaseOut(Output):
     ) -> CaseOut:
         """Render a case: free text masked unless ``disclosure.clear``, the reporter's
         identity only when ``disclosure.reporter``."""
-        reporter = None
         text = _texts(c, clear=disclosure.clear)
+        reporter = None
         if c.type == CaseType.WHISTLEBLOWING:
-            if disclosure.reporter:
-                reporter = ReporterOut(
-                    anonymous=c.reporter_anonymous,
-                    name=c.reporter_name,
-                    contact=c.reporter_contact,
-                    id_number=c.reporter_id_number,
-                    masked=False,
-                )
-            else:
-                hidden = None if c.reporter_anonymous else MASKED
-                reporter = ReporterOut(
-                    anonymous=c.reporter_anonymous,
-                    name=hidden,
-                    contact=hidden,
-                    id_number=hidden,
-                    masked=True,
-                )
+            identity = (c.reporter_name, c.reporter_contact, c.reporter_id_number)
+            reporter = _reporter(c.reporter_anonymous, disclosure, *identity)
         return cls(
             id=c.id,
             number=c.number,
@@ -350,6 +336,49 @@ class CaseOut(Output):
             **extra,
         )
 
+    @classmethod
+    def of_rows(
+        cls,
+        rows: Sequence[Row[Any]],
+        records: Sequence[Mapping[str, str]],
+        disclosures: Sequence[Disclosure],
+    ) -> list[CaseOut]:
+        """A page rendered from plain rows (the queue's columns, with its ``flag_provisional``
+        and ``flag_breached``) and their decrypted records
+        (:func:`~core.privacy.fields.sealed_records`): what :meth:`of` gives for each, without
+        an object per row."""
+        if not rows:
+            return []
+        at = {name: i for i, name in enumerate(rows[0]._fields)}
+        plain = tuple((f, at[f]) for f in cls.__struct_fields__ if f in at and f not in _BUILT)
+        at_type, at_anonymous = at["type"], at["reporter_anonymous"]
+        at_complexity, at_missing = at["complexity"], at["missing_materials"]
+        at_provisional, at_breached = at["flag_provisional"], at["flag_breached"]
+        out = []
+        for row, record, disclosure in zip(rows, records, disclosures, strict=True):
+            values = {f: row[i] for f, i in plain}
+            clear = disclosure.clear
+            for name in _SHOWN_TEXTS:
+                value = record.get(name)
+                values[name] = mask_text(value) if value and not clear else value
+            values["subject"] = values["subject"] or ""
+            reporter = None
+            if row[at_type] == CaseType.WHISTLEBLOWING:
+                identity = (record.get(f) for f in REPORTER_KEYS)
+                reporter = _reporter(row[at_anonymous], disclosure, *identity)
+            out.append(
+                cls(
+                    **values,
+                    reporter=reporter,
+                    complexity=list(row[at_complexity] or []),
+                    missing_materials=list(row[at_missing] or []),
+                    masked=not clear,
+                    provisional=bool(row[at_provisional]),
+                    breached=bool(row[at_breached]),
+                )
+            )
+        return out
+
 
 _SHOWN_TEXTS = (
     "subject",
@@ -361,6 +390,39 @@ _SHOWN_TEXTS = (
     "review_decision",
 )
 """The free-text fields :class:`CaseOut` shows (of :data:`CASE_TEXT_FIELDS`)."""
+
+
+_BUILT = frozenset(
+    {
+        *_SHOWN_TEXTS,
+        "reporter",
+        "complexity",
+        "missing_materials",
+        "masked",
+        "provisional",
+        "breached",
+    }
+)
+"""Fields of :class:`CaseOut` that :meth:`CaseOut.of_rows` computes rather than copies."""
+REPORTER_KEYS = ("reporter_name", "reporter_contact", "reporter_id_number")
+
+
+def _reporter(
+    anonymous: bool,
+    disclosure: Disclosure,
+    name: str | None,
+    contact: str | None,
+    id_number: str | None,
+) -> ReporterOut:
+    """A whistle-blower's identity as the caller may see it."""
+    if disclosure.reporter:
+        return ReporterOut(
+            anonymous=anonymous, name=name, contact=contact, id_number=id_number, masked=False
+        )
+    hidden = None if anonymous else MASKED
+    return ReporterOut(
+        anonymous=anonymous, name=hidden, contact=hidden, id_number=hidden, masked=True
+    )
 
 
 def _texts(c: Case | Row[Any], *, clear: bool) -> dict[str, str | None]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -235,32 +235,49 @@ def row_record(
     return _decode.decode(keyring.open(session, tenant_id, token, bound))
 
 
-def sealed_rows(session: Session, model: type, tenant_id: uuid.UUID, rows: Any) -> list[Any]:
-    """Each of ``rows`` (with ``id`` and ``model``'s sealed column) as an object that reads
-    like the model's: the row's columns and, decrypted once, the sealed fields (what
-    :func:`row_record` gives, with the page's key lookups and associated-data prefix done
-    once)."""
-    column = str(model.__sealed_column__)  # type: ignore[attr-defined]
-    names = tuple(getattr(model, "__sealed_fields__", {}))
-    out: list[Any] = []
+def sealed_records(
+    session: Session, model: type, tenant_id: uuid.UUID, rows: Sequence[Any]
+) -> list[dict[str, str]]:
+    """The decrypted record of each of ``rows`` (plain rows of ``model``'s table, with ``id``
+    and the sealed column), in order, empty where there is none: :func:`row_record` for a
+    page, with the key lookups and the associated-data prefix done once. Only the fields of
+    the model's record are kept (e.g. not the masked forms a record may carry beside them)."""
     if not rows:
-        return out
-    only_fields = frozenset(names)
-    unset = dict.fromkeys(names)
+        return []
+    keys = rows[0]._fields
+    at_id, at_token = keys.index("id"), keys.index(str(model.__sealed_column__))  # type: ignore[attr-defined]
+    only_fields = frozenset(getattr(model, "__sealed_fields__", {}))
     open_token = _session_keyring(session).opener(session, tenant_id)
     table = str(model.__tablename__)  # type: ignore[attr-defined]
     prefix = aad_for(tenant_id, table, uuid.UUID(int=0))[:-16]  # + the row id's bytes
-    keys = rows[0]._fields
+    out: list[dict[str, str]] = []
     for row in rows:
+        token = row[at_token]
+        if token is None or token.startswith(PENDING):
+            out.append({})
+            continue
+        record = _decode.decode(open_token(token, prefix + row[at_id].bytes))
+        if not record.keys() <= only_fields:
+            record = {k: v for k, v in record.items() if k in only_fields}
+        out.append(record)
+    return out
+
+
+def sealed_objects(
+    model: type, rows: Sequence[Any], records: Sequence[dict[str, str]]
+) -> list[Any]:
+    """Each of ``rows`` (plain rows of ``model``'s table) with its decrypted record
+    (:func:`sealed_records`) as an object that reads like the model's: the row's columns and
+    the sealed fields (None where the record has no value)."""
+    if not rows:
+        return []
+    keys = rows[0]._fields
+    unset = dict.fromkeys(getattr(model, "__sealed_fields__", {}))
+    out: list[Any] = []
+    for row, record in zip(rows, records, strict=True):
         values = dict(zip(keys, row, strict=True))
         values.update(unset)
-        token = values[column]
-        if token is not None and not token.startswith(PENDING):
-            record = _decode.decode(open_token(token, prefix + values["id"].bytes))
-            if record.keys() <= only_fields:
-                values.update(record)
-            else:  # e.g. masked forms kept in the record: only the fields are attributes
-                values.update((k, v) for k, v in record.items() if k in only_fields)
+        values.update(record)
         out.append(SimpleNamespace(**values))
     return out
 

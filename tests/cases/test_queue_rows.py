@@ -1,0 +1,100 @@
+"""A work-queue page is rendered from plain rows (``CaseOut.of_rows``) exactly as the case
+detail renders each case (``CaseOut.of``): the same fields, masking, reporter rules and flags."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from core.cases import controllers, flows, services
+from core.cases.disclosure import MASKED, Disclosure
+from core.cases.models import Case
+from core.cases.schemas import CaseOut, TransitionIn
+from core.db import tenant_rows, utcnow
+from core.privacy.fields import sealed_objects, sealed_records
+from tests.cases.conftest import Acting, complaint
+from tests.factories import TenantWorld
+
+SHOWN = [
+    MASKED,
+    Disclosure(clear=True, reporter=False),
+    Disclosure(clear=True, reporter=True),
+    Disclosure(clear=False, reporter=True),
+]
+
+
+def _cases(acting: Acting, world: TenantWorld) -> list[uuid.UUID]:
+    """Cases whose rendering differs: masked identifiers in free text, a named and an
+    anonymous whistle-blower, complexity and missing materials, a decided one."""
+    with acting(world, "agent_bj") as ctx:
+        made = [
+            flows.register_case(
+                ctx,
+                complaint(
+                    world,
+                    subject="客户 13800138000 投诉理赔慢",
+                    description="邮箱 li.si@example.com，身份证 11010519491231002X",
+                    complexity=["multiple_parties"],
+                ),
+            ),
+            flows.register_case(
+                ctx,
+                complaint(
+                    world,
+                    case_type="whistleblowing",
+                    channel="online",
+                    customer_id=None,
+                    policy_id=None,
+                    subject="业务员虚构保险责任",
+                    reporter_name="王某某",
+                    reporter_contact="13900139000",
+                ),
+            ),
+            flows.register_case(
+                ctx,
+                complaint(
+                    world,
+                    case_type="whistleblowing",
+                    channel="online",
+                    customer_id=None,
+                    policy_id=None,
+                    subject="匿名举报",
+                    reporter_anonymous=True,
+                ),
+            ),
+        ]
+        first = made[0]
+        asked = TransitionIn(
+            action="request_materials", missing_materials=["发票"], notice_channel="letter"
+        )
+        flows.transition(ctx, first, asked, if_match=flows.etag(first))
+        return [c.id for c in made]
+
+
+def test_a_page_renders_each_case_as_its_detail_does(acting: Acting, world: TenantWorld) -> None:
+    ids = _cases(acting, world)
+    with acting(world, "agent_bj") as ctx:
+        session = ctx.session
+        statement = select(*controllers._QUEUE_COLUMNS).where(Case.id.in_(ids))
+        rows = tenant_rows(session, statement, controllers._CASES.c.tenant_id, flags_now=utcnow())
+        assert len(rows) == 3
+        records = sealed_records(session, Case, world.id, rows)
+        objects = sealed_objects(Case, rows, records)
+        for shown in SHOWN:
+            page = CaseOut.of_rows(rows, records, [shown] * len(rows))
+            for row, item, obj in zip(rows, page, objects, strict=True):
+                case = services.get_case(session, row.id)
+                flags = {"provisional": bool(row.flag_provisional), "breached": False}
+                assert item == CaseOut.of(case, disclosure=shown, **flags)
+                assert item == CaseOut.of(obj, disclosure=shown, **flags)
+        masked = CaseOut.of_rows(rows, records, [MASKED] * len(rows))
+        by_id = {i.id: i for i in masked}
+        assert "13800138000" not in by_id[ids[0]].subject
+        assert by_id[ids[0]].missing_materials == ["发票"]
+        assert by_id[ids[1]].reporter is not None and by_id[ids[1]].reporter.name == "***"
+        assert by_id[ids[2]].reporter is not None and by_id[ids[2]].reporter.anonymous
+
+
+def test_an_empty_page_renders_as_an_empty_list() -> None:
+    assert CaseOut.of_rows([], [], []) == []
