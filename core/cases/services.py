@@ -130,8 +130,8 @@ def next_value(session: Session, key: str) -> int:
     so no two transactions ever get the same value.
     """
     params = {"tenant_id": tenant_id_of(session), "id": new_id(), "key": key}
-    stmt = _counter_statement(session.get_bind().dialect.name)
-    return int(session.execute(stmt, params).scalar_one())
+    connection = session.connection()  # a Core statement: not through the ORM's execute
+    return int(connection.execute(_counter_statement(connection.dialect.name), params).scalar_one())
 
 
 @functools.cache
