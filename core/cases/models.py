@@ -30,6 +30,7 @@ from sqlalchemy.orm import Mapped, Mapper, mapped_column
 
 from core.db import Base, TenantScoped, Timestamped, tenant_fk, utcnow
 from core.privacy.fields import Sealed, SealedText
+from core.privacy.masking import mask_text
 
 
 def _enum(cls: type[enum.Enum], length: int = 32) -> Enum:
@@ -178,18 +179,20 @@ class Case(TenantScoped, Timestamped, Base):
     # customer wrote or said, and what the handlers wrote back. The API masks identifiers in it
     # (phone, identity and bank-account numbers, e-mail addresses) unless the caller may read
     # it in clear for a declared purpose (core.cases.disclosure).
+    # The record keeps each text's masked form too (computed when sealed, where it differs):
+    # a page of the work queue shows them without masking at every read.
     __sealed_column__ = "sealed_enc"
-    subject = Sealed[str]()
-    description = Sealed[str | None]()
-    not_accepted_reason = Sealed[str | None]()
-    plan = Sealed[str | None]()
+    subject = Sealed[str](mask=mask_text)
+    description = Sealed[str | None](mask=mask_text)
+    not_accepted_reason = Sealed[str | None](mask=mask_text)
+    plan = Sealed[str | None](mask=mask_text)
     """A service request's handling plan (保险售后服务管理办法 三.2)."""
-    decision = Sealed[str | None]()
-    answer = Sealed[str | None]()
-    review_reason = Sealed[str | None]()
-    review_decision = Sealed[str | None]()
-    regulator_report = Sealed[str | None]()
-    withdrawn_reason = Sealed[str | None]()
+    decision = Sealed[str | None](mask=mask_text)
+    answer = Sealed[str | None](mask=mask_text)
+    review_reason = Sealed[str | None](mask=mask_text)
+    review_decision = Sealed[str | None](mask=mask_text)
+    regulator_report = Sealed[str | None](mask=mask_text)
+    withdrawn_reason = Sealed[str | None](mask=mask_text)
     reporter_name = Sealed[str | None]()
     reporter_contact = Sealed[str | None]()
     reporter_id_number = Sealed[str | None]()

@@ -28,6 +28,7 @@ from core.cases.models import (
     ServiceKind,
     event_parts,
 )
+from core.privacy.fields import MASK_VERSION, masked_form
 from core.privacy.masking import mask_text
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
@@ -358,9 +359,14 @@ class CaseOut(Output):
         for row, record, disclosure in zip(rows, records, disclosures, strict=True):
             values = {f: row[i] for f, i in plain}
             clear = disclosure.clear
-            for name in _SHOWN_TEXTS:
-                value = record.get(name)
-                values[name] = mask_text(value) if value and not clear else value
+            if clear:
+                values.update((name, record.get(name)) for name in _SHOWN_TEXTS)
+            elif record.get("#") == MASK_VERSION:  # masked when sealed
+                values.update((name, masked_form(record, name)) for name in _SHOWN_TEXTS)
+            else:  # sealed before the current masking rules
+                for name in _SHOWN_TEXTS:
+                    value = record.get(name)
+                    values[name] = mask_text(value) if value else value
             values["subject"] = values["subject"] or ""
             reporter = None
             if row[at_type] == CaseType.WHISTLEBLOWING:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -240,13 +240,12 @@ def sealed_records(
 ) -> list[dict[str, str]]:
     """The decrypted record of each of ``rows`` (plain rows of ``model``'s table, with ``id``
     and the sealed column), in order, empty where there is none: :func:`row_record` for a
-    page, with the key lookups and the associated-data prefix done once. Only the fields of
-    the model's record are kept (e.g. not the masked forms a record may carry beside them)."""
+    page, with the key lookups and the associated-data prefix done once. As sealed: with the
+    masked forms beside the fields (:data:`MASK_VERSION`)."""
     if not rows:
         return []
     keys = rows[0]._fields
     at_id, at_token = keys.index("id"), keys.index(str(model.__sealed_column__))  # type: ignore[attr-defined]
-    only_fields = frozenset(getattr(model, "__sealed_fields__", {}))
     open_token = _session_keyring(session).opener(session, tenant_id)
     table = str(model.__tablename__)  # type: ignore[attr-defined]
     prefix = aad_for(tenant_id, table, uuid.UUID(int=0))[:-16]  # + the row id's bytes
@@ -256,10 +255,7 @@ def sealed_records(
         if token is None or token.startswith(PENDING):
             out.append({})
             continue
-        record = _decode.decode(open_token(token, prefix + row[at_id].bytes))
-        if not record.keys() <= only_fields:
-            record = {k: v for k, v in record.items() if k in only_fields}
-        out.append(record)
+        out.append(_decode.decode(open_token(token, prefix + row[at_id].bytes)))
     return out
 
 
@@ -272,19 +268,27 @@ def sealed_objects(
     if not rows:
         return []
     keys = rows[0]._fields
-    unset = dict.fromkeys(getattr(model, "__sealed_fields__", {}))
+    fields = tuple(getattr(model, "__sealed_fields__", {}))
     out: list[Any] = []
     for row, record in zip(rows, records, strict=True):
         values = dict(zip(keys, row, strict=True))
-        values.update(unset)
-        values.update(record)
+        values.update((name, record.get(name)) for name in fields)
         out.append(SimpleNamespace(**values))
     return out
 
 
-MASK_VERSION = "1"
-"""Bump when a masking rule changes: records sealed before are masked on the fly until they
-are sealed again (``insurdesk privacy reencrypt`` after a rotation)."""
+MASK_VERSION = "2"
+"""The masked forms a sealed record keeps: ``"#" + name`` holds field ``name`` masked where that
+differs from the value (absent: the value shows as it is, e.g. a text without identifiers),
+and ``"#"`` this version. Bump when a masking rule changes: records sealed before are masked
+on the fly until they are sealed again (``insurdesk privacy reencrypt`` after a rotation).
+Version 1 kept a masked form for every masked field, even an unchanged one."""
+
+
+def masked_form(record: Mapping[str, str], name: str) -> str | None:
+    """Field ``name`` masked as ``record`` keeps it, for a record of :data:`MASK_VERSION`
+    (check ``record.get("#") == MASK_VERSION`` first)."""
+    return record.get("#" + name, record.get(name))
 
 
 def masked(obj: Any, name: str) -> str | None:
@@ -294,7 +298,7 @@ def masked(obj: Any, name: str) -> str | None:
     if not pending or name not in pending:
         record = record_of(obj, field.column)
         if record.get("#") == MASK_VERSION:
-            return record.get("#" + name)
+            return masked_form(record, name)
         value: str | None = record.get(name)
     else:
         value = pending[name]
@@ -313,7 +317,7 @@ def view(obj: Any, *, clear: bool) -> dict[str, str | None]:
         if clear:
             return {name: record.get(name) for name in fields}
         if record.get("#") == MASK_VERSION:
-            return {name: record.get("#" + name) for name in fields}
+            return {name: masked_form(record, name) for name in fields}
     if clear:
         return {name: getattr(obj, name) for name in fields}
     return {name: masked(obj, name) for name in fields}
@@ -359,8 +363,8 @@ def _seal_pending(
     if record:
         for name, value in list(record.items()):
             mask = fields[name].mask if name in fields else None
-            if mask is not None:
-                record["#" + name] = mask(value)
+            if mask is not None and (masked_value := mask(value)) != value:
+                record["#" + name] = masked_value
         record["#"] = MASK_VERSION
         token = keyring.seal(
             keyring.cipher(session, tenant_id, version), version, _encode.encode(record), aad(obj)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.privacy.crypto import Keyring
-from core.privacy.fields import MASK_VERSION, aad_for, decode_record, encode_record
+from core.privacy.fields import aad_for, decode_record, encode_record
 from core.privacy.keys import NONCE_BYTES, KeyManager, default_key_manager
 from core.privacy.tokens import token_version
 
@@ -72,11 +72,13 @@ class TenantSealer:
         self.active = next(row.version for row in rows if row.status == "active")
 
     def seal(self, table: str, row_id: uuid.UUID, record: dict[str, str]) -> str:
-        """The token of ``record`` (clear fields; masked forms are the model's business)."""
+        """The token of ``record``'s clear fields. Masked forms are the model's business: any
+        in ``record`` are dropped (a migration may have changed a field without them), so the
+        record is masked on the fly until the model seals it again."""
         return self.keyring.seal(
             self.aeads[self.active],
             self.active,
-            encode_record({**record, "#": record.get("#", MASK_VERSION)}),
+            encode_record({k: v for k, v in record.items() if not k.startswith("#")}),
             aad_for(self.tenant_id, table, row_id),
         )
 

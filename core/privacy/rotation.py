@@ -43,7 +43,6 @@ from core.privacy.fields import (
     aad_for,
     decode_record,
     encode_record,
-    sealed_fields,
 )
 from core.privacy.models import TenantKey
 
@@ -120,9 +119,15 @@ def _remasked(model: Any, record: dict[str, str]) -> dict[str, str]:
     if record.get("#") == MASK_VERSION:
         return record
     out = {k: v for k, v in record.items() if not k.startswith("#")}
-    for name, sealed in sealed_fields(model).items():
-        if sealed.mask is not None and out.get(name) is not None:
-            out["#" + name] = sealed.mask(out[name])
+    # ``model`` is the class (``sealed_fields`` takes an instance: for a class it found none, so
+    # re-encryption stamped the version without the masked forms until 2026-11-26).
+    fields: dict[str, Any] = getattr(model, "__sealed_fields__", {})
+    for name, sealed in fields.items():
+        value = out.get(name)
+        if sealed.mask is not None and value is not None:
+            masked_value = sealed.mask(value)
+            if masked_value != value:
+                out["#" + name] = masked_value
     out["#"] = MASK_VERSION
     return out
 

@@ -4,12 +4,15 @@ detail renders each case (``CaseOut.of``): the same fields, masking, reporter ru
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from core.cases import controllers, flows, services
 from core.cases.disclosure import MASKED, Disclosure
-from core.cases.models import Case
+from core.cases.models import Case, CaseType, Channel
 from core.cases.schemas import CaseOut, TransitionIn
 from core.db import tenant_rows, utcnow
 from core.privacy.fields import sealed_objects, sealed_records
@@ -98,3 +101,51 @@ def test_a_page_renders_each_case_as_its_detail_does(acting: Acting, world: Tena
 
 def test_an_empty_page_renders_as_an_empty_list() -> None:
     assert CaseOut.of_rows([], [], []) == []
+
+
+def _row(**values: object) -> Any:
+    """A queue row (the queue statement's columns, in order) with ``values``."""
+    names = [getattr(c, "key", None) or c.name for c in controllers._QUEUE_COLUMNS]
+    row_type = namedtuple("Row", names)  # type: ignore[misc]
+    base: dict[str, object] = dict.fromkeys(names)
+    base.update(
+        id=uuid.uuid4(),
+        number="TS-2026-000001",
+        type=CaseType.COMPLAINT,
+        channel=Channel.HOTLINE,
+        state="registered",
+        received_at=utcnow(),
+        unit_id=uuid.uuid4(),
+        version=1,
+        created_at=utcnow(),
+        updated_at=utcnow(),
+        reporter_anonymous=False,
+        flag_provisional=False,
+        flag_breached=False,
+    )
+    base.update(values)
+    return row_type(**base)
+
+
+@pytest.mark.parametrize(
+    ("record", "shown"),
+    [
+        # sealed by today's rules: the masked form kept beside the text
+        (
+            {"subject": "致电 13800138000", "#subject": "致电 138****8000", "#": "2"},
+            "致电 138****8000",
+        ),
+        # today's rules, nothing to mask: no masked form kept, the text shows as it is
+        ({"subject": "服务态度差", "#": "2"}, "服务态度差"),
+        # sealed before (version 1 kept no masked forms for cases): masked on the fly
+        ({"subject": "致电 13800138000", "#": "1"}, "致电 138****8000"),
+        ({"subject": "致电 13800138000"}, "致电 138****8000"),
+    ],
+)
+def test_a_page_shows_the_kept_masked_form_or_masks_an_older_record_on_the_fly(
+    record: dict[str, str], shown: str
+) -> None:
+    (item,) = CaseOut.of_rows([_row()], [record], [MASKED])
+    assert item.subject == shown and item.masked
+    (clear,) = CaseOut.of_rows([_row()], [record], [Disclosure(clear=True, reporter=False)])
+    assert clear.subject == record["subject"] and not clear.masked

@@ -15,10 +15,13 @@ from sqlalchemy import select, text, update
 from core.audit import AuditActor
 from core.audit.models import AuditEntry
 from core.cases.models import Case, CaseEvent
+from core.customers.models import Customer
 from core.db import Database
 from core.people.services import assign_role, create_person, get_role_by_key
 from core.privacy.crypto import DecryptionError
-from core.privacy.rotation import pending_rows, reencrypt_all, rotate
+from core.privacy.fields import MASK_VERSION, record_of
+from core.privacy.masking import mask_text
+from core.privacy.rotation import _remasked, pending_rows, reencrypt_all, rotate
 from tests.api.conftest import TokenFor, auth
 from tests.factories import PASSWORD, TenantWorld, make_tenant
 
@@ -250,3 +253,33 @@ def test_identifiers_in_free_text_are_masked_and_the_rest_kept() -> None:
     assert mask_text("邮箱 zhang.wei@example.com，单号 DSR-20261126-918FA2") == (
         "邮箱 z***@example.com，单号 DSR-20261126-918FA2"
     )
+
+
+def test_a_case_record_keeps_its_texts_masked_forms_where_they_differ(
+    database: Database, tenant_a: TenantWorld, case_with_history: dict[str, Any]
+) -> None:
+    """What the work queue shows masked is computed once, when the texts are sealed: the
+    record keeps ``#subject`` beside ``subject`` (inside the ciphertext), only where masking
+    changes the text."""
+    case_id = uuid.UUID(case_with_history["id"])
+    with database.tenant_session(tenant_a.id) as s:
+        record = record_of(s.get_one(Case, (tenant_a.id, case_id)))
+    assert record["#"] == MASK_VERSION
+    assert record["#description"] == mask_text(DESCRIPTION) != DESCRIPTION
+    assert record["#withdrawn_reason"] == mask_text(REASON) != REASON
+    assert "13912345678" not in record["#subject"]
+    assert not any(k.startswith("#") and k[1:] not in record for k in record if k != "#")
+
+
+def test_a_re_encryption_adds_the_masked_forms_to_a_record_sealed_before() -> None:
+    before = {"subject": "致电 13800138000", "description": "服务态度差", "#": "1"}
+    assert _remasked(Case, before) == {
+        "subject": "致电 13800138000",
+        "#subject": mask_text("致电 13800138000"),
+        "description": "服务态度差",  # nothing to mask: no masked form
+        "#": MASK_VERSION,
+    }
+    # a customer's phone too (re-encryption computed no masked forms at all before: the class
+    # was asked for its sealed fields as if it were an instance)
+    customer = _remasked(Customer, {"phone": "13800138000", "#": "1"})
+    assert customer["#phone"] == "138****8000" and customer["#"] == MASK_VERSION
