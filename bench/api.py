@@ -1,13 +1,19 @@
 """Benchmark: the full HTTP stack beside a bare Litestar + asyncpg handler, on PostgreSQL.
 
-    python bench/api.py                          # defaults: 10 tenants, 15 s per phase
+    python bench/api.py                          # defaults: 10 tenants, 15 s phases, 3 rounds
     python bench/api.py --duration 20 --connections 16 --profile py-spy
+    python bench/api.py --workers 2 --profile none  # two server processes each (a 2-core host)
     python bench/api.py --show-sql               # print the SQL the full stack issues, then stop
 
 Two scenarios, each measured against two servers in the same run, with the same load generator
 (``wrk``, fixed connections and duration, loopback only) and the same server settings (uvicorn,
-one worker, ``access_log`` off, ``log_level`` warning, same host, the heap frozen after start-up
-as ``insurdesk serve`` does, :func:`core.app.freeze_startup_heap`):
+``--workers`` processes, one by default, ``access_log`` off, ``log_level`` warning, same host,
+the heap frozen after start-up as ``insurdesk serve`` does,
+:func:`core.app.freeze_startup_heap`). Both servers of a scenario run side by side and are
+measured in ``--rounds`` rounds, alternately (full then bare, then bare then full, ...), so a
+drift of the machine's speed during the run — on a shared virtual machine it can move either
+server's throughput by a third within minutes — does not favour one of them; the report gives
+each server's medians and the median of the rounds' ratios, with every round's ratio:
 
 * **register** — ``POST /api/v1/cases``: a complaint at the Beijing branch, by its agent (a
   person's bearer token from the authorization-code flow). Full stack: auth middleware (token
@@ -50,12 +56,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,20 +138,53 @@ def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
     run_uvicorn(app, port)
 
 
+WORKERS_ENV = "BENCH_WORKERS"
+"""How many server processes each server runs (``--workers``), passed to ``serve``."""
+
+
 def run_uvicorn(app: Any, port: int) -> None:
-    """The same server settings for both apps."""
+    """The same server settings for both apps: uvicorn, ``access_log`` off, ``log_level``
+    warning, and ``--workers`` processes sharing one listening socket (the app is built, and
+    its heap frozen, before the others are forked from it, as uvicorn's own ``--workers`` starts
+    equal processes; each opens its own connections at start-up)."""
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    workers = int(os.environ.get(WORKERS_ENV, "1"))
+    if workers == 1:
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+            uvicorn.Server(config).run()
+        return
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.set_inheritable(True)
+    children = []
+    for _ in range(workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            children = []
+            break
+        children.append(pid)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+        uvicorn.Server(config).run(sockets=[sock])
+    for pid in children:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGINT)
+            os.waitpid(pid, 0)
 
 
 # -- the bare server: Litestar + asyncpg, the same statements, nothing else ----------------------
 
 BARE_CASE_COLUMNS = (
-    "id, number, type, channel, state, sealed_enc, received_at, unit_id, category_id,"
-    " customer_id, policy_id, assignee_id, assigned_at, created_by, next_due_at, version,"
-    " reporter_anonymous, created_at, updated_at"
+    "id, number, type, channel, state, received_at, unit_id, category_id, customer_id,"
+    " policy_id, assignee_id, service_kind, complexity, parent_case_id, regulator_reference,"
+    " regulator_due_date, regulator_reported_at, missing_materials, refer_to, decided_at,"
+    " answered_at, review_decided_at, closed_at, next_due_at, version, created_at, updated_at,"
+    " sealed_enc, reporter_anonymous"
 )
+"""The columns of the full stack's queue statement (``core.cases.controllers._queue_columns``:
+what a ``CaseOut`` shows, the sealed record, ``reporter_anonymous``), in its order."""
 BARE_FLAGS = (
     "EXISTS (SELECT 1 FROM case_clocks k WHERE k.case_id = cases.id AND k.tenant_id ="
     " cases.tenant_id AND k.provisional AND k.status IN ('running', 'paused', 'window'))"
@@ -500,14 +541,22 @@ def person_tokens(state: dict[str, Any], worlds: list[Any], base: str) -> list[C
 class Server:
     """``python bench/api.py serve KIND`` in a subprocess, on a free loopback port."""
 
-    def __init__(self, kind: str, state_file: Path, port: int, capture: Path | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        state_file: Path,
+        port: int,
+        capture: Path | None = None,
+        workers: int = 1,
+    ) -> None:
         self.kind = kind
         self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, str(HERE), "serve", kind, str(state_file), str(self.port)]
         if capture is not None:
             cmd.append(str(capture))
-        self.proc = subprocess.Popen(cmd, cwd=HERE.parents[1])
+        env = {**os.environ, WORKERS_ENV: str(workers)}
+        self.proc = subprocess.Popen(cmd, cwd=HERE.parents[1], env=env)
         self._wait()
 
     def _wait(self) -> None:
@@ -645,15 +694,25 @@ class Result:
     """The server process's CPU time (user + system, all threads) per request."""
     load: float = 0.0
     """The host's 1-minute load average at the end of the phase (other work on the machine)."""
+    round: int = 0
+    """Which round (``--rounds``) the phase belongs to."""
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else None)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of process ``pid`` and its children (a server's other
+    workers; Linux ``/proc``; else None)."""
+    total, found = 0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+            found = True
+    return total / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
@@ -854,24 +913,39 @@ def _ms(value: float | None) -> str:
     return f"{value:7.1f}" if value is not None else "      -"
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace) -> bool:
-    """Print the table; True when every scenario meets the target ratio."""
+    """Print the table (per server the medians of its rounds; the ratio is the median of the
+    rounds' ratios, each round's two phases measured one after the other); True when every
+    scenario meets the target ratio without errors."""
     ok = True
     print(
-        f"\n{args.connections} connections, {args.duration} s per phase, "
-        f"{args.tenants} tenants x {args.cases} seeded cases"
+        f"\n{args.connections} connections, {args.duration} s per phase, {args.rounds} rounds,"
+        f" {args.workers} worker(s) per server, {args.tenants} tenants x {args.cases} seeded cases"
     )
     print("scenario  | full rps  p50 ms  p95 ms cpu/req | bare rps  p50 ms  p95 ms cpu/req | ratio")
     for scenario in ("register", "queue"):
-        full = next(r for r in results if r.scenario == scenario and r.server == "full")
-        bare = next(r for r in results if r.scenario == scenario and r.server == "bare")
-        ratio = full.rps / bare.rps
-        ok = ok and ratio >= TARGET_RATIO and full.non2xx == 0 and bare.non2xx == 0
+        mine = [r for r in results if r.scenario == scenario]
+        full = [r for r in mine if r.server == "full"]
+        bare = [r for r in mine if r.server == "bare"]
+        ratios = [f.rps / b.rps for f, b in zip(full, bare, strict=True)]
+        ratio = _median(ratios)
+        errors = sum(r.non2xx for r in mine)
+        ok = ok and ratio >= TARGET_RATIO and errors == 0
+
+        def cols(rs: list[Result]) -> str:
+            cpu = [r.cpu_ms for r in rs if r.cpu_ms is not None]
+            return (
+                f"{_median([r.rps for r in rs]):8.1f} {_median([r.p50_ms for r in rs]):7.1f}"
+                f" {_median([r.p95_ms for r in rs]):7.1f} {_ms(_median(cpu) if cpu else None)}"
+            )
+
         print(
-            f"{scenario:9} | {full.rps:8.1f} {full.p50_ms:7.1f} {full.p95_ms:7.1f}"
-            f" {_ms(full.cpu_ms)} | {bare.rps:8.1f} {bare.p50_ms:7.1f} {bare.p95_ms:7.1f}"
-            f" {_ms(bare.cpu_ms)} | {ratio:5.2f}  (errors: full {full.non2xx}, bare"
-            f" {bare.non2xx}; load {full.load:.1f} / {bare.load:.1f})"
+            f"{scenario:9} | {cols(full)} | {cols(bare)} | {ratio:5.2f}  (rounds:"
+            f" {', '.join(f'{x:.2f}' for x in ratios)}; errors {errors})"
         )
     print(f"target: full >= {TARGET_RATIO:.0%} of bare -> {'met' if ok else 'NOT met'}")
     return ok
@@ -885,6 +959,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=15, help="seconds per measured phase")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per phase")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="measured phases per server and scenario"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes per server (the same for both; default 1)",
+    )
     parser.add_argument("--profile", choices=["none", "py-spy"], default="py-spy")
     parser.add_argument(
         "--rate-limit",
@@ -935,13 +1018,21 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in ("register", "queue"):
             script = work / f"{scenario}.lua"
             script.write_text(lua_script(callers, scenario))
-            for kind in ("full", "bare"):
-                server = Server(kind, state_file, full_port if kind == "full" else free_port())
-                try:
-                    results.append(measure(server, scenario, script, args))
-                finally:
+            servers = {}
+            try:
+                for kind in ("full", "bare"):
+                    port = full_port if kind == "full" else free_port()
+                    servers[kind] = Server(kind, state_file, port, workers=args.workers)
+                # Rounds alternate which server goes first, so a drift of the machine's speed
+                # during the run does not favour one of them.
+                for i in range(args.rounds):
+                    for kind in ("full", "bare") if i % 2 == 0 else ("bare", "full"):
+                        results.append(measure(servers[kind], scenario, script, args))
+                        results[-1].round = i
+                        print(results[-1])
+            finally:
+                for server in servers.values():
                     server.stop()
-                print(results[-1])
         profiles = {}
         if args.profile == "py-spy":
             for scenario in ("register", "queue"):
