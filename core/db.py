@@ -684,6 +684,28 @@ def _new_rows(session: Session, objects: Sequence[Any]) -> tuple[Table, list[dic
     return table, rows
 
 
+@functools.cache
+def _column_keys(cls: Any) -> frozenset[str]:
+    return frozenset(prop.key for prop in sa_inspect(cls).column_attrs)
+
+
+def new_object(cls: type[T], /, **values: Any) -> T:
+    """A new (transient) object of model ``cls`` with ``values``, as the mapped constructor
+    makes it, for less: column values go straight into the instance's dict (the constructor
+    fires an attribute event for each, which nothing needs on an object no session holds yet);
+    anything else (a sealed field, a relationship) is set through its attribute. Flushed or
+    written by :func:`insert_new` like any new object."""
+    obj = sa_inspect(cls).class_manager.new_instance()
+    columns = _column_keys(cast(Any, cls))
+    state = obj.__dict__
+    for name, value in values.items():
+        if name in columns:
+            state[name] = value
+        else:
+            setattr(obj, name, value)
+    return cast(T, obj)
+
+
 def attach_loaded(session: Session, cls: type[Any], values: dict[str, Any]) -> Any:
     """The object of model ``cls`` whose columns ``values`` were just read by a Core statement
     (every column attribute), as a persistent object of ``session``: the one already in its
@@ -717,6 +739,7 @@ __all__ = [
     "insert_new",
     "make_engine",
     "new_id",
+    "new_object",
     "tenant_owned_tables",
     "utcnow",
 ]

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from core.audit.chain import Verification, entry_hash, verify_entries
 from core.audit.models import GENESIS_HASH, AuditEntry, AuditHead
 from core.auth.principal import Principal
-from core.db import TenantRequiredError, insert_new, new_id, utcnow
+from core.db import TenantRequiredError, insert_new, new_id, new_object, utcnow
 from core.db_batch import WriteBatch
 
 ActorKind = Literal["person", "client", "platform", "system"]
@@ -204,7 +204,8 @@ def record(
     if isinstance(target, tuple):
         target = Target(str(target[0]), str(target[1]))
     head_seq, head_hash = _lock_head(session, tid)
-    entry = AuditEntry(
+    entry = new_object(
+        AuditEntry,
         tenant_id=tid,
         id=new_id(),
         seq=head_seq + 1,

@@ -14,6 +14,7 @@ import datetime as dt
 from typing import Any
 
 from core.cases.models import CaseClock
+from core.db import new_object
 from core.deadlines import ClockState, DeadlineRule, Extension, Pause, Restart
 
 WINDOW_SUFFIX = "_window"
@@ -141,25 +142,17 @@ def to_state(row: CaseClock) -> ClockState:
 
 def apply_state(row: CaseClock, state: ClockState) -> CaseClock:
     """Write ``state`` into ``row`` (columns and history); returns the row."""
+    for name, value in state_columns(state).items():
+        setattr(row, name, value)
+    return row
+
+
+def state_columns(state: ClockState) -> dict[str, Any]:
+    """The columns (and history) of a clock row that hold ``state``."""
     rule = state.rule
-    row.clock = state.clock
-    row.citation = rule.citation
-    row.source = rule.source
-    row.statutory = rule.statutory
-    row.amount = state.amount
-    row.unit = state.unit
-    row.started_at = state.started_at
-    row.due_at = state.due_at
-    row.last_day = state.last_day
-    row.provisional = state.provisional
     status: str = state.status
     if status == "running" and is_window(state.clock):
         status = "window"
-    row.status = status
-    row.paused_at = state.paused_at
-    row.paused_seconds = int(state.paused_total.total_seconds())
-    row.extensions = len(state.extensions)
-    row.completed_at = state.completed_at
     history: dict[str, Any] = {
         "rule": rule_to_json(rule),
         "pause_reason": state.pause_reason,
@@ -170,13 +163,29 @@ def apply_state(row: CaseClock, state: ClockState) -> CaseClock:
     }
     if state.reminder_fraction is not None:
         history["reminder_fraction"] = state.reminder_fraction
-    row.history = history
-    return row
+    return {
+        "clock": state.clock,
+        "citation": rule.citation,
+        "source": rule.source,
+        "statutory": rule.statutory,
+        "amount": state.amount,
+        "unit": state.unit,
+        "started_at": state.started_at,
+        "due_at": state.due_at,
+        "last_day": state.last_day,
+        "provisional": state.provisional,
+        "status": status,
+        "paused_at": state.paused_at,
+        "paused_seconds": int(state.paused_total.total_seconds()),
+        "extensions": len(state.extensions),
+        "completed_at": state.completed_at,
+        "history": history,
+    }
 
 
 def new_row(state: ClockState) -> CaseClock:
     """A new (unsaved) row for ``state``; the caller sets ``case_id``."""
-    return apply_state(CaseClock(), state)
+    return new_object(CaseClock, **state_columns(state))
 
 
 def summary(row: CaseClock) -> dict[str, Any]:

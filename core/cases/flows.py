@@ -62,7 +62,7 @@ from core.cases.schemas import CaseCreate, TransitionIn
 from core.cases.storage import AttachmentStorage, put_in_transaction, sha256_of
 from core.customers.models import Customer, Policy
 from core.customers.services import get_policy
-from core.db import Database, attach_loaded, insert_new, new_id, utcnow
+from core.db import Database, attach_loaded, insert_new, new_id, new_object, utcnow
 from core.db_batch import WriteBatch
 from core.deadlines import (
     DEFAULT_EXTENSION_POLICY,
@@ -471,7 +471,8 @@ def _new_event(
     plain_before, plain_after, plain_data, texts = split_texts(
         before or {}, after or {}, data or {}
     )
-    event = CaseEvent(
+    event = new_object(
+        CaseEvent,
         case_id=case.id,
         seq=case.last_event_seq,
         at=at,
@@ -935,7 +936,8 @@ def register(ctx: CaseContext, data: CaseCreate) -> Registration:
         tz=ctx.tz,
         unit_code=unit.code,
     )
-    case = Case(
+    case = new_object(
+        Case,
         id=new_id(),
         number=number,
         type=data.type,
