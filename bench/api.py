@@ -2,12 +2,11 @@
 
     python bench/api.py                          # defaults: 10 tenants, 15 s phases, 3 rounds
     python bench/api.py --duration 20 --connections 16 --profile py-spy
-    python bench/api.py --workers 2 --profile none  # two server processes each (a 2-core host)
     python bench/api.py --show-sql               # print the SQL the full stack issues, then stop
 
 Two scenarios, each measured against two servers in the same run, with the same load generator
 (``wrk``, fixed connections and duration, loopback only) and the same server settings (uvicorn,
-``--workers`` processes, one by default, ``access_log`` off, ``log_level`` warning, same host,
+one process, ``access_log`` off, ``log_level`` warning, same host,
 the heap frozen after start-up as ``insurdesk serve`` does,
 :func:`core.app.freeze_startup_heap`). Both servers of a scenario run side by side and are
 measured in ``--rounds`` rounds, alternately (full then bare, then bare then full, ...), so a
@@ -138,40 +137,14 @@ def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
     run_uvicorn(app, port)
 
 
-WORKERS_ENV = "BENCH_WORKERS"
-"""How many server processes each server runs (``--workers``), passed to ``serve``."""
-
-
 def run_uvicorn(app: Any, port: int) -> None:
-    """The same server settings for both apps: uvicorn, ``access_log`` off, ``log_level``
-    warning, and ``--workers`` processes sharing one listening socket (the app is built, and
-    its heap frozen, before the others are forked from it, as uvicorn's own ``--workers`` starts
-    equal processes; each opens its own connections at start-up)."""
+    """The same server settings for both apps: uvicorn, one process, ``access_log`` off,
+    ``log_level`` warning."""
     import uvicorn
 
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    workers = int(os.environ.get(WORKERS_ENV, "1"))
-    if workers == 1:
-        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
-            uvicorn.Server(config).run()
-        return
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.set_inheritable(True)
-    children = []
-    for _ in range(workers - 1):
-        pid = os.fork()
-        if pid == 0:
-            children = []
-            break
-        children.append(pid)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
-        uvicorn.Server(config).run(sockets=[sock])
-    for pid in children:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGINT)
-            os.waitpid(pid, 0)
+        uvicorn.Server(config).run()
 
 
 # -- the bare server: Litestar + asyncpg, the same statements, nothing else ----------------------
@@ -541,22 +514,14 @@ def person_tokens(state: dict[str, Any], worlds: list[Any], base: str) -> list[C
 class Server:
     """``python bench/api.py serve KIND`` in a subprocess, on a free loopback port."""
 
-    def __init__(
-        self,
-        kind: str,
-        state_file: Path,
-        port: int,
-        capture: Path | None = None,
-        workers: int = 1,
-    ) -> None:
+    def __init__(self, kind: str, state_file: Path, port: int, capture: Path | None = None) -> None:
         self.kind = kind
         self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, str(HERE), "serve", kind, str(state_file), str(self.port)]
         if capture is not None:
             cmd.append(str(capture))
-        env = {**os.environ, WORKERS_ENV: str(workers)}
-        self.proc = subprocess.Popen(cmd, cwd=HERE.parents[1], env=env)
+        self.proc = subprocess.Popen(cmd, cwd=HERE.parents[1])
         self._wait()
 
     def _wait(self) -> None:
@@ -699,20 +664,12 @@ class Result:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds so far of process ``pid`` and its children (a server's other
-    workers; Linux ``/proc``; else None)."""
-    total, found = 0, False
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-            found = True
-    return total / os.sysconf("SC_CLK_TCK") if found else None
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else None)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
@@ -924,7 +881,7 @@ def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace)
     ok = True
     print(
         f"\n{args.connections} connections, {args.duration} s per phase, {args.rounds} rounds,"
-        f" {args.workers} worker(s) per server, {args.tenants} tenants x {args.cases} seeded cases"
+        f" {args.tenants} tenants x {args.cases} seeded cases"
     )
     print("scenario  | full rps  p50 ms  p95 ms cpu/req | bare rps  p50 ms  p95 ms cpu/req | ratio")
     for scenario in ("register", "queue"):
@@ -961,12 +918,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--rounds", type=int, default=3, help="measured phases per server and scenario"
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="server processes per server (the same for both; default 1)",
     )
     parser.add_argument("--profile", choices=["none", "py-spy"], default="py-spy")
     parser.add_argument(
@@ -1022,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for kind in ("full", "bare"):
                     port = full_port if kind == "full" else free_port()
-                    servers[kind] = Server(kind, state_file, port, workers=args.workers)
+                    servers[kind] = Server(kind, state_file, port)
                 # Rounds alternate which server goes first, so a drift of the machine's speed
                 # during the run does not favour one of them.
                 for i in range(args.rounds):
