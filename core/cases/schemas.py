@@ -28,7 +28,7 @@ from core.cases.models import (
     ServiceKind,
     event_parts,
 )
-from core.privacy.fields import MASK_VERSION, masked_form
+from core.privacy.fields import MASK_VERSION, masked
 from core.privacy.masking import mask_text
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
@@ -361,8 +361,13 @@ class CaseOut(Output):
             clear = disclosure.clear
             if clear:
                 values.update((name, record.get(name)) for name in _SHOWN_TEXTS)
-            elif record.get("#") == MASK_VERSION:  # masked when sealed
-                values.update((name, masked_form(record, name)) for name in _SHOWN_TEXTS)
+            elif record.get("#") == MASK_VERSION:  # masked when sealed (see masked_form)
+                values.update(
+                    {
+                        name: record[key] if key in record else record.get(name)
+                        for name, key in _KEPT
+                    }
+                )
             else:  # sealed before the current masking rules
                 for name in _SHOWN_TEXTS:
                     value = record.get(name)
@@ -431,9 +436,17 @@ def _reporter(
     )
 
 
+_KEPT = tuple((name, "#" + name) for name in _SHOWN_TEXTS)
+"""Each shown text with the key of its masked form in a sealed record (:func:`masked_form`)."""
+
+
 def _texts(c: Case | Row[Any], *, clear: bool) -> dict[str, str | None]:
     """The free-text fields a :class:`CaseOut` shows, in clear or with identifiers masked (one
-    decryption; the fields it does not show are not masked for nothing)."""
+    decryption; the fields it does not show are not masked for nothing). A case object gives
+    the masked forms its record keeps (:func:`~core.privacy.fields.masked`); another object
+    (a row with its record's fields) is masked here."""
+    if isinstance(c, Case):
+        return {name: getattr(c, name) if clear else masked(c, name) for name in _SHOWN_TEXTS}
     values: dict[str, str | None] = {}
     for name in _SHOWN_TEXTS:
         value = getattr(c, name)
