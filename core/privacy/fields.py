@@ -291,6 +291,22 @@ def masked_form(record: Mapping[str, str], name: str) -> str | None:
     return record.get("#" + name, record.get(name))
 
 
+def masked_forms(fields: Mapping[str, Sealed[Any]], record: Mapping[str, str]) -> dict[str, str]:
+    """The masked forms ``record`` keeps beside its fields, by today's rules: ``"#" + name``
+    for each field of ``fields`` with a mask that changes its value, and ``"#"``, the
+    :data:`MASK_VERSION` (what sealing adds to a record, and re-encryption to an older one)."""
+    out: dict[str, str] = {}
+    for name, value in record.items():
+        field = fields.get(name)
+        if field is None or field.mask is None or value is None:
+            continue
+        masked_value = field.mask(value)
+        if masked_value != value:
+            out["#" + name] = masked_value
+    out["#"] = MASK_VERSION
+    return out
+
+
 def masked(obj: Any, name: str) -> str | None:
     """Field ``name`` of ``obj`` masked (precomputed in the sealed record when it can be)."""
     field = sealed_fields(obj)[name]
@@ -361,11 +377,7 @@ def _seal_pending(
     record: dict[str, str] = {k: v for k, v in pending.items() if v is not None and k in fields}
     column = sealed_column(obj)
     if record:
-        for name, value in list(record.items()):
-            mask = fields[name].mask if name in fields else None
-            if mask is not None and (masked_value := mask(value)) != value:
-                record["#" + name] = masked_value
-        record["#"] = MASK_VERSION
+        record.update(masked_forms(fields, record))
         token = keyring.seal(
             keyring.cipher(session, tenant_id, version), version, _encode.encode(record), aad(obj)
         )

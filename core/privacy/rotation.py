@@ -43,6 +43,7 @@ from core.privacy.fields import (
     aad_for,
     decode_record,
     encode_record,
+    masked_forms,
 )
 from core.privacy.models import TenantKey
 
@@ -121,14 +122,7 @@ def _remasked(model: Any, record: dict[str, str]) -> dict[str, str]:
     out = {k: v for k, v in record.items() if not k.startswith("#")}
     # ``model`` is the class (``sealed_fields`` takes an instance: for a class it found none, so
     # re-encryption stamped the version without the masked forms until 2026-11-26).
-    fields: dict[str, Any] = getattr(model, "__sealed_fields__", {})
-    for name, sealed in fields.items():
-        value = out.get(name)
-        if sealed.mask is not None and value is not None:
-            masked_value = sealed.mask(value)
-            if masked_value != value:
-                out["#" + name] = masked_value
-    out["#"] = MASK_VERSION
+    out.update(masked_forms(getattr(model, "__sealed_fields__", {}), out))
     return out
 
 
