@@ -717,11 +717,7 @@ def attach_loaded(session: Session, cls: type[Any], values: dict[str, Any]) -> A
     found = session.identity_map.get(key)
     if found is not None:
         return found
-    # As the ORM's own loading does: the values go straight into the instance's dict (the
-    # mapped constructor would fire an attribute event per column, ~7x the cost), then the
-    # object is marked loaded and joins the session.
-    obj = sa_inspect(cls).class_manager.new_instance()
-    obj.__dict__.update(values)
+    obj = new_object(cls, **values)  # as the ORM's loading does: no attribute events
     make_transient_to_detached(obj)
     session.add(obj)
     return obj
