@@ -41,7 +41,6 @@ from core.auth.guards import Access
 from core.auth.principal import Principal
 from core.cases import flows, lifecycle, services, stats
 from core.cases.deps import CASE_DEPENDENCIES
-from core.cases.disclosure import MASKED as MASKED_CASE
 from core.cases.disclosure import Disclosure, disclose_case, disclose_cases
 from core.cases.flows import CaseContext
 from core.cases.models import (
@@ -346,15 +345,11 @@ class CaseController(Controller):
         rows = tenant_rows(session, stmt, _CASES.c.tenant_id, flags_now=now)
         page = rows[:limit]
         records = sealed_records(session, Case, access.principal.tenant_id, page)
-        if purpose is None:
-            disclosures = [MASKED_CASE] * len(page)
-        else:  # read in clear: disclose_cases audits the fields it shows
-            cases = sealed_objects(Case, page, records)
-            shown = disclose_cases(
-                session, access, cases, purpose=purpose, source=source_of(request)
-            )
-            disclosures = [shown[row.id] for row in page]
-        items = CaseOut.of_rows(page, records, disclosures)
+        # Without a purpose everything is masked and only the ids are read; with one,
+        # disclose_cases reads (and audits) the fields it shows, so it gets objects with them.
+        cases: Sequence[Any] = page if purpose is None else sealed_objects(Case, page, records)
+        shown = disclose_cases(session, access, cases, purpose=purpose, source=source_of(request))
+        items = CaseOut.of_rows(page, records, [shown[row.id] for row in page])
         if purpose is not None:
             session.commit()  # the clear reads' audit entries
         else:
