@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -361,7 +361,7 @@ class CaseOut(Output):
             clear = disclosure.clear
             if clear:
                 values.update((name, record.get(name)) for name in _SHOWN_TEXTS)
-            elif record.get("#") == MASK_VERSION:  # masked when sealed (see masked_form)
+            elif record.get("#") == MASK_VERSION:  # kept when sealed (fields.masked_form, inline)
                 values.update(
                     {
                         name: record[key] if key in record else record.get(name)
@@ -369,9 +369,7 @@ class CaseOut(Output):
                     }
                 )
             else:  # sealed before the current masking rules
-                for name in _SHOWN_TEXTS:
-                    value = record.get(name)
-                    values[name] = mask_text(value) if value else value
+                values.update(_masked_now(record.get))
             values["subject"] = values["subject"] or ""
             reporter = None
             if row[at_type] == CaseType.WHISTLEBLOWING:
@@ -437,7 +435,8 @@ def _reporter(
 
 
 _KEPT = tuple((name, "#" + name) for name in _SHOWN_TEXTS)
-"""Each shown text with the key of its masked form in a sealed record (:func:`masked_form`)."""
+"""Each shown text with the key of its masked form in a sealed record
+(:func:`core.privacy.fields.masked_form`)."""
 
 
 def _texts(c: Case | Row[Any], *, clear: bool) -> dict[str, str | None]:
@@ -445,13 +444,21 @@ def _texts(c: Case | Row[Any], *, clear: bool) -> dict[str, str | None]:
     decryption; the fields it does not show are not masked for nothing). A case object gives
     the masked forms its record keeps (:func:`~core.privacy.fields.masked`); another object
     (a row with its record's fields) is masked here."""
+    if clear:
+        return {name: getattr(c, name) for name in _SHOWN_TEXTS}
     if isinstance(c, Case):
-        return {name: getattr(c, name) if clear else masked(c, name) for name in _SHOWN_TEXTS}
-    values: dict[str, str | None] = {}
+        return {name: masked(c, name) for name in _SHOWN_TEXTS}
+    return _masked_now(lambda name: getattr(c, name))
+
+
+def _masked_now(text_of: Callable[[str], str | None]) -> dict[str, str | None]:
+    """The shown texts (``text_of`` gives each) with their identifiers masked now: for texts
+    whose record keeps no masked forms of today's rules."""
+    out: dict[str, str | None] = {}
     for name in _SHOWN_TEXTS:
-        value = getattr(c, name)
-        values[name] = mask_text(value) if value and not clear else value
-    return values
+        value = text_of(name)
+        out[name] = mask_text(value) if value else value
+    return out
 
 
 class CaseDetailOut(Output):
