@@ -13,7 +13,7 @@ from sqlalchemy import select
 from core.cases import controllers, flows, services
 from core.cases.disclosure import MASKED, Disclosure
 from core.cases.models import Case, CaseType, Channel
-from core.cases.schemas import CaseOut, TransitionIn
+from core.cases.schemas import CaseCreate, CaseOut, TransitionIn
 from core.db import tenant_rows, utcnow
 from core.privacy.fields import sealed_objects, sealed_records
 from tests.cases.conftest import Acting, complaint
@@ -28,44 +28,35 @@ SHOWN = [
 
 
 def _cases(acting: Acting, world: TenantWorld) -> list[uuid.UUID]:
-    """Cases whose rendering differs: masked identifiers in free text, a named and an
-    anonymous whistle-blower, complexity and missing materials, a decided one."""
+    """Cases whose rendering differs: masked identifiers in free text, complexity and missing
+    materials (one awaiting materials), a named and an anonymous whistle-blower."""
+
+    def whistleblowing(subject: str, **reporter: Any) -> CaseCreate:
+        return complaint(
+            world,
+            case_type="whistleblowing",
+            channel="online",
+            customer_id=None,
+            policy_id=None,
+            subject=subject,
+            **reporter,
+        )
+
     with acting(world, "agent_bj") as ctx:
         made = [
-            flows.register_case(
-                ctx,
+            flows.register_case(ctx, case)
+            for case in (
                 complaint(
                     world,
                     subject="客户 13800138000 投诉理赔慢",
                     description="邮箱 li.si@example.com，身份证 11010519491231002X",
                     complexity=["multiple_parties"],
                 ),
-            ),
-            flows.register_case(
-                ctx,
-                complaint(
-                    world,
-                    case_type="whistleblowing",
-                    channel="online",
-                    customer_id=None,
-                    policy_id=None,
-                    subject="业务员虚构保险责任",
-                    reporter_name="王某某",
-                    reporter_contact="13900139000",
+                whistleblowing(
+                    "业务员虚构保险责任", reporter_name="王某某", reporter_contact="13900139000"
                 ),
-            ),
-            flows.register_case(
-                ctx,
-                complaint(
-                    world,
-                    case_type="whistleblowing",
-                    channel="online",
-                    customer_id=None,
-                    policy_id=None,
-                    subject="匿名举报",
-                    reporter_anonymous=True,
-                ),
-            ),
+                whistleblowing("匿名举报", reporter_anonymous=True),
+            )
         ]
         first = made[0]
         asked = TransitionIn(
