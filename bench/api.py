@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import datetime as dt
 import json
 import os
@@ -142,9 +141,7 @@ def run_uvicorn(app: Any, port: int) -> None:
     ``log_level`` warning."""
     import uvicorn
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
-        uvicorn.Server(config).run()
+    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
 
 
 # -- the bare server: Litestar + asyncpg, the same statements, nothing else ----------------------
@@ -870,10 +867,6 @@ def _ms(value: float | None) -> str:
     return f"{value:7.1f}" if value is not None else "      -"
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace) -> bool:
     """Print the table (per server the medians of its rounds; the ratio is the median of the
     rounds' ratios, each round's two phases measured one after the other); True when every
@@ -889,15 +882,16 @@ def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace)
         full = [r for r in mine if r.server == "full"]
         bare = [r for r in mine if r.server == "bare"]
         ratios = [f.rps / b.rps for f, b in zip(full, bare, strict=True)]
-        ratio = _median(ratios)
+        ratio = statistics.median(ratios)
         errors = sum(r.non2xx for r in mine)
         ok = ok and ratio >= TARGET_RATIO and errors == 0
 
         def cols(rs: list[Result]) -> str:
+            median = statistics.median
             cpu = [r.cpu_ms for r in rs if r.cpu_ms is not None]
             return (
-                f"{_median([r.rps for r in rs]):8.1f} {_median([r.p50_ms for r in rs]):7.1f}"
-                f" {_median([r.p95_ms for r in rs]):7.1f} {_ms(_median(cpu) if cpu else None)}"
+                f"{median([r.rps for r in rs]):8.1f} {median([r.p50_ms for r in rs]):7.1f}"
+                f" {median([r.p95_ms for r in rs]):7.1f} {_ms(median(cpu) if cpu else None)}"
             )
 
         print(
