@@ -19,6 +19,7 @@ from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from litestar import Request, Response, get, post, route
 from litestar.di import NamedDependency
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 
 from core.audit import AuditActor, record
 from core.auth.keys import public_jwks
@@ -77,7 +78,8 @@ async def _serve(
     def run() -> Response[Any]:
         try:
             return ctx.run(lambda unit: work(oauth_request, unit))
-        except UnicodeError:  # e.g. a Basic header that is not UTF-8
+        except (UnicodeError, DataError):  # a Basic header that is not UTF-8, a NUL byte in
+            # a value PostgreSQL compares with a text column (the unit rolled back)
             return ctx.server.handle_error_response(
                 oauth_request, InvalidRequestError("Malformed request.")
             )

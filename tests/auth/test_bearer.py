@@ -215,3 +215,35 @@ def test_a_client_cannot_revoke_another_clients_token(
         response = thief.revoke_token(urls.revoke, token=access)
     assert response.status_code == 400
     assert http.get(urls.me, headers=bearer(access)).status_code == 200
+
+
+RFC_6749_ERRORS = {
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+}
+
+
+def test_a_nul_byte_in_an_oauth_form_is_an_rfc_6749_error(
+    database: Database, world: TenantWorld, urls: Endpoints, http: httpx.Client
+) -> None:
+    """PostgreSQL refuses a NUL byte in text it compares; the OAuth endpoints answer that as
+    any malformed request, in their own error format (found by the schema fuzzing)."""
+    client_id, secret = register(database, world)
+    token = _client_token(database, world, urls)
+    for url, form in (
+        (urls.introspect, {"token": "abc\x00def"}),
+        (urls.revoke, {"token": "abc\x00def"}),
+        (urls.token, {"grant_type": "refresh_token", "refresh_token": "abc\x00def"}),
+    ):
+        for basic in ((client_id, secret), (client_id + "\x00", secret)):
+            response = http.post(url, data=form, auth=basic)
+            assert response.status_code < 500, (url, basic[0], response.text)
+            assert not response.headers["content-type"].startswith("application/problem")
+            if response.status_code >= 400:
+                assert response.json()["error"] in RFC_6749_ERRORS
+    with OAuth2Client(client_id, secret) as oauth:  # the endpoint still works afterwards
+        assert oauth.introspect_token(urls.introspect, token=token).json()["active"] is True
