@@ -33,6 +33,8 @@ from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import replacement_traverse
 
+from core.db_driver import kept_rows
+
 OnConflict = Callable[[Any], Any]
 """Adds an ``ON CONFLICT`` clause to a dialect's ``INSERT`` (PostgreSQL's or SQLite's
 ``insert(table)``, which have ``excluded`` and ``on_conflict_do_update``). A module-level
@@ -135,7 +137,7 @@ class WriteBatch:
                 for part, part_names in zip(parts, names, strict=True):
                     for row, row_names in zip(part.params, part_names, strict=True):
                         params.update(zip(row_names, row.values(), strict=True))
-                connection.execute(stmt, params).close()
+                kept_rows(connection, stmt, params)
             else:
                 for part in parts:
                     _execute_part(connection, part)

@@ -31,6 +31,7 @@ from core.audit.models import GENESIS_HASH, AuditEntry, AuditHead
 from core.auth.principal import Principal
 from core.db import TenantRequiredError, insert_new, new_id, new_object, utcnow
 from core.db_batch import WriteBatch
+from core.db_driver import kept_rows
 
 ActorKind = Literal["person", "client", "platform", "system"]
 
@@ -138,10 +139,11 @@ def _lock_head(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
     """The tenant's head ``(seq, hash)``, created if missing and locked until the transaction
     ends: one upsert whose no-op update takes the row lock and returns the head."""
     connection = session.connection()  # no autoflush: the caller's changes flush with its own
-    seq, hash_ = connection.execute(
+    ((seq, hash_),) = kept_rows(
+        connection,
         _head_statement(connection.dialect.name),
         {"tenant_id": tenant_id, "id": new_id(), "seq": 0, "hash": GENESIS_HASH},
-    ).one()
+    )
     return int(seq), str(hash_)
 
 

@@ -77,6 +77,7 @@ from core.cases.schemas import (
 )
 from core.cases.storage import CHUNK, StorageError
 from core.db import tenant_rows, utcnow
+from core.db_driver import constant_in
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
 from core.privacy.fields import sealed_objects, sealed_records
@@ -342,7 +343,7 @@ class CaseController(Controller):
                 if len(_QUEUE_STATEMENTS) >= QUEUE_STATEMENTS_KEPT:
                     _QUEUE_STATEMENTS.clear()
                 _QUEUE_STATEMENTS[key] = stmt
-        rows = tenant_rows(session, stmt, _CASES.c.tenant_id, flags_now=now)
+        rows = tenant_rows(session, stmt, _CASES.c.tenant_id, kept=key is not None, flags_now=now)
         page = rows[:limit]
         records = sealed_records(session, Case, access.principal.tenant_id, page)
         # Without a purpose everything is masked and only the ids are read; with one,
@@ -731,7 +732,7 @@ def _apply_filters(
         states = f["state"] if isinstance(f["state"], list) else [f["state"]]
         stmt = stmt.where(Case.state.in_([str(s) for s in states]))
     if f.get("open"):
-        stmt = stmt.where(Case.state.not_in(["closed", "withdrawn"]))
+        stmt = stmt.where(constant_in(Case.state, ("closed", "withdrawn"), negate=True))
     if f.get("type"):
         stmt = stmt.where(Case.type == CaseType(str(f["type"])))
     if f.get("channel"):
@@ -803,7 +804,7 @@ def _queue_columns() -> tuple[Any, ...]:
     provisional = exists().where(
         *own,
         _CLOCKS.c.provisional.is_(True),
-        _CLOCKS.c.status.in_(("running", "paused", "window")),
+        constant_in(_CLOCKS.c.status, ("running", "paused", "window")),
     )
     breached = exists().where(
         *own,

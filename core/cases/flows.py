@@ -64,6 +64,7 @@ from core.customers.models import Customer, Policy
 from core.customers.services import get_policy
 from core.db import Database, attach_loaded, insert_new, new_id, new_object, utcnow
 from core.db_batch import WriteBatch
+from core.db_driver import kept_rows
 from core.deadlines import (
     DEFAULT_EXTENSION_POLICY,
     REVIEW_REQUEST_WINDOW,
@@ -811,7 +812,8 @@ def _read_for_registration(ctx: CaseContext, data: CaseCreate) -> _Read:
         params["category"] = data.category_id
     elif category_mode == "code":
         params["category"] = data.category
-    row = session.connection().execute(stmt, params).mappings().one_or_none()
+    rows = kept_rows(session.connection(), stmt, params)
+    row = rows[0]._asdict() if rows else None
     if row is None:
         raise Problem(404, "the tenant was not found")
     if ctx.loaded_tenant is None:

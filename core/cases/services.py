@@ -27,6 +27,7 @@ from core.cases.models import (
     CaseType,
 )
 from core.db import new_id
+from core.db_driver import kept_rows
 
 NUMBER_PREFIXES: dict[CaseType, str] = {
     CaseType.COMPLAINT: "TS",  # 投诉
@@ -131,7 +132,8 @@ def next_value(session: Session, key: str) -> int:
     """
     params = {"tenant_id": tenant_id_of(session), "id": new_id(), "key": key}
     connection = session.connection()  # a Core statement: not through the ORM's execute
-    return int(connection.execute(_counter_statement(connection.dialect.name), params).scalar_one())
+    (row,) = kept_rows(connection, _counter_statement(connection.dialect.name), params)
+    return int(row[0])
 
 
 @functools.cache
