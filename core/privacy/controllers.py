@@ -649,7 +649,10 @@ class AssessmentController(Controller):
         require_tenant_wide(session, access, PRIVACY_ADMIN)
         now = utcnow()
         end = _aware(until) or now
-        start = _aware(since) or end - timedelta(days=30)
+        # the 30 days before the first representable day start at that day
+        start = _aware(since) or max(end, _EARLIEST + timedelta(days=30)) - timedelta(days=30)
+        if start > end:
+            raise Problem(422, "since is after until", slug="invalid-period")
         return privacy_report(session, access.principal.tenant_id, since=start, until=end, now=now)
 
     @get(
@@ -688,6 +691,9 @@ class AssessmentController(Controller):
             limit=limit,
             to_item=DestructionOut.of,
         )
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _aware(value: datetime | None) -> datetime | None:

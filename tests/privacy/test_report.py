@@ -109,3 +109,25 @@ def test_the_report_says_where_data_is_who_reads_it_and_what_is_due(
         },
     )
     assert "Unmasked reads: 3" in text.output and "CA-2026-7" in text.output
+
+
+def test_the_report_period_at_the_edges_of_the_calendar(
+    api: httpx.Client, database: Database, person_token: TokenFor
+) -> None:
+    """Found by the schema fuzzing: ``until`` on the first representable day was a 500 (the
+    default 30 days before it do not exist)."""
+    world = make_tenant(database, "report-edges")
+    admin = auth(person_token(world, "admin"))
+    for query in (
+        "until=0001-01-01T08:17:00Z",
+        "since=0001-01-01T00:00:00Z&until=0001-01-02T00:00:00Z",
+        "until=9999-12-31T23:59:59Z",
+    ):
+        answer = api.get(f"/api/v1/privacy/report?{query}", headers=admin)
+        assert answer.status_code == 200, (query, answer.text)
+    refused = api.get(
+        "/api/v1/privacy/report?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+        headers=admin,
+    )
+    assert refused.status_code == 422
+    assert refused.json()["type"] == "/problems/invalid-period"
