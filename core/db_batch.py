@@ -187,7 +187,7 @@ def _combined(shape: tuple[Any, ...]) -> tuple[Any, _Names]:
     names = tuple(_part_names(i, part) for i, part in enumerate(shape))
     if len(_COMBINED) >= _MAX_SHAPES:  # shapes are few; never grow without bound
         _COMBINED.clear()
-    found = _COMBINED[shape] = (select(literal_column("1")).add_cte(*ctes), names)
+    found = _COMBINED[shape] = (select(literal_column("1").label("written")).add_cte(*ctes), names)
     return found
 
 

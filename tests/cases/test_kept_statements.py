@@ -114,6 +114,40 @@ def test_kept_rows_give_what_sqlalchemy_gives(
         assert all(context is not None for _, context in seen)
 
 
+def test_a_registration_sends_its_statements_to_the_driver(
+    acting: Acting, database: Database, world: TenantWorld, backend: str
+) -> None:
+    """The read, the case number, the audit head and the one write statement (decision 0012):
+    on PostgreSQL all four go to asyncpg directly, in the request's transaction."""
+    seen: list[tuple[str, Any]] = []
+    here: list[int] = []
+
+    def note(_conn: Any, _cursor: Any, sql: str, _params: Any, context: Any, _many: Any) -> None:
+        if threading.get_ident() in here:
+            seen.append((sql.lstrip(), context))
+
+    def register() -> uuid.UUID:
+        with acting(world, "agent_bj") as ctx:
+            ctx.session.connection()  # begun (set_config) before listening
+            here.append(threading.get_ident())
+            event.listen(Engine, "before_cursor_execute", note)
+            try:
+                return flows.register_case(ctx, complaint(world)).id
+            finally:
+                event.remove(Engine, "before_cursor_execute", note)
+
+    in_request(database, register)  # the batch's shape seen once
+    seen.clear()
+    case_id = in_request(database, register)
+    with database.tenant_transaction(world.id) as s:
+        assert s.get(Case, (world.id, case_id)) is not None  # committed
+    if backend == "sqlite":
+        assert all(context is not None for _, context in seen)
+        return
+    assert [sql.split(" ")[0] for sql, _ in seen] == ["SELECT", "INSERT", "INSERT", "WITH"]
+    assert all(context is None for _, context in seen)
+
+
 def test_another_tenant_gets_none_of_the_rows(
     database: Database, world: TenantWorld, other: TenantWorld, registered: list[uuid.UUID]
 ) -> None:
