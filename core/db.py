@@ -180,6 +180,24 @@ def json_loads(data: str | bytes) -> Any:
         return json.loads(data)
 
 
+def json_dumps(value: Any) -> str:
+    """What a JSON column is written as: the JSON of ``value``, by msgspec's encoder (several
+    times faster than ``json.dumps``; a registration writes six JSON values). The same JSON
+    value as ``json.dumps`` gives for what it accepts, with non-ASCII text written as it is
+    rather than escaped; beyond that, msgspec writes UUIDs, dates and decimals as strings and
+    a float that is not finite as ``null`` (``json.dumps`` refused the first and wrote ``NaN``,
+    which PostgreSQL refuses, for the second). What msgspec cannot write (text with unpaired
+    surrogates, a type it does not know) is left to ``json.dumps``: written or refused as
+    before."""
+    try:
+        return _encode_json.encode(value).decode()
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return json.dumps(value)
+
+
+_encode_json = msgspec.json.Encoder()
+
+
 POOL_SIZE, POOL_OVERFLOW = 10, 20
 """Connections a PostgreSQL pool keeps, and how many more it opens under load (per engine:
 the synchronous one and each bridged one, README "Deploying")."""
@@ -187,8 +205,9 @@ the synchronous one and each bridged one, README "Deploying")."""
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets foreign keys on and a busy timeout for concurrent use.
-    JSON columns are read with :func:`json_loads`."""
+    JSON columns are read with :func:`json_loads` and written with :func:`json_dumps`."""
     kwargs.setdefault("json_deserializer", json_loads)
+    kwargs.setdefault("json_serializer", json_dumps)
     if url.startswith("sqlite"):
         connect_args = {"check_same_thread": False, "timeout": 30}
         if url in ("sqlite://", "sqlite:///:memory:"):
@@ -226,7 +245,11 @@ def make_bridged_engine(url: str | URL) -> Engine:
         url = url.render_as_string(hide_password=False)
     url = "postgresql+asyncpg://" + url.split("://", 1)[1]
     engine = create_async_engine(
-        url, json_deserializer=json_loads, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+        url,
+        json_serializer=json_dumps,
+        json_deserializer=json_loads,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
     ).sync_engine
     _ping_idle_connections(engine)
     event.listen(engine, "handle_error", _data_error_by_sqlstate)

@@ -7,10 +7,10 @@ import json
 import time
 
 import pytest
-from sqlalchemy import JSON, text
+from sqlalchemy import JSON, bindparam, text
 
 from core import db as core_db
-from core.db import Database, json_loads, make_engine
+from core.db import Database, json_dumps, json_loads, make_engine
 
 
 @pytest.mark.parametrize(
@@ -32,6 +32,33 @@ def test_json_loads_reads_what_json_loads_reads(raw: str) -> None:
         got = json_loads(data)
         assert repr(got) == repr(expected)
         assert type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"complexity": ["a", "三"], "n": 12345678901234567890, "f": 0.1, "neg": -0.0},
+        ["\u00e9\ud83d\ude00", None, True, 1e300, {"nested": {"x": [1, 2.25]}}],
+        ["é😀", "\ud800 unpaired"],
+        {"text": 'line\nbreak "quoted" \\ tab\t \u0001', "": 0},
+        "just a string",
+        7,
+    ],
+)
+def test_json_dumps_writes_the_value_json_dumps_writes(value: object) -> None:
+    written = json_dumps(value)
+    expected = json.loads(json.dumps(value))  # (a surrogate pair reads back as its character)
+    assert json.loads(written) == expected
+    assert json_loads(written) == expected
+
+
+def test_json_columns_are_written_with_json_dumps(database: Database) -> None:
+    value = {"subject": "理赔进度慢", "clocks": [{"due": "2026-12-01T16:00:00+00:00"}]}
+    sql = "SELECT CAST(:v AS json) AS j" if database.is_postgres else "SELECT :v AS j"
+    with database.engine.connect() as conn:
+        bound = text(sql).bindparams(bindparam("v", type_=JSON)).columns(j=JSON)
+        assert conn.execute(bound, {"v": value}).scalar() == value
+    assert database.engine.dialect._json_serializer is json_dumps  # type: ignore[attr-defined]
 
 
 def test_json_columns_round_trip(database: Database) -> None:
