@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -347,45 +349,39 @@ class CaseOut(Output):
         """A page rendered from plain rows (the queue's columns, with its ``flag_provisional``
         and ``flag_breached``) and their decrypted records
         (:func:`~core.privacy.fields.sealed_records`): what :meth:`of` gives for each, without
-        an object per row."""
+        an object per row. Each case is built from its arguments in field order: the row's
+        values followed by what is worked out here, picked by one ``itemgetter``."""
         if not rows:
             return []
-        at = {name: i for i, name in enumerate(rows[0]._fields)}
-        plain = tuple((f, at[f]) for f in cls.__struct_fields__ if f in at and f not in _BUILT)
+        pick, at = _row_picker(tuple(rows[0]._fields))
         at_type, at_anonymous = at["type"], at["reporter_anonymous"]
         at_complexity, at_missing = at["complexity"], at["missing_materials"]
         at_provisional, at_breached = at["flag_provisional"], at["flag_breached"]
         out = []
         for row, record, disclosure in zip(rows, records, disclosures, strict=True):
-            values = {f: row[i] for f, i in plain}
+            get = record.get
             clear = disclosure.clear
             if clear:
-                values.update((name, record.get(name)) for name in _SHOWN_TEXTS)
-            elif record.get("#") == MASK_VERSION:  # kept when sealed (fields.masked_form, inline)
-                values.update(
-                    {
-                        name: record[key] if key in record else record.get(name)
-                        for name, key in _KEPT
-                    }
-                )
+                texts = tuple(map(get, _SHOWN_TEXTS))
+            elif get("#") == MASK_VERSION:  # kept when sealed (fields.masked_form, inline)
+                texts = tuple(get(key, get(name)) for name, key in _KEPT)
             else:  # sealed before the current masking rules
-                values.update(_masked_now(record.get))
-            values["subject"] = values["subject"] or ""
+                texts = tuple(_masked_now(get).values())
             reporter = None
             if row[at_type] == CaseType.WHISTLEBLOWING:
-                identity = (record.get(f) for f in REPORTER_KEYS)
+                identity = (get(f) for f in REPORTER_KEYS)
                 reporter = _reporter(row[at_anonymous], disclosure, *identity)
-            out.append(
-                cls(
-                    **values,
-                    reporter=reporter,
-                    complexity=list(row[at_complexity] or []),
-                    missing_materials=list(row[at_missing] or []),
-                    masked=not clear,
-                    provisional=bool(row[at_provisional]),
-                    breached=bool(row[at_breached]),
-                )
+            worked_out = (
+                texts[0] or "",  # the subject
+                *texts[1:],
+                reporter,
+                list(row[at_complexity] or []),
+                list(row[at_missing] or []),
+                not clear,
+                bool(row[at_provisional]),
+                bool(row[at_breached]),
             )
+            out.append(cls(*pick((*row, *worked_out))))
         return out
 
 
@@ -400,18 +396,9 @@ _SHOWN_TEXTS = (
 )
 """The free-text fields :class:`CaseOut` shows (of :data:`CASE_TEXT_FIELDS`)."""
 
-
-_BUILT = frozenset(
-    {
-        *_SHOWN_TEXTS,
-        "reporter",
-        "complexity",
-        "missing_materials",
-        "masked",
-        "provisional",
-        "breached",
-    }
-)
+_WORKED_OUT = ("reporter", "complexity", "missing_materials", "masked", "provisional", "breached")
+"""What :meth:`CaseOut.of_rows` works out beside the shown texts, in the order it passes them."""
+_BUILT = frozenset({*_SHOWN_TEXTS, *_WORKED_OUT})
 """Fields of :class:`CaseOut` that :meth:`CaseOut.of_rows` computes rather than copies."""
 REPORTER_KEYS = ("reporter_name", "reporter_contact", "reporter_id_number")
 
@@ -435,6 +422,28 @@ def _reporter(
 
 
 _KEPT = tuple((name, "#" + name) for name in _SHOWN_TEXTS)
+
+
+@functools.cache
+def _row_picker(
+    columns: tuple[str, ...],
+) -> tuple[Callable[[tuple[Any, ...]], Any], dict[str, int]]:
+    """For rows with ``columns``: an ``itemgetter`` that takes :class:`CaseOut`'s arguments in
+    field order from a row followed by :meth:`CaseOut.of_rows`' worked-out values (the shown
+    texts in :data:`_SHOWN_TEXTS` order, then reporter, complexity, missing materials, masked,
+    provisional, breached), and each column's position."""
+    at = {name: i for i, name in enumerate(columns)}
+    worked_out = [*_SHOWN_TEXTS, *_WORKED_OUT]
+    after = len(columns)
+    positions = []
+    for field in CaseOut.__struct_fields__:
+        if field in _BUILT:
+            positions.append(after + worked_out.index(field))
+        else:
+            positions.append(at[field])
+    return operator.itemgetter(*positions), at
+
+
 """Each shown text with the key of its masked form in a sealed record
 (:func:`core.privacy.fields.masked_form`)."""
 
