@@ -304,6 +304,11 @@ BRIDGED_KEY = "insurdesk.bridged"
 on a bridged connection, False if on a synchronous one."""
 
 
+TWINS_KEY = "insurdesk.bridged_twins"
+"""``session.info`` key while a bridged transaction is open: the bridged engine it uses for
+each bound engine (the lookup of :meth:`Database._bridge` done once per transaction)."""
+
+
 class RoutedSession(Session):
     """A session that takes its connection from the engine that suits where it runs: in a
     greenlet of :meth:`Database.run` (PostgreSQL), the event loop's bridged engine (asyncpg,
@@ -330,7 +335,15 @@ class RoutedSession(Session):
             raise RuntimeError(
                 "this session's transaction began in Database.run; it must end there too"
             )
-        return self.bridge(bind) if began_bridged else bind
+        if not began_bridged:
+            return bind
+        twins = self.info.get(TWINS_KEY)  # the transaction's twin, looked up once
+        if twins is None:
+            twins = self.info[TWINS_KEY] = {}
+        twin = twins.get(bind)
+        if twin is None:
+            twin = twins[bind] = self.bridge(bind)
+        return twin
 
 
 @event.listens_for(RoutedSession, "after_begin")
@@ -343,6 +356,7 @@ def _note_bridged(session: Session, transaction: Any, connection: Connection) ->
 def _forget_bridged(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(BRIDGED_KEY, None)
+        session.info.pop(TWINS_KEY, None)
 
 
 class Database:
