@@ -242,6 +242,9 @@ class AccessTokenVerifier:
             kind={"essential": True, "values": list(KINDS)},
         )
         self._verified: dict[str, tuple[LoadedKey, dict[str, Any]]] = {}
+        self._valid: dict[str, tuple[int, float]] = {}
+        """Per verified token: when its claims were found valid, and the time from which its
+        expiry refuses it (``exp`` plus the leeway). Emptied with :attr:`_verified`."""
 
     def verify(self, token: str) -> dict[str, Any]:
         """The verified claims of ``token``.
@@ -275,19 +278,28 @@ class AccessTokenVerifier:
         claims = self._checked(dict(decoded.claims))
         if len(self._verified) >= self.VERIFIED_CACHE_SIZE:
             self._verified.clear()
+            self._valid.clear()
         self._verified[token] = (key, dict(claims))
+        self._valid[token] = (int(time.time()), claims["exp"] + self.leeway)
         return claims
 
     def verify_cached(self, token: str) -> dict[str, Any] | None:
         """The verified claims of ``token`` if that needs no database read: its signature was
         verified before with a key that is still the published key of its ``kid`` in the key
-        store's fresh cache. None otherwise: call :meth:`verify`.
+        store's fresh cache. None otherwise: call :meth:`verify`. Its claims are not checked
+        again while only the time could change the answer: after they were found valid and
+        before its expiry (plus the leeway); otherwise as :meth:`verify` checks them.
 
         :raises TokenError: the claims are no longer valid (expired, say).
         """
         seen = self._verified.get(token)
         if seen is None or self.keys.cached_key(seen[0].kid) is not seen[0]:
             return None
+        valid = self._valid.get(token)
+        if valid is not None and valid[0] <= time.time() < valid[1]:
+            # checked at valid[0]; until the expiry (with the leeway) only time could change
+            # the answer, and it has not passed the expiry nor gone back before the check
+            return dict(seen[1])
         return self._checked(dict(seen[1]))
 
     def _checked(self, claims: dict[str, Any]) -> dict[str, Any]:

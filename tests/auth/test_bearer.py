@@ -94,12 +94,17 @@ def test_a_token_verified_before_is_still_checked_at_every_use(
     first = verifier.verify(token)
     again = verifier.verify(token)  # its signature is not checked a second time
     assert again == first and again is not first
+    cached = verifier.verify_cached(token)  # the middleware's way: no database read
+    assert cached == first and cached is not first
     later = time.time() + 3600
     with monkeypatch.context() as m:  # expired since: refused
         m.setattr(time, "time", lambda: later)
         with pytest.raises(TokenError, match="token expired"):
             verifier.verify(token)
+        with pytest.raises(TokenError, match="token expired"):
+            verifier.verify_cached(token)
     assert verifier.verify(token) == first
+    assert verifier.verify_cached(token) == first
     with monkeypatch.context() as m:  # its key is no longer published: refused
         m.setattr(keys, "verification_key", lambda kid: None)
         with pytest.raises(TokenError, match="token signature invalid"):
