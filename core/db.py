@@ -673,7 +673,7 @@ def insert_new(session: Session, objects: Sequence[Any], batch: WriteBatch | Non
     """Write new objects of one model with one Core ``INSERT`` (one statement for several),
     then keep them in ``session`` as persistent (loaded) objects, as a flush leaves them.
     With ``batch``, the insert is added to it instead (:mod:`core.db_batch`): written, and the
-    objects kept, when the batch is executed.
+    objects kept (unless the batch keeps none: ``keep_objects``), when the batch is executed.
 
     Much cheaper than the unit of work's flush for a few rows written once. What the flush
     would do is done here: every column gets its value or its Python default, a tenant-owned
@@ -692,7 +692,7 @@ def insert_new(session: Session, objects: Sequence[Any], batch: WriteBatch | Non
             session.add(obj)
 
     if batch is not None:
-        batch.insert(table, rows, then=keep)
+        batch.insert(table, rows, then=keep if batch.keep_objects else None)
         return
     execute_insert(session.connection(), table, rows)
     keep()

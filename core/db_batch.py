@@ -92,8 +92,13 @@ class WriteBatch:
     none of the parts is written. ``then`` callbacks run after a successful execute (e.g. to
     keep written objects in the session)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, keep_objects: bool = True) -> None:
         self.session = session
+        self.keep_objects = keep_objects
+        """Whether objects written through the batch (:func:`core.db.insert_new`) are kept in
+        the session afterwards, as a flush leaves them. False for a caller that ends the
+        transaction right after and never touches them through the session again (the API's
+        registration): keeping costs more than the write."""
         self._parts: list[_Part] = []
         self._then: list[Callable[[], None]] = []
 

@@ -270,7 +270,7 @@ class CaseController(Controller):
                 "is opened there",
                 slug="use-privacy-requests",
             )
-        done = flows.register(ctx, data)
+        done = flows.register(ctx, data, keep=False)  # committed next, nothing more changed
         ctx.session.commit()
         case = done.case  # answered from what was written: a new case has no attachments
         body = _detail(ctx, case, done.unit, clocks=done.clocks, attachments=())

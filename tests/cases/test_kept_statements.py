@@ -16,8 +16,9 @@ from sqlalchemy import Integer, String, bindparam, cast, event, insert, literal_
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
+from core.audit.services import verify
 from core.cases import controllers, flows
-from core.cases.models import Case, CaseCounter
+from core.cases.models import Case, CaseClock, CaseCounter, CaseEvent
 from core.db import Database, tenant_rows, utcnow
 from core.db_driver import constant_in, kept_rows
 from tests.cases.conftest import Acting, complaint
@@ -146,6 +147,38 @@ def test_a_registration_sends_its_statements_to_the_driver(
         return
     assert [sql.split(" ")[0] for sql, _ in seen] == ["SELECT", "INSERT", "INSERT", "WITH"]
     assert all(context is None for _, context in seen)
+
+
+def test_a_registration_that_keeps_nothing_in_the_session_writes_the_same(
+    acting: Acting, database: Database, world: TenantWorld
+) -> None:
+    """What the API does (``register(..., keep=False)``, then commit): the case, its clocks,
+    event and audit entry, and the unit, tenant and policy read, stay out of the session; what
+    is written and answered is the same as with them kept."""
+
+    def register(keep: bool) -> tuple[flows.Registration, list[Any], int]:
+        with acting(world, "agent_bj") as ctx:
+            case = complaint(world, complexity=["multiple_parties"])
+            done = flows.register(ctx, case, keep=keep)
+            return done, list(ctx.session.identity_map.values()), len(done.clocks)
+
+    kept_done, kept, clocks = register(True)
+    loose_done, loose, loose_clocks = register(False)
+    assert kept_done.case in kept and kept_done.unit in kept
+    assert not loose  # nothing in the session: the objects are plain loaded ones
+    assert loose_clocks == clocks >= 1
+    case = loose_done.case
+    assert (case.number, case.state, case.version) != (None, None, None)
+    with database.tenant_transaction(world.id) as s:
+        for done in (kept_done, loose_done):
+            stored = s.get(Case, (world.id, done.case.id))
+            assert stored is not None and stored.state == done.case.state
+            assert stored.next_due_at == done.case.next_due_at
+            clocks_of = select(CaseClock.clock).where(CaseClock.case_id == done.case.id)
+            assert sorted(s.scalars(clocks_of)) == sorted(c.clock for c in done.clocks)
+            kinds = select(CaseEvent.kind).where(CaseEvent.case_id == done.case.id)
+            assert list(s.scalars(kinds)) == ["registered"]
+        assert verify(s).ok  # the audit chain holds with the entries written either way
 
 
 def test_another_tenant_gets_none_of_the_rows(
