@@ -772,18 +772,20 @@ def _apply_filters(
         )
         stmt = stmt.where(late if f["breached"] else ~late)
     if f.get("provisional") is not None:
-        prov = exists().where(
-            CaseClock.case_id == Case.id,
-            CaseClock.tenant_id == Case.tenant_id,
-            CaseClock.provisional.is_(True),
-            CaseClock.status.in_(("running", "paused", "window")),
-        )
-        stmt = stmt.where(prov if f["provisional"] else ~prov)
+        stmt = stmt.where(_PROVISIONAL if f["provisional"] else ~_PROVISIONAL)
     return stmt
 
 
 _CASES = cast(Table, Case.__table__)
 _CLOCKS = cast(Table, CaseClock.__table__)
+_OWN_CLOCK = (_CLOCKS.c.case_id == _CASES.c.id, _CLOCKS.c.tenant_id == _CASES.c.tenant_id)
+_PROVISIONAL = exists().where(
+    *_OWN_CLOCK,
+    _CLOCKS.c.provisional.is_(True),
+    constant_in(_CLOCKS.c.status, ("running", "paused", "window")),
+)
+"""A case has an open clock whose due time is provisional (the queue's flag and filter; the
+constant list without an expanding parameter, so a kept queue statement keeps its plan)."""
 
 
 def _queue_columns() -> tuple[Any, ...]:
@@ -800,14 +802,8 @@ def _queue_columns() -> tuple[Any, ...]:
             "reporter_anonymous",
         )
     ]
-    own = (_CLOCKS.c.case_id == _CASES.c.id, _CLOCKS.c.tenant_id == _CASES.c.tenant_id)
-    provisional = exists().where(
-        *own,
-        _CLOCKS.c.provisional.is_(True),
-        constant_in(_CLOCKS.c.status, ("running", "paused", "window")),
-    )
     breached = exists().where(
-        *own,
+        *_OWN_CLOCK,
         or_(
             _CLOCKS.c.status == "breached",
             and_(_CLOCKS.c.status == "running", _CLOCKS.c.due_at <= bindparam("flags_now")),
@@ -815,7 +811,7 @@ def _queue_columns() -> tuple[Any, ...]:
     )
     return (
         *columns,
-        provisional.label("flag_provisional"),
+        _PROVISIONAL.label("flag_provisional"),
         breached.label("flag_breached"),
     )
 

@@ -422,6 +422,8 @@ def _reporter(
 
 
 _KEPT = tuple((name, "#" + name) for name in _SHOWN_TEXTS)
+"""Each shown text with the key of its masked form in a sealed record
+(:func:`core.privacy.fields.masked_form`)."""
 
 
 @functools.cache
@@ -442,10 +444,6 @@ def _row_picker(
         else:
             positions.append(at[field])
     return operator.itemgetter(*positions), at
-
-
-"""Each shown text with the key of its masked form in a sealed record
-(:func:`core.privacy.fields.masked_form`)."""
 
 
 def _texts(c: Case | Row[Any], *, clear: bool) -> dict[str, str | None]:
