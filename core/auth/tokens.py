@@ -241,10 +241,9 @@ class AccessTokenVerifier:
             tenant={"essential": True},
             kind={"essential": True, "values": list(KINDS)},
         )
-        self._verified: dict[str, tuple[LoadedKey, dict[str, Any]]] = {}
-        self._valid: dict[str, tuple[int, float]] = {}
-        """Per verified token: when its claims were found valid, and the time from which its
-        expiry refuses it (``exp`` plus the leeway). Emptied with :attr:`_verified`."""
+        self._verified: dict[str, tuple[LoadedKey, dict[str, Any], int, float]] = {}
+        """Per verified token: its key, its claims, when they were found valid, and the time
+        from which its expiry refuses it (``exp`` plus the leeway)."""
 
     def verify(self, token: str) -> dict[str, Any]:
         """The verified claims of ``token``.
@@ -278,9 +277,7 @@ class AccessTokenVerifier:
         claims = self._checked(dict(decoded.claims))
         if len(self._verified) >= self.VERIFIED_CACHE_SIZE:
             self._verified.clear()
-            self._valid.clear()
-        self._verified[token] = (key, dict(claims))
-        self._valid[token] = (int(time.time()), claims["exp"] + self.leeway)
+        self._verified[token] = (key, dict(claims), int(time.time()), claims["exp"] + self.leeway)
         return claims
 
     def verify_cached(self, token: str) -> dict[str, Any] | None:
@@ -295,12 +292,12 @@ class AccessTokenVerifier:
         seen = self._verified.get(token)
         if seen is None or self.keys.cached_key(seen[0].kid) is not seen[0]:
             return None
-        valid = self._valid.get(token)
-        if valid is not None and valid[0] <= time.time() < valid[1]:
-            # checked at valid[0]; until the expiry (with the leeway) only time could change
-            # the answer, and it has not passed the expiry nor gone back before the check
-            return dict(seen[1])
-        return self._checked(dict(seen[1]))
+        _key, claims, checked_at, refused_from = seen
+        if checked_at <= time.time() < refused_from:
+            # until the expiry (with the leeway) only time could change the answer, and it has
+            # neither passed the expiry nor gone back before the check
+            return dict(claims)
+        return self._checked(dict(claims))
 
     def _checked(self, claims: dict[str, Any]) -> dict[str, Any]:
         """``claims`` of a correctly signed token, if they are valid now."""
