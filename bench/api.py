@@ -5,7 +5,8 @@
     python bench/api.py --show-sql               # print the SQL the full stack issues, then stop
 
 Two scenarios, each measured against two servers in the same run, with the same load generator
-(``wrk``, fixed connections and duration, loopback only) and the same server settings (uvicorn,
+(``wrk``, fixed connections and duration, loopback only) and the same server settings (uvicorn
+as ``insurdesk serve`` runs it: its ``auto`` event loop and HTTP parser, uvloop and httptools;
 one process, ``access_log`` off, ``log_level`` warning, same host,
 the heap frozen after start-up as ``insurdesk serve`` does,
 :func:`core.app.freeze_startup_heap`). Both servers of a scenario run side by side and are
@@ -137,11 +138,34 @@ def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
 
 
 def run_uvicorn(app: Any, port: int) -> None:
-    """The same server settings for both apps: uvicorn, one process, ``access_log`` off,
-    ``log_level`` warning."""
+    """The same server settings for both apps: uvicorn as ``insurdesk serve`` runs it (its
+    ``auto`` event loop and HTTP parser: uvloop and httptools, which the platform installs),
+    one process, ``access_log`` off, ``log_level`` warning."""
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        loop="auto",
+        http="auto",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def server_stack() -> str:
+    """The event loop and HTTP parser uvicorn's ``auto`` picks here (both servers use them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for fast, fallback in (("uvloop", "asyncio"), ("httptools", "h11")):
+        try:
+            parts.append(f"{fast} {version(fast)}")
+        except PackageNotFoundError:
+            parts.append(fallback)
+    return ", ".join(parts)
 
 
 # -- the bare server: Litestar + asyncpg, the same statements, nothing else ----------------------
@@ -874,7 +898,7 @@ def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace)
     ok = True
     print(
         f"\n{args.connections} connections, {args.duration} s per phase, {args.rounds} rounds,"
-        f" {args.tenants} tenants x {args.cases} seeded cases"
+        f" {args.tenants} tenants x {args.cases} seeded cases; uvicorn with {server_stack()}"
     )
     print("scenario  | full rps  p50 ms  p95 ms cpu/req | bare rps  p50 ms  p95 ms cpu/req | ratio")
     for scenario in ("register", "queue"):
