@@ -231,13 +231,16 @@ def bare_app(state: dict[str, Any]) -> Any:
     import asyncpg
     from litestar import Litestar, Request, get, post
 
-    from core.db import new_id
+    from core.db import POOL_OVERFLOW, POOL_SIZE, new_id
 
     dsn = state["app_url"].replace("postgresql+psycopg://", "postgresql://")
     pool: dict[str, Any] = {}
 
     async def open_pool(app: Litestar) -> None:
-        pool["p"] = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
+        # the same limit as the full stack's pool (core.db): as many connections at most
+        pool["p"] = await asyncpg.create_pool(
+            dsn, min_size=min(10, POOL_SIZE), max_size=POOL_SIZE + POOL_OVERFLOW
+        )
 
     async def close_pool(app: Litestar) -> None:
         await pool["p"].close()
@@ -432,6 +435,19 @@ class Throwaway:
         self.app_url = base.set(database=self.name, username=APP_ROLE).render_as_string(
             hide_password=False
         )
+
+    def analyze(self) -> None:
+        """``ANALYZE`` the database: what autovacuum does on a production server (it is off on
+        some test machines), so the planner knows the tables as they are after seeding and
+        after the registrations of the first scenario."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("ANALYZE"))
+        finally:
+            engine.dispose()
 
     def drop(self) -> None:
         """Drop the database (connections forced off)."""
@@ -987,6 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in ("register", "queue"):
             script = work / f"{scenario}.lua"
             script.write_text(lua_script(callers, scenario))
+            db.analyze()  # the registrations so far included
             servers = {}
             try:
                 for kind in ("full", "bare"):

@@ -198,9 +198,14 @@ def json_dumps(value: Any) -> str:
 _encode_json = msgspec.json.Encoder()
 
 
-POOL_SIZE, POOL_OVERFLOW = 10, 20
+POOL_SIZE, POOL_OVERFLOW = 20, 10
 """Connections a PostgreSQL pool keeps, and how many more it opens under load (per engine:
-the synchronous one and each bridged one, README "Deploying")."""
+the synchronous one and each bridged one, README "Deploying"). A connection beyond the kept
+ones is closed when it is returned, so a process whose concurrent requests often exceed
+``POOL_SIZE`` opens and closes a connection every few dozen requests (a PostgreSQL backend
+started each time, and every statement prepared again on it): 20 kept covers the concurrency
+of one web process, and the most a pool opens stays 30 (until 2026-11-26: 10 kept + 20; on
+``bench/api.py``'s 16 connections the queue opened a connection every 63 requests)."""
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

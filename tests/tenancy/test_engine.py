@@ -4,10 +4,11 @@ them, and a pooled PostgreSQL connection that died while idle is replaced before
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
-from sqlalchemy import JSON, bindparam, text
+from sqlalchemy import JSON, bindparam, event, text
 
 from core import db as core_db
 from core.db import Database, json_dumps, json_loads, make_engine
@@ -105,5 +106,41 @@ def test_a_connection_in_use_a_moment_ago_is_not_pinged(database: Database) -> N
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         assert pings == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres_only
+def test_a_pool_keeps_the_connections_of_a_busy_web_process(database: Database) -> None:
+    """16 requests at a time (what bench/api.py sends one process), all returning their
+    connections together, round after round: each connection is opened once and kept, not
+    closed on return and opened again for the next round (a PostgreSQL backend started and
+    every statement prepared again each time)."""
+    engine = make_engine(database.admin_engine.url.render_as_string(hide_password=False))
+    opened: list[object] = []
+    event.listen(engine, "connect", lambda dbapi_conn, record: opened.append(dbapi_conn))
+    concurrent, rounds = 16, 4
+    all_in = threading.Barrier(concurrent)
+    errors: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            for _ in range(rounds):
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                    all_in.wait(timeout=30)  # every connection checked out at once
+                all_in.wait(timeout=30)  # ... and returned together
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(concurrent)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == []
+        assert len(opened) == concurrent
+        assert concurrent <= core_db.POOL_SIZE
     finally:
         engine.dispose()
