@@ -76,7 +76,7 @@ from core.cases.schemas import (
     ViewOut,
 )
 from core.cases.storage import CHUNK, StorageError
-from core.db import tenant_rows, utcnow
+from core.db import Database, tenant_rows, tenant_rows_on, utcnow
 from core.db_driver import constant_in
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
@@ -343,7 +343,16 @@ class CaseController(Controller):
                 if len(_QUEUE_STATEMENTS) >= QUEUE_STATEMENTS_KEPT:
                     _QUEUE_STATEMENTS.clear()
                 _QUEUE_STATEMENTS[key] = stmt
-        rows = tenant_rows(session, stmt, _CASES.c.tenant_id, kept=key is not None, flags_now=now)
+        kept = key is not None
+        if purpose is None:  # a read only: its own transaction, not the session's (tenant_read)
+            db: Database = request.app.state["db"]
+            tenant_id = access.principal.tenant_id
+            with db.tenant_read(tenant_id) as connection:
+                rows = tenant_rows_on(
+                    connection, tenant_id, stmt, _CASES.c.tenant_id, kept=kept, flags_now=now
+                )
+        else:
+            rows = tenant_rows(session, stmt, _CASES.c.tenant_id, kept=kept, flags_now=now)
         page = rows[:limit]
         records = sealed_records(session, Case, access.principal.tenant_id, page)
         # Without a purpose everything is masked and only the ids are read; with one,
@@ -353,7 +362,7 @@ class CaseController(Controller):
         items = CaseOut.of_rows(page, records, [shown[row.id] for row in page])
         if purpose is not None:
             session.commit()  # the clear reads' audit entries
-        else:
+        elif session.in_transaction():  # a saved view or a unit filter was read through it
             session.rollback()  # the read is over: end it here, not on the event loop
         next_cursor = None
         if len(rows) > limit:

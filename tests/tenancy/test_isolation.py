@@ -125,6 +125,52 @@ def test_raw_sql_under_rls_sees_only_the_transaction_tenant(
                 s.execute(text(f'UPDATE "{name}" SET tenant_id = :b'), {"b": b.id})
 
 
+def test_a_tenant_read_sees_only_its_tenant_under_rls(
+    pg_database: Database, pg_two_tenants: tuple[TenantWorld, TenantWorld]
+) -> None:
+    """Database.tenant_read (the work queue's read without an ORM session): row-level
+    security applies with its tenant, and the tenant ends with the transaction, so the
+    connection goes back to the pool with none."""
+    import asyncio
+
+    a, b = pg_two_tenants
+
+    def read(tenant: uuid.UUID) -> dict[str, set[Any]]:
+        seen = {}
+        with pg_database.tenant_read(tenant) as conn:
+            for name in TABLES:
+                seen[name] = set(conn.execute(text(f'SELECT tenant_id FROM "{name}"')).scalars())
+        return seen
+
+    for tenant in (a.id, b.id):
+        seen = read(tenant)  # the synchronous engine (psycopg)
+        assert {n for n, ids in seen.items() if ids != {tenant}} == set()
+        bridged = asyncio.run(pg_database.run(read, tenant))  # in Database.run: asyncpg
+        assert {n for n, ids in bridged.items() if ids != {tenant}} == set()
+    with pg_database.engine.connect() as conn:  # the pooled connection carries no tenant
+        assert not conn.execute(text("SELECT current_setting('app.tenant_id', true)")).scalar()
+        assert conn.execute(text('SELECT count(*) FROM "cases"')).scalar() == 0
+
+
+def test_a_tenant_read_writes_nothing(database: Database) -> None:
+    """A tenant read always ends in a rollback: a write in it is not kept."""
+    from sqlalchemy import func, update
+
+    world = make_tenant(database, f"read-{uuid.uuid4().hex[:6]}")
+    t = _table("case_categories")
+    mine = t.c.tenant_id == world.id
+
+    def active() -> int:
+        with database.platform_session() as s:
+            return int(s.scalar(select(func.count()).where(mine, t.c.active)) or 0)
+
+    before = active()
+    assert before > 0
+    with database.tenant_read(world.id) as conn:
+        assert conn.execute(update(t).where(mine).values(active=False)).rowcount == before
+    assert active() == before
+
+
 def test_rls_without_tenant_sees_nothing(
     pg_database: Database, pg_two_tenants: tuple[TenantWorld, TenantWorld]
 ) -> None:
