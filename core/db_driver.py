@@ -25,6 +25,7 @@ before, with the same rows (named tuples here, SQLAlchemy ``Row`` objects there:
 
 from __future__ import annotations
 
+import uuid
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
@@ -117,6 +118,57 @@ def kept_rows(
     return rows
 
 
+def asyncpg_of(connection: Connection) -> AsyncAdapt_asyncpg_connection | None:
+    """The asyncpg adapter behind ``connection`` (the bridged engine of :meth:`Database.run`),
+    or None for another driver."""
+    adapted = connection.connection.dbapi_connection
+    return adapted if isinstance(adapted, AsyncAdapt_asyncpg_connection) else None
+
+
+BEGIN_TENANT = (
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('app.tenant_id', '{tenant}', true)"
+)
+"""A tenant transaction's start in one round trip: ``BEGIN`` (the isolation level SQLAlchemy's
+own ``BEGIN`` names) and the row-level-security tenant (``set_config(.., true)``: it ends
+with the transaction)."""
+
+
+def begin_tenant_transaction(connection: Connection, tenant_id: uuid.UUID) -> None:
+    """Start a transaction of ``tenant_id`` on ``connection`` (asyncpg: see
+    :func:`asyncpg_of`) with one message to the server, ``BEGIN`` and the RLS tenant
+    together (SQLAlchemy and asyncpg would send them one after the other, two round trips).
+    The connection must be in SQLAlchemy's ``AUTOCOMMIT`` mode, so that neither SQLAlchemy
+    nor the adapter begins or commits a transaction of their own: statements run in this
+    one until :func:`end_transaction`. A driver error is raised as SQLAlchemy's."""
+    if not isinstance(tenant_id, uuid.UUID):  # it is written into the SQL: a UUID only
+        raise TypeError("the tenant of a transaction is a UUID")
+    _script(connection, BEGIN_TENANT.format(tenant=tenant_id))
+
+
+def end_transaction(connection: Connection, *, commit: bool) -> None:
+    """``COMMIT`` (``commit``) or ``ROLLBACK`` the transaction that
+    :func:`begin_tenant_transaction` began. A failed ``ROLLBACK`` invalidates the connection
+    (the pool closes it rather than lend it out in an unknown state); a failed ``COMMIT``
+    is raised as SQLAlchemy's error (the server has ended the transaction either way)."""
+    if commit:
+        _script(connection, "COMMIT")
+        return
+    try:
+        _script(connection, "ROLLBACK")
+    except Exception:
+        connection.invalidate()
+
+
+def _script(connection: Connection, sql: str) -> None:
+    adapted = asyncpg_of(connection)
+    if adapted is None:
+        raise TypeError("a transaction begun on the driver needs the asyncpg driver")
+    try:
+        await_(cast(Any, adapted._connection).execute(sql))  # asyncpg's simple query
+    except Exception as error:
+        _raise_as_sqlalchemy(connection, adapted, error, sql, [])
+
+
 def constant_in(column: Any, values: Sequence[str], *, negate: bool = False) -> ColumnElement[bool]:
     """``column IN ('a', 'b')`` (``NOT IN`` with ``negate``) for a constant list of values,
     each its own bind parameter: a plain list would be an *expanding* parameter, which
@@ -177,4 +229,10 @@ def _raise_as_sqlalchemy(
     raise error  # pragma: no cover - _handle_exception always raises
 
 
-__all__ = ["constant_in", "kept_rows"]
+__all__ = [
+    "asyncpg_of",
+    "begin_tenant_transaction",
+    "constant_in",
+    "end_transaction",
+    "kept_rows",
+]

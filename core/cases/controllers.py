@@ -255,7 +255,10 @@ class CaseController(Controller):
     )
     @uses_database
     def register(
-        self, ctx: NamedDependency[CaseContext], data: JSONBody[CaseCreate]
+        self,
+        request: Request[Principal, Any, Any],
+        ctx: NamedDependency[CaseContext],
+        data: JSONBody[CaseCreate],
     ) -> Response[CaseDetailOut]:
         """Register a complaint, appeal, consultation, claim report, whistle-blowing report or
         service request: number, category, clocks from the enabled plugins (statutory bound),
@@ -270,8 +273,11 @@ class CaseController(Controller):
                 "is opened there",
                 slug="use-privacy-requests",
             )
-        done = flows.register(ctx, data, keep=False)  # committed next, nothing more changed
-        ctx.session.commit()
+        db: Database = request.app.state["db"]
+        # Its writes are kept statements: a held transaction, without a session's begin and
+        # commit (Database.tenant_write); committed as the block ends.
+        with db.tenant_write(ctx.session):
+            done = flows.register(ctx, data, keep=False)  # nothing more changed after it
         case = done.case  # answered from what was written: a new case has no attachments
         body = _detail(ctx, case, done.unit, clocks=done.clocks, attachments=())
         return _with_etag(body, case, 201, Location=f"/api/v1/cases/{case.id}")

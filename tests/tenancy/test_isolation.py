@@ -171,6 +171,162 @@ def test_a_tenant_read_writes_nothing(database: Database) -> None:
     assert active() == before
 
 
+def _in_loop(db: Database, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` inside Database.run (on PostgreSQL: a greenlet on the bridged engine),
+    the bridged connections closed afterwards."""
+    import asyncio
+
+    async def main() -> Any:
+        try:
+            return await db.run(fn, *args)
+        finally:
+            await db.release_loop()
+
+    return asyncio.run(main())
+
+
+def _active_categories(db: Database, tenant_id: uuid.UUID) -> int:
+    from sqlalchemy import func
+
+    t = _table("case_categories")
+    with db.platform_session() as s:
+        return int(
+            s.scalar(select(func.count()).where(t.c.tenant_id == tenant_id, t.c.active)) or 0
+        )
+
+
+def test_a_held_tenant_write_sees_and_writes_only_its_tenant(
+    pg_database: Database, pg_two_tenants: tuple[TenantWorld, TenantWorld]
+) -> None:
+    """Database.tenant_write on the bridged engine (the API's registration): one transaction
+    begun with its tenant, so row-level security applies to every statement in it; what it
+    writes is committed at the end, an update of another tenant's rows changes nothing, and
+    the connection goes back to the pool with no tenant and no open transaction."""
+    from sqlalchemy import update
+
+    a, b = pg_two_tenants
+    t = _table("case_categories")
+    before_a, before_b = (
+        _active_categories(pg_database, a.id),
+        _active_categories(pg_database, b.id),
+    )
+    assert before_a > 0 and before_b > 0
+
+    def write() -> tuple[dict[str, set[Any]], int, int, bool]:
+        session = pg_database.tenant_session(a.id)
+        try:
+            with pg_database.tenant_write(session):
+                conn = session.connection()
+                seen = {
+                    name: set(conn.execute(text(f'SELECT tenant_id FROM "{name}"')).scalars())
+                    for name in TABLES
+                }
+                mine = conn.execute(update(t).where(t.c.tenant_id == a.id).values(active=False))
+                theirs = conn.execute(update(t).where(t.c.tenant_id == b.id).values(active=False))
+                began = session.in_transaction()  # the session itself began nothing
+            return seen, mine.rowcount, theirs.rowcount, began
+        finally:
+            session.close()
+
+    seen, mine, theirs, began = _in_loop(pg_database, write)
+    assert {n for n, ids in seen.items() if ids != {a.id}} == set()
+    assert (mine, theirs, began) == (before_a, 0, False)
+    assert _active_categories(pg_database, a.id) == 0  # committed
+    assert _active_categories(pg_database, b.id) == before_b  # untouched
+    with pg_database.engine.connect() as conn:  # the pooled connections carry no tenant
+        assert not conn.execute(text("SELECT current_setting('app.tenant_id', true)")).scalar()
+
+
+def test_a_held_tenant_write_keeps_nothing_when_it_fails(pg_database: Database) -> None:
+    """An error inside the block rolls everything back (nothing half-written), the next
+    transaction on the same pool starts clean, and a session that rolled back inside the
+    block is refused rather than committed."""
+    from sqlalchemy import update
+
+    world = make_tenant(pg_database, f"hold-{uuid.uuid4().hex[:6]}")
+    t = _table("case_categories")
+    before = _active_categories(pg_database, world.id)
+
+    def fail(kind: str) -> None:
+        session = pg_database.tenant_session(world.id)
+        try:
+            with pg_database.tenant_write(session):
+                session.connection().execute(
+                    update(t).where(t.c.tenant_id == world.id).values(active=False)
+                )
+                if kind == "raise":
+                    raise LookupError("the flow failed")
+                session.execute(select(t.c.id).limit(1))  # ORM work joins the transaction
+                session.rollback()
+        finally:
+            session.close()
+
+    with pytest.raises(LookupError):
+        _in_loop(pg_database, fail, "raise")
+    assert _active_categories(pg_database, world.id) == before
+    with pytest.raises(RuntimeError, match="rolled back inside"):
+        _in_loop(pg_database, fail, "rollback")
+    assert _active_categories(pg_database, world.id) == before
+
+    def count() -> int:  # the pool lends a clean connection: a new transaction works
+        session = pg_database.tenant_session(world.id)
+        try:
+            with pg_database.tenant_write(session):
+                return int(session.scalar(select(t.c.id).where(t.c.active).limit(1)) is not None)
+        finally:
+            session.close()
+
+    assert _in_loop(pg_database, count) == 1
+
+
+def test_orm_work_in_a_held_tenant_write_is_committed_with_it(pg_database: Database) -> None:
+    """A flush inside the block (ORM objects) writes into the held transaction, stamped with
+    the session's tenant, and is committed with the block's own statements."""
+    from core.cases.models import CaseCategory
+
+    world = make_tenant(pg_database, f"hold-{uuid.uuid4().hex[:6]}")
+    code = f"hold_{uuid.uuid4().hex[:6]}"
+
+    def write() -> None:
+        session = pg_database.tenant_session(world.id)
+        try:
+            with pg_database.tenant_write(session):
+                session.add(CaseCategory(code=code, name_zh="保持", name_en="held"))
+                session.flush()
+        finally:
+            session.close()
+
+    _in_loop(pg_database, write)
+    t = _table("case_categories")
+    with pg_database.platform_session() as s:
+        assert s.scalar(select(t.c.tenant_id).where(t.c.code == code)) == world.id
+
+
+def test_a_tenant_write_elsewhere_is_the_sessions_transaction(database: Database) -> None:
+    """Outside Database.run (and on SQLite) tenant_write is the session's own transaction:
+    committed at the end, rolled back on an error; a platform session is refused."""
+    from sqlalchemy import update
+
+    world = make_tenant(database, f"tw-{uuid.uuid4().hex[:6]}")
+    t = _table("case_categories")
+    before = _active_categories(database, world.id)
+    with database.tenant_session(world.id) as session:
+        with pytest.raises(LookupError), database.tenant_write(session):
+            session.execute(update(t).where(t.c.tenant_id == world.id).values(active=False))
+            raise LookupError("the flow failed")
+        session.rollback()
+        assert _active_categories(database, world.id) == before
+        with database.tenant_write(session):
+            session.execute(update(t).where(t.c.tenant_id == world.id).values(active=False))
+    assert _active_categories(database, world.id) == 0
+    with (
+        database.platform_session() as s,
+        pytest.raises(TenantRequiredError),
+        database.tenant_write(s),
+    ):
+        pass
+
+
 def test_rls_without_tenant_sees_nothing(
     pg_database: Database, pg_two_tenants: tuple[TenantWorld, TenantWorld]
 ) -> None:
