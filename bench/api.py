@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -68,6 +69,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,6 +226,22 @@ reminders, the event, two outbox rows, the head's move and the audit entry, in o
 of data-modifying CTEs, as the full stack's write batch sends them on PostgreSQL."""
 
 
+@contextlib.asynccontextmanager
+async def tenant_transaction(conn: Any, tenant: uuid.UUID, *, commit: bool) -> AsyncIterator[None]:
+    """The bare handlers' transaction, begun as the full stack's (``Database.tenant_write``,
+    ``tenant_read``): ``BEGIN`` with the RLS tenant in one round trip, the same SQL; then
+    ``COMMIT`` (``commit``) or ``ROLLBACK``, and ``ROLLBACK`` on an error."""
+    from core.db_driver import BEGIN_TENANT
+
+    await conn.execute(BEGIN_TENANT.format(tenant=tenant))
+    try:
+        yield
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT" if commit else "ROLLBACK")
+
+
 def bare_app(state: dict[str, Any]) -> Any:
     """The bare handlers: what the full stack's statements do, written by hand on asyncpg."""
     import hashlib
@@ -257,8 +275,7 @@ def bare_app(state: dict[str, Any]) -> Any:
         unit_id = uuid.UUID(body["unit_id"])
         now = dt.datetime.now(dt.UTC)
         actor_name = f"person:{request.headers['x-bench-username']}"
-        async with pool["p"].acquire() as conn, conn.transaction():
-            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
+        async with pool["p"].acquire() as conn, tenant_transaction(conn, tenant, commit=True):
             # One read of tenant, unit, customer, policy, category and key, as the full stack.
             found = await conn.fetchrow(
                 "SELECT t.*, u.*, c.id AS c_id, p.*, k.id AS k_id, (SELECT version FROM"
@@ -276,22 +293,22 @@ def bare_app(state: dict[str, Any]) -> Any:
                 body["category"],
             )
             unit, category = {"id": unit_id}, {"id": found["k_id"]}
-            seq = await conn.fetchval(
-                "INSERT INTO case_counters (tenant_id, id, key, value) VALUES ($1, $2, $3, 1)"
-                " ON CONFLICT (tenant_id, key) DO UPDATE SET value = case_counters.value + 1"
-                " RETURNING value",
+            # The case number's counter and the audit head in one statement, as the full
+            # stack's lock_head_with.
+            head = await conn.fetchrow(
+                "WITH w AS (INSERT INTO case_counters (tenant_id, id, key, value)"
+                " VALUES ($1, $2, $3, 1) ON CONFLICT (tenant_id, key) DO UPDATE"
+                " SET value = case_counters.value + 1 RETURNING value),"
+                " h AS (INSERT INTO audit_heads (tenant_id, id, seq, hash) VALUES ($1, $4, 0, $5)"
+                " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash)"
+                " SELECT w.value, h.seq, h.hash FROM w JOIN h ON true",
                 tenant,
                 new_id(),
                 f"number:bare|prefix=TS|year={now.year}",
-            )
-            head = await conn.fetchrow(
-                "INSERT INTO audit_heads (tenant_id, id, seq, hash) VALUES ($1, $2, 0, $3)"
-                " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq"
-                " RETURNING seq, hash",
-                tenant,
                 new_id(),
                 "0" * 64,
             )
+            seq = head["value"]
             case_id, number = new_id(), f"TS-{now.year}-B{seq:06d}"
             decision_due = now + dt.timedelta(days=15)
             materials_due = now + dt.timedelta(days=7)
@@ -365,8 +382,7 @@ def bare_app(state: dict[str, Any]) -> Any:
         tenant = uuid.UUID(request.headers["x-bench-tenant"])
         path = request.headers["x-bench-path"]
         now = dt.datetime.now(dt.UTC)
-        async with pool["p"].acquire() as conn, conn.transaction():
-            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant))
+        async with pool["p"].acquire() as conn, tenant_transaction(conn, tenant, commit=False):
             rows = await conn.fetch(
                 f"SELECT {BARE_CASE_COLUMNS}, {BARE_FLAGS} FROM cases WHERE cases.unit_id IN"
                 " (SELECT id FROM org_units WHERE tenant_id = $2 AND path LIKE $1 || '%') AND"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy import Select, Table, bindparam, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -161,6 +161,46 @@ def _head_statement(dialect: str) -> Any:
     ).returning(table.c.seq, table.c.hash)
 
 
+def lock_head_with(
+    session: Session,
+    statement: Any,
+    params: Mapping[str, Any],
+    *,
+    tenant_id: uuid.UUID | None = None,
+) -> tuple[Any, tuple[int, str]]:
+    """Run ``statement`` (a kept ``INSERT`` or ``UPDATE .. RETURNING`` of one row, built once by
+    its caller) with ``params``, and lock the tenant's audit head as :func:`record` does, in
+    **one** statement on PostgreSQL (two elsewhere): for a flow that needs both before it
+    writes, e.g. a registration's case-number counter. Returns the statement's row and the
+    head ``(seq, hash)``, to give to :func:`record` (``head=``) in the same transaction. The
+    head's parameters may not share a name with the statement's (``head_*`` are taken)."""
+    tid = _tenant(session, tenant_id)
+    connection = session.connection()
+    head = {"head_tenant_id": tid, "head_id": new_id(), "head_seq": 0, "head_hash": GENESIS_HASH}
+    if connection.dialect.name != "postgresql":  # SQLite: no data-modifying CTEs
+        (row,) = kept_rows(connection, statement, params)
+        return row, _lock_head(session, tid)
+    (row,) = kept_rows(connection, _with_head(statement), {**params, **head})
+    return row, (int(row.head_seq), str(row.head_hash))
+
+
+@functools.cache
+def _with_head(statement: Any) -> Any:
+    """``WITH w AS (<statement>), h AS (<head upsert>) SELECT w.*, h.seq, h.hash`` (kept per
+    statement, so its compiled form is cached)."""
+    written = statement.cte("w")
+    head = (
+        postgresql.insert(_HEADS)
+        .values({name: bindparam(f"head_{name}") for name in ("tenant_id", "id", "seq", "hash")})
+        .on_conflict_do_update(index_elements=["tenant_id"], set_={"seq": _HEADS.c.seq})
+        .returning(_HEADS.c.seq, _HEADS.c.hash)
+        .cte("h")
+    )
+    return select(
+        *written.c, head.c.seq.label("head_seq"), head.c.hash.label("head_hash")
+    ).select_from(written.join(head, literal_column("true")))
+
+
 _MOVE_HEAD = (
     update(_HEADS)
     .where(_HEADS.c.tenant_id == bindparam("tid"))
@@ -179,6 +219,7 @@ def record(
     source: str | None = None,
     tenant_id: uuid.UUID | None = None,
     batch: WriteBatch | None = None,
+    head: tuple[int, str] | None = None,
 ) -> AuditEntry:
     """Append an entry to the tenant's audit log, in the caller's transaction.
 
@@ -194,6 +235,8 @@ def record(
         are added to ``batch`` (:mod:`core.db_batch`), written when it is executed. Execute it
         before the transaction appends another entry (refused until then: the head has not
         moved yet).
+    :param head: the head ``(seq, hash)`` as :func:`lock_head_with` locked and returned it in
+        this transaction, with no entry appended since; else it is locked and read here.
     :returns: the new entry, with its ``seq`` and ``hash``, written (or in ``batch``); the head
         stays locked until the transaction ends.
     :raises ValueError: ``details`` holds a key that names a secret.
@@ -205,7 +248,7 @@ def record(
     plain = _plain(details)
     if isinstance(target, tuple):
         target = Target(str(target[0]), str(target[1]))
-    head_seq, head_hash = _lock_head(session, tid)
+    head_seq, head_hash = head if head is not None else _lock_head(session, tid)
     entry = new_object(
         AuditEntry,
         tenant_id=tid,

@@ -501,10 +501,12 @@ def audit_case(
     audit_action: str,
     *,
     batch: WriteBatch | None = None,
+    head: tuple[int, str] | None = None,
     **details: Any,
 ) -> None:
     """Append ``audit_action`` on ``case`` to the tenant audit log (no personal data); with
-    ``batch``, the entry is written with it (see :func:`core.audit.services.record`)."""
+    ``batch``, the entry is written with it; ``head``: the audit head locked already (see
+    :func:`core.audit.services.record`)."""
     principal = ctx.access.principal
     kind: ActorKind = "person" if ctx.actor.person_id is not None else "client"
     record(
@@ -514,6 +516,7 @@ def audit_case(
         target=("case", case.id),
         details={"number": case.number, "type": case.type.value, **details},
         batch=batch,
+        head=head,
     )
 
 
@@ -939,7 +942,8 @@ def register(ctx: CaseContext, data: CaseCreate, *, keep: bool = True) -> Regist
             regulator_clock(received_at, data.regulator_due_date, data.regulator_reference, ctx.tz)
         )
 
-    number = services.next_case_number(
+    # The number's counter and the audit head, locked together (one statement on PostgreSQL).
+    number, audit_head = services.next_case_number_and_audit_head(
         session,
         fmt=ctx.tenant.case_number_format,
         case_type=data.type,
@@ -1048,10 +1052,15 @@ def register(ctx: CaseContext, data: CaseCreate, *, keep: bool = True) -> Regist
         ],
         batch,
     )
-    # The audit head is locked and read here (its own statement); its move and the entry go
-    # with the batch.
+    # The audit head was locked with the counter; its move and the entry go with the batch.
     audit_case(
-        ctx, case, "case.registered", batch=batch, unit=unit.code, channel=data.channel.value
+        ctx,
+        case,
+        "case.registered",
+        batch=batch,
+        head=audit_head,
+        unit=unit.code,
+        channel=data.channel.value,
     )
     batch.execute()
     flush(ctx)

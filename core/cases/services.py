@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.api.problems import Problem, not_found
+from core.audit.services import lock_head_with
 from core.cases.models import (
     OPEN_CLOCK_STATUSES,
     Attachment,
@@ -177,6 +178,36 @@ def next_case_number(
     The sequence is kept per value of the format's other placeholders: with the default
     ``{prefix}-{year}-{seq:06d}`` each case type counts from 1 each year.
     """
+    key, values = _number_scope(fmt, case_type, received_at, tz, unit_code)
+    return fmt.format(seq=next_value(session, key), **values)
+
+
+def next_case_number_and_audit_head(
+    session: Session,
+    *,
+    fmt: str,
+    case_type: CaseType,
+    received_at: datetime,
+    tz: ZoneInfo,
+    unit_code: str,
+) -> tuple[str, tuple[int, str]]:
+    """:func:`next_case_number`, and the tenant's audit head locked with the same statement
+    (:func:`core.audit.services.lock_head_with`): a registration needs both before it
+    writes, and on PostgreSQL they cost one round trip instead of two."""
+    key, values = _number_scope(fmt, case_type, received_at, tz, unit_code)
+    connection = session.connection()
+    row, head = lock_head_with(
+        session,
+        _counter_statement(connection.dialect.name),
+        {"tenant_id": tenant_id_of(session), "id": new_id(), "key": key},
+    )
+    return fmt.format(seq=int(row.value), **values), head
+
+
+def _number_scope(
+    fmt: str, case_type: CaseType, received_at: datetime, tz: ZoneInfo, unit_code: str
+) -> tuple[str, dict[str, Any]]:
+    """The counter key of a case number and the values of its format's other fields."""
     try:
         fields = number_format_fields(fmt)
     except ValueError as exc:
@@ -187,8 +218,7 @@ def next_case_number(
         "unit": unit_code,
     }
     scope = "|".join(f"{k}={values[k]}" for k in sorted(fields - {"seq"}))
-    seq = next_value(session, f"number:{fmt}|{scope}")
-    return fmt.format(seq=seq, **values)
+    return f"number:{fmt}|{scope}", values
 
 
 # -- categories -----------------------------------------------------------------------------

@@ -196,3 +196,31 @@ def test_unknown_tenant_exits_2(settings: Settings) -> None:
         env=_env(settings),
     )
     assert result.exit_code == 2
+
+
+def test_a_head_locked_with_another_write_continues_the_chain(
+    database: Database, world: TenantWorld
+) -> None:
+    """lock_head_with (a registration's case-number counter and the audit head in one
+    statement on PostgreSQL): the statement's row comes back with the head as it is, the
+    entry recorded with that head continues the chain, and the tenant's log still verifies."""
+    from core.audit.services import lock_head_with
+    from core.cases.services import _counter_statement
+
+    _append(database, world, 2)
+    values = []
+    for _ in range(2):
+        with database.tenant_transaction(world.id) as s:
+            stmt = _counter_statement(s.get_bind().dialect.name)
+            row, head = lock_head_with(
+                s, stmt, {"tenant_id": world.id, "id": uuid.uuid4(), "key": "test:locked"}
+            )
+            values.append(int(row.value))
+            stored = s.scalars(select(AuditHead)).one()
+            assert head == (stored.seq, stored.hash)
+            entry = record(s, action="test.locked", actor=ACTOR, target=("thing", 9), head=head)
+            assert (entry.seq, entry.prev_hash) == (head[0] + 1, head[1])
+    assert values == [1, 2]
+    with database.tenant_session(world.id) as s:
+        result = verify(s)
+    assert result.ok and result.checked == result.last_seq == entry.seq
