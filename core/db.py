@@ -30,7 +30,7 @@ from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 import msgspec
-import uuid6
+import uuid_utils.compat as uuid_utils
 from sqlalchemy import (
     DateTime,
     Engine,
@@ -75,8 +75,11 @@ NAMING_CONVENTION = {
 
 
 def new_id() -> uuid.UUID:
-    """A time-ordered UUIDv7, so new rows land at the end of primary-key indexes."""
-    return uuid6.uuid7()
+    """A time-ordered UUIDv7, so new rows land at the end of primary-key indexes (uuid-utils:
+    monotonic within a millisecond by a counter, with the clock's time; ``uuid6``, used
+    before, moved the time one millisecond ahead for every id within the same millisecond,
+    so a busy process wrote ids dated minutes into the future)."""
+    return uuid_utils.uuid7()
 
 
 def utcnow() -> datetime:
@@ -852,7 +855,9 @@ def _new_rows(session: Session, objects: Sequence[Any]) -> tuple[Table, list[dic
                     value = default.arg(None)
                 else:
                     value = default.arg
-                setattr(obj, attr, value)
+                # into the instance's dict, as new_object does: nothing tracks the changes
+                # of an object no session holds, and a kept one is loaded from its dict
+                state[attr] = value
         rows.append({key: state[attr] for attr, key, _ in plan})
     return table, rows
 

@@ -113,11 +113,17 @@ def _check_details(value: Any, path: str = "details") -> None:
             _check_details(item, f"{path}[{i}]")
 
 
+_SCALARS = (str, int, bool, type(None))
+"""Values that come back from JSON as they went in (floats may not: ``nan``, ``1e400``)."""
+
+
 def _plain(details: Mapping[str, Any] | None) -> dict[str, Any]:
     """``details`` as plain JSON (what the database gives back is what was hashed)."""
     if not details:
         return {}
     _check_details(details)
+    if all(type(k) is str and type(v) in _SCALARS for k, v in details.items()):
+        return dict(details)  # what the round trip below would give, for less
     result = json.loads(json.dumps(dict(details), default=str, ensure_ascii=False))
     assert isinstance(result, dict)
     return result

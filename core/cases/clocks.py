@@ -45,9 +45,13 @@ def _p(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value)
 
 
+_RULE_FIELDS = tuple(f.name for f in dataclasses.fields(DeadlineRule))
+
+
 def rule_to_json(rule: DeadlineRule) -> dict[str, Any]:
-    """A rule as JSON-ready data."""
-    return dataclasses.asdict(rule)
+    """A rule as JSON-ready data (its fields are strings, numbers and booleans: what
+    ``dataclasses.asdict`` gives, without its deep copy of each)."""
+    return {name: getattr(rule, name) for name in _RULE_FIELDS}
 
 
 def rule_from_json(data: dict[str, Any]) -> DeadlineRule:

@@ -772,8 +772,14 @@ def _registration_read(dialect: str, customer: bool, policy: bool, category: str
     return select(*columns).select_from(joined).where(tenants.c.id == tenant)
 
 
-def _part(row: Any, prefix: str) -> dict[str, Any]:
-    return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
+def _part(row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {short: row[key] for key, short in _part_keys(tuple(row), prefix)}
+
+
+@functools.cache
+def _part_keys(keys: tuple[str, ...], prefix: str) -> tuple[tuple[str, str], ...]:
+    """The columns of a read row that start with ``prefix``, and their names without it."""
+    return tuple((key, key[len(prefix) :]) for key in keys if key.startswith(prefix))
 
 
 @dataclass(frozen=True)

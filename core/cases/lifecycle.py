@@ -743,7 +743,14 @@ def find(case_type: CaseType, state: str, action: str) -> Transition | None:
 
 def actions_from(case_type: CaseType, state: str) -> list[str]:
     """The actions allowed from ``state`` (sorted), for a refusal or the UI."""
-    return sorted(a for (t, s, a) in _INDEX if t == case_type and s == state)
+    return list(_ACTIONS_FROM.get((case_type, state), ()))
+
+
+_ACTIONS_FROM: dict[tuple[CaseType, str], tuple[str, ...]] = {
+    key: tuple(sorted(a for (t, s, a) in _INDEX if (t, s) == key))
+    for key in {(t, s) for (t, s, _a) in _INDEX}
+}
+"""The sorted actions of each (type, state) with any (every answer lists them)."""
 
 
 def transitions_of(case_type: CaseType) -> list[Transition]:

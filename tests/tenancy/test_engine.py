@@ -144,3 +144,17 @@ def test_a_pool_keeps_the_connections_of_a_busy_web_process(database: Database) 
         assert concurrent <= core_db.POOL_SIZE
     finally:
         engine.dispose()
+
+
+def test_new_ids_are_ordered_and_dated_by_the_clock() -> None:
+    """Primary keys are UUIDv7: made in a burst they still sort in the order they were made,
+    and their time is the clock's, not minutes ahead of it (uuid6's uuid7 moved it one
+    millisecond ahead per id within the same millisecond)."""
+    import uuid
+
+    from core.db import new_id
+
+    ids = [new_id() for _ in range(50_000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(i.version == 7 and type(i) is uuid.UUID for i in ids[:10])
+    assert abs((ids[-1].int >> 80) / 1000 - time.time()) < 2
