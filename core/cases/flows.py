@@ -949,13 +949,14 @@ def register(ctx: CaseContext, data: CaseCreate, *, keep: bool = True) -> Regist
         )
 
     # The number's counter and the audit head, locked together (one statement on PostgreSQL).
-    number, audit_head = services.next_case_number_and_audit_head(
+    number, audit_head = services.next_case_number(
         session,
         fmt=ctx.tenant.case_number_format,
         case_type=data.type,
         received_at=received_at,
         tz=ctx.tz,
         unit_code=unit.code,
+        lock_audit_head=True,
     )
     case = new_object(
         Case,

@@ -7,7 +7,7 @@ import string
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, bindparam, func, select
@@ -164,6 +164,14 @@ def number_format_fields(fmt: str) -> set[str]:
     return fields
 
 
+class NextNumber(NamedTuple):
+    """A case number just taken, and the tenant's audit head when it was locked with it."""
+
+    number: str
+    audit_head: tuple[int, str] | None
+    """``(seq, hash)``, for :func:`core.audit.services.record` (``head=``); None unless asked."""
+
+
 def next_case_number(
     session: Session,
     *,
@@ -172,36 +180,26 @@ def next_case_number(
     received_at: datetime,
     tz: ZoneInfo,
     unit_code: str,
-) -> str:
+    lock_audit_head: bool = False,
+) -> NextNumber:
     """The next case number in the tenant's format, e.g. ``TS-2026-000123``.
 
     The sequence is kept per value of the format's other placeholders: with the default
-    ``{prefix}-{year}-{seq:06d}`` each case type counts from 1 each year.
+    ``{prefix}-{year}-{seq:06d}`` each case type counts from 1 each year. With
+    ``lock_audit_head`` the tenant's audit head is locked and read by the same statement
+    (:func:`core.audit.services.lock_head_with`): a registration needs both before it writes,
+    and on PostgreSQL they then cost one round trip instead of two.
     """
     key, values = _number_scope(fmt, case_type, received_at, tz, unit_code)
-    return fmt.format(seq=next_value(session, key), **values)
-
-
-def next_case_number_and_audit_head(
-    session: Session,
-    *,
-    fmt: str,
-    case_type: CaseType,
-    received_at: datetime,
-    tz: ZoneInfo,
-    unit_code: str,
-) -> tuple[str, tuple[int, str]]:
-    """:func:`next_case_number`, and the tenant's audit head locked with the same statement
-    (:func:`core.audit.services.lock_head_with`): a registration needs both before it
-    writes, and on PostgreSQL they cost one round trip instead of two."""
-    key, values = _number_scope(fmt, case_type, received_at, tz, unit_code)
+    if not lock_audit_head:
+        return NextNumber(fmt.format(seq=next_value(session, key), **values), None)
     connection = session.connection()
     row, head = lock_head_with(
         session,
         _counter_statement(connection.dialect.name),
         {"tenant_id": tenant_id_of(session), "id": new_id(), "key": key},
     )
-    return fmt.format(seq=int(row.value), **values), head
+    return NextNumber(fmt.format(seq=int(row.value), **values), head)
 
 
 def _number_scope(

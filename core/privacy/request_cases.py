@@ -110,7 +110,7 @@ def open_case(
         received_at=received,
         tz=calendar.tz,
         unit_code=unit.code,
-    )
+    ).number
     case = Case(
         number=number,
         type=CaseType.DATA_SUBJECT_REQUEST,
