@@ -145,15 +145,16 @@ def run_uvicorn(app: Any, port: int) -> None:
     one process, ``access_log`` off, ``log_level`` warning."""
     import uvicorn
 
+    from core.api.http_protocol import server_options
+
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=port,
         workers=1,
-        loop="auto",
-        http="auto",
         log_level="warning",
         access_log=False,
+        **server_options(),
     )
 
 

@@ -49,6 +49,8 @@ def _serve(
 
         for line in apply_demo_tenants(settings):
             typer.echo(line)
+    from core.api.http_protocol import server_options
+
     uvicorn.run(
         "core.app:app_from_env",
         factory=True,
@@ -56,6 +58,7 @@ def _serve(
         port=port or settings.port,
         reload=reload,
         log_level=settings.log_level.lower(),
+        **server_options(),
     )
 
 
