@@ -851,11 +851,19 @@ LIBRARIES: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
 own code when a ``core/`` or ``plugins/`` frame comes first)."""
 
 
+FRAMEWORK = ("(litestar/", "(uvicorn/", "(asyncio/", "(anyio/")
+"""Frames of the HTTP server and the framework. A sample whose innermost platform frame lies
+*above* one of them (an ASGI middleware's ``__call__`` that passes the request on) is the
+framework's work, not that middleware's."""
+
+
 def _first(frames: list[str], table: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]) -> str:
     for frame in reversed(frames):
         for name, alternatives in table:
             if any(all(k in frame for k in alt) for alt in alternatives):
                 return name
+        if frame.lstrip().startswith(FRAMEWORK) or any(f in frame for f in FRAMEWORK):
+            return ""  # the framework's work below a pass-through middleware
     return ""
 
 
