@@ -862,7 +862,7 @@ def _first(frames: list[str], table: tuple[tuple[str, tuple[tuple[str, ...], ...
         for name, alternatives in table:
             if any(all(k in frame for k in alt) for alt in alternatives):
                 return name
-        if frame.lstrip().startswith(FRAMEWORK) or any(f in frame for f in FRAMEWORK):
+        if any(f in frame for f in FRAMEWORK):
             return ""  # the framework's work below a pass-through middleware
     return ""
 

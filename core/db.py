@@ -482,7 +482,6 @@ class Database:
         one round trip (:func:`~core.db_driver.begin_tenant_transaction`)."""
         with self._request_connection() as connection:
             if asyncpg_of(connection) is not None:
-                connection.execution_options(isolation_level="AUTOCOMMIT")
                 begin_tenant_transaction(connection, tenant_id)
                 try:
                     yield connection
@@ -525,11 +524,10 @@ class Database:
             session.commit()
             return
         with self._request_connection() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            held = connection.begin()  # SQLAlchemy's side only: a joining session keeps to it
             begin_tenant_transaction(connection, tenant_id)
-            session.info[HELD_KEY] = connection
             try:
+                held = connection.begin()  # SQLAlchemy's side only: a joining session keeps to it
+                session.info[HELD_KEY] = connection
                 yield
                 if session.in_transaction():
                     session.commit()  # ORM work flushed into the held transaction
@@ -543,7 +541,7 @@ class Database:
             finally:
                 if session.in_transaction():
                     session.rollback()  # after a failure: the session forgets the joined one
-                del session.info[HELD_KEY]
+                session.info.pop(HELD_KEY, None)
 
     def _request_connection(self) -> Any:
         """A Core connection of the application's engine: the event loop's bridged one inside

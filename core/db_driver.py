@@ -137,11 +137,13 @@ def begin_tenant_transaction(connection: Connection, tenant_id: uuid.UUID) -> No
     """Start a transaction of ``tenant_id`` on ``connection`` (asyncpg: see
     :func:`asyncpg_of`) with one message to the server, ``BEGIN`` and the RLS tenant
     together (SQLAlchemy and asyncpg would send them one after the other, two round trips).
-    The connection must be in SQLAlchemy's ``AUTOCOMMIT`` mode, so that neither SQLAlchemy
-    nor the adapter begins or commits a transaction of their own: statements run in this
-    one until :func:`end_transaction`. A driver error is raised as SQLAlchemy's."""
+    The connection is put in SQLAlchemy's ``AUTOCOMMIT`` mode first (reset when it goes back
+    to the pool), so that neither SQLAlchemy nor the adapter begins or commits a transaction
+    of their own: statements run in this one until :func:`end_transaction`. A driver error
+    is raised as SQLAlchemy's."""
     if not isinstance(tenant_id, uuid.UUID):  # it is written into the SQL: a UUID only
         raise TypeError("the tenant of a transaction is a UUID")
+    connection.execution_options(isolation_level="AUTOCOMMIT")
     _script(connection, BEGIN_TENANT.format(tenant=tenant_id))
 
 

@@ -18,21 +18,15 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
-from core.api.problems import PROBLEM_MEDIA_TYPE
+from core.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_document
 
 DETAIL = "the request is not valid HTTP/1.1 (its request line, a header or its framing)"
 
 
 def problem_400_body(msg: str) -> bytes:
     """The problem details of a request the HTTP parser refused (``msg``: uvicorn's reason)."""
-    return json.dumps(
-        {
-            "type": "/problems/invalid-http",
-            "title": "Bad Request",
-            "status": 400,
-            "detail": f"{DETAIL}: {msg}",
-        }
-    ).encode()
+    problem = Problem(400, f"{DETAIL}: {msg}", slug="invalid-http")
+    return json.dumps(problem_document(problem)).encode()
 
 
 class ProblemH11Protocol(H11Protocol):

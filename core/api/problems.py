@@ -82,17 +82,23 @@ def not_found(what: str, ident: object) -> Problem:
     return Problem(404, f"{what} {ident} was not found", slug="not-found")
 
 
-def problem_response(request: Request[Any, Any, Any] | None, problem: Problem) -> Response[Any]:
-    """Render ``problem`` as an ``application/problem+json`` response."""
+def problem_document(problem: Problem, instance: str | None = None) -> dict[str, Any]:
+    """The RFC 9457 document of ``problem`` (``instance``: the request's path, when known)."""
     body: dict[str, Any] = {
         "type": f"/problems/{problem.slug}",
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
     }
-    if request is not None:
-        body["instance"] = request.url.path
+    if instance is not None:
+        body["instance"] = instance
     body.update(problem.extra)
+    return body
+
+
+def problem_response(request: Request[Any, Any, Any] | None, problem: Problem) -> Response[Any]:
+    """Render ``problem`` as an ``application/problem+json`` response."""
+    body = problem_document(problem, request.url.path if request is not None else None)
     return Response(
         content=body,
         status_code=problem.status,

@@ -154,13 +154,13 @@ def _lock_head(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
 
 
 @functools.cache
-def _head_statement(dialect: str) -> Any:
+def _head_statement(dialect: str, prefix: str = "") -> Any:
     """``INSERT .. ON CONFLICT (tenant_id) DO UPDATE SET seq = seq RETURNING seq, hash``
-    (built once per dialect)."""
+    (built once per dialect), its parameters named ``<prefix><column>``."""
     table = _HEADS
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table).values(
-        {name: bindparam(name) for name in ("tenant_id", "id", "seq", "hash")}
+        {name: bindparam(f"{prefix}{name}") for name in ("tenant_id", "id", "seq", "hash")}
     )
     return stmt.on_conflict_do_update(
         index_elements=["tenant_id"], set_={"seq": table.c.seq}
@@ -182,10 +182,10 @@ def lock_head_with(
     head's parameters may not share a name with the statement's (``head_*`` are taken)."""
     tid = _tenant(session, tenant_id)
     connection = session.connection()
-    head = {"head_tenant_id": tid, "head_id": new_id(), "head_seq": 0, "head_hash": GENESIS_HASH}
     if connection.dialect.name != "postgresql":  # SQLite: no data-modifying CTEs
         (row,) = kept_rows(connection, statement, params)
         return row, _lock_head(session, tid)
+    head = {"head_tenant_id": tid, "head_id": new_id(), "head_seq": 0, "head_hash": GENESIS_HASH}
     (row,) = kept_rows(connection, _with_head(statement), {**params, **head})
     return row, (int(row.head_seq), str(row.head_hash))
 
@@ -195,13 +195,7 @@ def _with_head(statement: Any) -> Any:
     """``WITH w AS (<statement>), h AS (<head upsert>) SELECT w.*, h.seq, h.hash`` (kept per
     statement, so its compiled form is cached)."""
     written = statement.cte("w")
-    head = (
-        postgresql.insert(_HEADS)
-        .values({name: bindparam(f"head_{name}") for name in ("tenant_id", "id", "seq", "hash")})
-        .on_conflict_do_update(index_elements=["tenant_id"], set_={"seq": _HEADS.c.seq})
-        .returning(_HEADS.c.seq, _HEADS.c.hash)
-        .cte("h")
-    )
+    head = _head_statement("postgresql", "head_").cte("h")
     return select(
         *written.c, head.c.seq.label("head_seq"), head.c.hash.label("head_hash")
     ).select_from(written.join(head, literal_column("true")))
