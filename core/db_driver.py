@@ -25,6 +25,7 @@ before, with the same rows (named tuples here, SQLAlchemy ``Row`` objects there:
 
 from __future__ import annotations
 
+import operator
 import uuid
 import weakref
 from collections import namedtuple
@@ -50,6 +51,11 @@ class _Plan:
     """Each parameter's value in the statement (used where the caller gives none)."""
     processors: tuple[Callable[[Any], Any] | None, ...]
     """Per parameter, its type's bind processor (None: the value goes as it is)."""
+    pick: Callable[[Mapping[str, Any]], Sequence[Any]]
+    """The parameters' values in ``names`` order from a mapping that has all of them (a
+    ``KeyError`` when one is missing): :func:`_picker`."""
+    processing: tuple[tuple[int, Callable[[Any], Any]], ...]
+    """(position, bind processor) of the parameters that have one: most have none."""
     row: Callable[[Sequence[Any]], Any]
     """Makes a row (a named tuple of the result's columns)."""
     converters: tuple[tuple[int, Callable[[Any], Any]], ...]
@@ -86,15 +92,13 @@ def kept_rows(
     if plan is _UNSUITED or not plan.required.issubset(params):
         # SQLAlchemy's way, or its error for a missing value
         return _through_sqlalchemy(connection, statement, params)
-    values = plan.values
-    args = [
-        (value if process is None else process(value))
-        for value, process in zip(
-            (params[name] if name in params else values[name] for name in plan.names),
-            plan.processors,
-            strict=True,
-        )
-    ]
+    try:  # the caller usually gives every parameter: one C call picks them all
+        args = list(plan.pick(params))
+    except KeyError:  # some keep the statement's own value
+        values = plan.values
+        args = [params[name] if name in params else values[name] for name in plan.names]
+    for at, process in plan.processing:
+        args[at] = process(args[at])
     dispatch = connection.dispatch  # listeners see the statement as they would SQLAlchemy's
     if dispatch.before_cursor_execute:  # (the token-state cache notes writes; tests, --show-sql)
         dispatch.before_cursor_execute(connection, None, plan.sql, args, None, False)
@@ -203,15 +207,28 @@ def _plan(connection: Connection, statement: Executable) -> Any:
         process = column[3]._cached_result_processor(dialect, None)
         if process is not None:
             converters.append((at, process))
+    processors = tuple(bind_processors.get(name) for name in names)
     return _Plan(
         sql=compiled.string,
         names=names,
         values={name: binds[name].effective_value for name in names},
-        processors=tuple(bind_processors.get(name) for name in names),
+        processors=processors,
+        pick=_picker(names),
+        processing=tuple((at, p) for at, p in enumerate(processors) if p is not None),
         row=cast(Any, namedtuple("Row", keys))._make,
         converters=tuple(converters),
         required=frozenset(name for name in names if binds[name].required),
     )
+
+
+def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
+    """A function giving the values of ``names`` from a mapping, in order, as a sequence."""
+    if len(names) > 1:
+        return operator.itemgetter(*names)
+    if names:
+        name = names[0]
+        return lambda params: (params[name],)
+    return lambda _params: ()
 
 
 def _raise_as_sqlalchemy(

@@ -33,6 +33,10 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""The canonical form's encoder: what ``json.dumps`` with these options uses, made once."""
+
+
 def canonical(
     *,
     tenant_id: uuid.UUID,
@@ -68,7 +72,7 @@ def canonical(
         "source": source,
         "prev_hash": prev_hash,
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(doc).encode()
 
 
 def entry_hash(entry: AuditEntry) -> str:

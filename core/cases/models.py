@@ -266,6 +266,10 @@ class CaseEvent(TenantScoped, Base):
     (:data:`EVENT_TEXT_KEYS`) split off ``before``/``after``/``data`` (:func:`split_texts`)."""
 
 
+_TEXTS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""The encoder of :attr:`CaseEvent.texts` (``json.dumps``'s with these options, made once)."""
+
+
 def split_texts(
     before: dict[str, Any], after: dict[str, Any], data: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str | None]:
@@ -278,7 +282,7 @@ def split_texts(
         if texts:
             parts[name] = texts
         plain.append({k: v for k, v in values.items() if k not in EVENT_TEXT_KEYS})
-    encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")) if parts else None
+    encoded = _TEXTS_JSON.encode(parts) if parts else None
     return plain[0], plain[1], plain[2], encoded
 
 

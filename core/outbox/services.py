@@ -33,11 +33,21 @@ from core.outbox.models import OutboxEvent, OutboxStatus
 _TABLE = cast(Table, OutboxEvent.__table__)
 
 
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
 def to_json(value: Any) -> Any:
     """A JSON-ready copy of ``value``: UUIDs, dates, decimals and enums become strings.
 
     :raises TypeError: for anything else that JSON cannot hold (a payload is data, not objects).
     """
+    kind = type(value)
+    if kind in _AS_IS:  # the usual values, by their exact type (no isinstance chain)
+        return value
+    if kind is dict:
+        return {str(k): to_json(v) for k, v in value.items()}
+    if kind is uuid.UUID:
+        return str(value)
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, enum.Enum):

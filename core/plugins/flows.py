@@ -223,10 +223,15 @@ def with_reminders(
     tp: TenantPlugins, case: CaseFacts, clocks: Iterable[ResolvedClock]
 ) -> list[ResolvedClock]:
     """``clocks`` with the plugins' reminder fraction of each (:func:`reminder_fraction`)."""
-    return [
-        dataclasses.replace(c, reminder_fraction=reminder_fraction(tp, case, c.clock))
-        for c in clocks
-    ]
+    out = []
+    for c in clocks:
+        fraction = reminder_fraction(tp, case, c.clock)
+        out.append(
+            c
+            if fraction == c.reminder_fraction
+            else dataclasses.replace(c, reminder_fraction=fraction)
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -410,7 +415,9 @@ def _combine_follow_ups(
         for item in _items(tp, plugin, hook, value, FollowUp):
             if item.due is not None and item.due.statutory:
                 raise _invalid(plugin, hook, tp, "a follow-up's due cannot be statutory")
-            by_kind.setdefault(item.kind, []).append(dataclasses.replace(item, source=plugin))
+            if item.source != plugin:
+                item = dataclasses.replace(item, source=plugin)
+            by_kind.setdefault(item.kind, []).append(item)
     planned = []
     for kind, items in by_kind.items():
         rules = [

@@ -222,6 +222,32 @@ def test_a_missing_parameter_is_refused_as_sqlalchemy_refuses_it(
         in_request(database, run)
 
 
+_ONE = select((bindparam("a", type_=Integer) + 1).label("n"))
+_TWO = select(
+    (bindparam("a", type_=Integer) + bindparam("b", value=10, type_=Integer)).label("n"),
+    cast(bindparam("when", type_=String), String).label("when"),
+)
+
+
+def test_parameters_are_taken_given_or_from_the_statement(
+    database: Database, world: TenantWorld
+) -> None:
+    """One parameter, several given, and one left to the statement's own value: each in
+    its place ($1, $2, ..), as SQLAlchemy's execution places them."""
+
+    def run() -> list[tuple[Any, ...]]:
+        with database.tenant_session(world.id) as s:
+            conn = s.connection()
+            return [
+                tuple(kept_rows(conn, _ONE, {"a": 41})[0]),
+                tuple(kept_rows(conn, _TWO, {"a": 1, "b": 2, "when": "now"})[0]),
+                tuple(kept_rows(conn, _TWO, {"when": "later", "a": 5})[0]),
+                tuple(kept_rows(conn, _ONE, {"a": 1})[0]),
+            ]
+
+    assert in_request(database, run) == [(42,), (3, "now"), (15, "later"), (2,)]
+
+
 @pytest.mark.postgres_only
 def test_driver_errors_are_sqlalchemys_errors_and_the_transaction_can_end(
     database: Database, world: TenantWorld
