@@ -89,9 +89,23 @@ def test_the_orm_refuses_to_change_or_delete_an_entry(
             s.flush()
 
 
-def test_secrets_are_refused_in_details(database: Database, world: TenantWorld) -> None:
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"client": {"client_secret": "s3cret"}},
+        {"User_PASSWORD": "x"},
+        {"headers": [{"Authorization": "Bearer x"}]},
+        {"private_key_pem": "x"},
+        {"access_token": "x"},
+        {"refresh_token": "x"},
+        {"pkce": {"code_verifier": "x"}},
+    ],
+)
+def test_secrets_are_refused_in_details(
+    database: Database, world: TenantWorld, details: dict[str, object]
+) -> None:
     with database.tenant_session(world.id) as s, pytest.raises(ValueError, match="secret"):
-        record(s, action="x", actor=ACTOR, details={"client": {"client_secret": "s3cret"}})
+        record(s, action="x", actor=ACTOR, details=details)
 
 
 def test_an_intact_chain_verifies(
