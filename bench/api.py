@@ -117,12 +117,16 @@ def full_settings(state: dict[str, Any], issuer: str) -> Any:
 
 
 def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
-    """Run the platform's app (``core.app.create_app``) under uvicorn, one worker."""
+    """Run the platform's app (``core.app.create_app``) under uvicorn: one process, or
+    ``--workers`` processes (not when capturing statements: those servers are one process)."""
     from sqlalchemy import Engine, event
 
     from core.app import create_app, freeze_startup_heap
     from core.db import Database
 
+    if capture is None and state.get("workers", 1) > 1:
+        run_uvicorn(None, port, workers=state["workers"])
+        return
     db = Database(state["app_url"], state["admin_url"])
     if capture is not None:
         out = capture.open("a", encoding="utf-8")
@@ -139,21 +143,45 @@ def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
     run_uvicorn(app, port)
 
 
-def run_uvicorn(app: Any, port: int) -> None:
+def worker_app() -> Any:
+    """The app of one worker process when a server runs several (``--workers``): built from
+    the state file and kind the serving process put in the environment, its start-up heap
+    frozen, as a single process does."""
+    from core.app import create_app, freeze_startup_heap
+    from core.db import Database
+
+    state = json.loads(Path(os.environ["BENCH_STATE"]).read_text())
+    port = int(os.environ["BENCH_PORT"])
+    if os.environ["BENCH_KIND"] == "full":
+        db = Database(state["app_url"], state["admin_url"])
+        app = create_app(full_settings(state, f"http://127.0.0.1:{port}"), db)
+    else:
+        app = bare_app(state)
+    freeze_startup_heap()
+    return app
+
+
+def run_uvicorn(app: Any, port: int, workers: int = 1) -> None:
     """The same server settings for both apps: uvicorn as ``insurdesk serve`` runs it (its
     ``auto`` event loop and HTTP parser: uvloop and httptools, which the platform installs),
-    one process, ``access_log`` off, ``log_level`` warning."""
+    one process (``insurdesk serve``'s setting; ``--workers`` for more, each app then built by
+    :func:`worker_app` in its process), ``access_log`` off, ``log_level`` warning."""
     import uvicorn
 
     from core.api.http_protocol import server_options
 
+    target: Any = app
+    extra: dict[str, Any] = {}
+    if workers > 1:
+        target, extra = "api:worker_app", {"factory": True, "app_dir": str(HERE.parent)}
     uvicorn.run(
-        app,
+        target,
         host="127.0.0.1",
         port=port,
-        workers=1,
+        workers=workers,
         log_level="warning",
         access_log=False,
+        **extra,
         **server_options(),
     )
 
@@ -411,6 +439,9 @@ def serve_bare(state: dict[str, Any], port: int) -> None:
     heap frozen too)."""
     from core.app import freeze_startup_heap
 
+    if state.get("workers", 1) > 1:
+        run_uvicorn(None, port, workers=state["workers"])
+        return
     app = bare_app(state)
     freeze_startup_heap()
     run_uvicorn(app, port)
@@ -718,12 +749,21 @@ class Result:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else None)."""
+    """User + system CPU seconds so far of process ``pid`` and its running children (a
+    server's worker processes), from Linux ``/proc``; None elsewhere."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            child = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(child[1]) == pid:  # its parent
+            ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
@@ -791,6 +831,7 @@ def profile_full(
                 PY_SPY,
                 "record",
                 "--gil",
+                "--subprocesses",  # a server's worker processes (--workers)
                 "-p",
                 str(server.proc.pid),
                 "-d",
@@ -939,7 +980,8 @@ def report(results: list[Result], sql: dict[str, Any], args: argparse.Namespace)
     ok = True
     print(
         f"\n{args.connections} connections, {args.duration} s per phase, {args.rounds} rounds,"
-        f" {args.tenants} tenants x {args.cases} seeded cases; uvicorn with {server_stack()}"
+        f" {args.tenants} tenants x {args.cases} seeded cases; uvicorn with {server_stack()},"
+        f" {args.workers} worker process{'es' if args.workers > 1 else ''} per server"
     )
     print("scenario  | full rps  p50 ms  p95 ms cpu/req | bare rps  p50 ms  p95 ms cpu/req | ratio")
     for scenario in ("register", "queue"):
@@ -985,6 +1027,12 @@ def main(argv: list[str] | None = None) -> int:
         default="database",
         help="the full stack's rate-limit backend (default: database, PostgreSQL without Redis)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of each server (default 1, as insurdesk serve runs)",
+    )
     parser.add_argument("--show-sql", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -1002,6 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
             "app_url": db.app_url,
             "var_dir": str(work),
             "rate_limit": args.rate_limit,
+            "workers": args.workers,
         }
         state_file = work / "state.json"
         state_file.write_text(json.dumps(state))
@@ -1076,6 +1125,7 @@ if __name__ == "__main__":
         kind, state_path, port = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
         cap = Path(sys.argv[5]) if len(sys.argv) > 5 else None
         st = json.loads(state_path.read_text())
+        os.environ.update(BENCH_STATE=str(state_path), BENCH_KIND=kind, BENCH_PORT=str(port))
         if kind == "full":
             serve_full(st, port, cap)
         else:
