@@ -116,51 +116,6 @@ def full_settings(state: dict[str, Any], issuer: str) -> Any:
     )
 
 
-def serve_full(state: dict[str, Any], port: int, capture: Path | None) -> None:
-    """Run the platform's app (``core.app.create_app``) under uvicorn: one process, or
-    ``--workers`` processes (not when capturing statements: those servers are one process)."""
-    from sqlalchemy import Engine, event
-
-    from core.app import create_app, freeze_startup_heap
-    from core.db import Database
-
-    if capture is None and state.get("workers", 1) > 1:
-        run_uvicorn(None, port, workers=state["workers"])
-        return
-    db = Database(state["app_url"], state["admin_url"])
-    if capture is not None:
-        out = capture.open("a", encoding="utf-8")
-
-        def log_sql(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-            out.write(json.dumps({"sql": statement, "params": repr(params)[:1500]}) + "\n")
-            out.flush()
-
-        # every engine: the requests' statements go through the bridged engine that
-        # Database.run makes on first use (decision 0010), not through db.engine
-        event.listen(Engine, "before_cursor_execute", log_sql)
-    app = create_app(full_settings(state, f"http://127.0.0.1:{port}"), db)
-    freeze_startup_heap()  # as app_from_env (insurdesk serve) does
-    run_uvicorn(app, port)
-
-
-def worker_app() -> Any:
-    """The app of one worker process when a server runs several (``--workers``): built from
-    the state file and kind the serving process put in the environment, its start-up heap
-    frozen, as a single process does."""
-    from core.app import create_app, freeze_startup_heap
-    from core.db import Database
-
-    state = json.loads(Path(os.environ["BENCH_STATE"]).read_text())
-    port = int(os.environ["BENCH_PORT"])
-    if os.environ["BENCH_KIND"] == "full":
-        db = Database(state["app_url"], state["admin_url"])
-        app = create_app(full_settings(state, f"http://127.0.0.1:{port}"), db)
-    else:
-        app = bare_app(state)
-    freeze_startup_heap()
-    return app
-
-
 def run_uvicorn(app: Any, port: int, workers: int = 1) -> None:
     """The same server settings for both apps: uvicorn as ``insurdesk serve`` runs it (its
     ``auto`` event loop and HTTP parser: uvloop and httptools, which the platform installs),
@@ -434,17 +389,48 @@ def bare_app(state: dict[str, Any]) -> Any:
     )
 
 
-def serve_bare(state: dict[str, Any], port: int) -> None:
-    """Run the bare app under uvicorn with the full stack's server settings (its start-up
-    heap frozen too)."""
-    from core.app import freeze_startup_heap
+def built_app(kind: str, state: dict[str, Any], port: int) -> Any:
+    """The app of a ``full`` server (the platform's ``core.app.create_app``) or a ``bare`` one,
+    its start-up heap frozen, as ``app_from_env`` (``insurdesk serve``) does."""
+    from core.app import create_app, freeze_startup_heap
+    from core.db import Database
 
-    if state.get("workers", 1) > 1:
+    if kind == "full":
+        db = Database(state["app_url"], state["admin_url"])
+        app = create_app(full_settings(state, f"http://127.0.0.1:{port}"), db)
+    else:
+        app = bare_app(state)
+    freeze_startup_heap()
+    return app
+
+
+def worker_app() -> Any:
+    """The app of one worker process when a server runs several (``--workers``): built from
+    the state file, kind and port the serving process put in the environment."""
+    state = json.loads(Path(os.environ["BENCH_STATE"]).read_text())
+    return built_app(os.environ["BENCH_KIND"], state, int(os.environ["BENCH_PORT"]))
+
+
+def serve(kind: str, state: dict[str, Any], port: int, capture: Path | None) -> None:
+    """Run a server under uvicorn with the same settings for both kinds: one process, or
+    ``--workers`` processes (not when capturing the full stack's statements into
+    ``capture``: that server is one process)."""
+    if capture is not None:
+        from sqlalchemy import Engine, event
+
+        out = capture.open("a", encoding="utf-8")
+
+        def log_sql(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            out.write(json.dumps({"sql": statement, "params": repr(params)[:1500]}) + "\n")
+            out.flush()
+
+        # every engine: the requests' statements go through the bridged engine that
+        # Database.run makes on first use (decision 0010), not through db.engine
+        event.listen(Engine, "before_cursor_execute", log_sql)
+    elif state.get("workers", 1) > 1:
         run_uvicorn(None, port, workers=state["workers"])
         return
-    app = bare_app(state)
-    freeze_startup_heap()
-    run_uvicorn(app, port)
+    run_uvicorn(built_app(kind, state, port), port)
 
 
 # -- set-up: database, tenants, seed, tokens ---------------------------------------------------
@@ -751,19 +737,25 @@ class Result:
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds so far of process ``pid`` and its running children (a
     server's worker processes), from Linux ``/proc``; None elsewhere."""
+    own = _stat(Path(f"/proc/{pid}/stat"))
+    if own is None:
+        return None
+    ticks = own[1]
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        child = _stat(path)
+        if child is not None and child[0] == pid:
+            ticks += child[1]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(parent pid, user + system clock ticks) from a ``/proc/<pid>/stat`` file; None when the
+    process is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = path.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    ticks = int(fields[11]) + int(fields[12])
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            child = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        if int(child[1]) == pid:  # its parent
-            ticks += int(child[11]) + int(child[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), int(fields[11]) + int(fields[12])
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
@@ -1126,9 +1118,6 @@ if __name__ == "__main__":
         cap = Path(sys.argv[5]) if len(sys.argv) > 5 else None
         st = json.loads(state_path.read_text())
         os.environ.update(BENCH_STATE=str(state_path), BENCH_KIND=kind, BENCH_PORT=str(port))
-        if kind == "full":
-            serve_full(st, port, cap)
-        else:
-            serve_bare(st, port)
+        serve(kind, st, port, cap)
         sys.exit(0)
     sys.exit(main())
