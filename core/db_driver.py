@@ -26,6 +26,7 @@ before, with the same rows (named tuples here, SQLAlchemy ``Row`` objects there:
 from __future__ import annotations
 
 import operator
+import re
 import uuid
 import weakref
 from collections import namedtuple
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, literal
+from sqlalchemy import ColumnElement, literal_column
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
@@ -175,11 +176,30 @@ def _script(connection: Connection, sql: str) -> None:
         _raise_as_sqlalchemy(connection, adapted, error, sql, [])
 
 
+_CONSTANT = re.compile(r"[A-Za-z0-9_.:-]+")
+"""What :func:`sql_constant` writes into SQL: names of states, statuses, kinds (no quote)."""
+
+
+def sql_constant(value: str, type_: Any = None) -> ColumnElement[Any]:
+    """A constant string written into the SQL as a literal (``'closed'``), not sent as a bind
+    parameter. PostgreSQL plans a prepared statement once for all its parameters (its
+    *generic* plan, used after five executions): a value it sees only as ``$9`` has no
+    statistics, and a condition such as ``state NOT IN ($9, $10)`` is then estimated to keep
+    almost no row, which turned the work queue's join around (the unit filter run once per
+    case instead of once; twice the database's CPU per page, docs/benchmarks.md, eleventh
+    round). A literal keeps the planner's estimate. Only code's own constants go this way
+    (letters, digits, ``_ . : -``): :raises ValueError: for anything else."""
+    if _CONSTANT.fullmatch(value) is None:
+        raise ValueError(f"not a plain SQL constant: {value!r}")
+    return literal_column(f"'{value}'", type_)
+
+
 def constant_in(column: Any, values: Sequence[str], *, negate: bool = False) -> ColumnElement[bool]:
     """``column IN ('a', 'b')`` (``NOT IN`` with ``negate``) for a constant list of values,
-    each its own bind parameter: a plain list would be an *expanding* parameter, which
-    SQLAlchemy rewrites into the SQL at every execution and :func:`kept_rows` cannot keep."""
-    members = [literal(value, type_=column.type) for value in values]
+    written into the SQL (:func:`sql_constant`): a plain list would be an *expanding*
+    parameter, which SQLAlchemy rewrites into the SQL at every execution and :func:`kept_rows`
+    cannot keep; bind parameters would hide the values from PostgreSQL's generic plan."""
+    members = [sql_constant(value, column.type) for value in values]
     return column.not_in(members) if negate else column.in_(members)
 
 
@@ -254,4 +274,5 @@ __all__ = [
     "constant_in",
     "end_transaction",
     "kept_rows",
+    "sql_constant",
 ]

@@ -77,7 +77,7 @@ from core.cases.schemas import (
 )
 from core.cases.storage import CHUNK, StorageError
 from core.db import Database, tenant_rows, tenant_rows_on, utcnow
-from core.db_driver import constant_in
+from core.db_driver import constant_in, sql_constant
 from core.orgs.models import OrgUnit
 from core.orgs.services import get_unit
 from core.privacy.fields import sealed_objects, sealed_records
@@ -781,8 +781,8 @@ def _apply_filters(
             CaseClock.case_id == Case.id,
             CaseClock.tenant_id == Case.tenant_id,
             or_(
-                CaseClock.status == "breached",
-                and_(CaseClock.status == "running", CaseClock.due_at <= now),
+                CaseClock.status == sql_constant("breached"),
+                and_(CaseClock.status == sql_constant("running"), CaseClock.due_at <= now),
             ),
         )
         stmt = stmt.where(late if f["breached"] else ~late)
@@ -820,8 +820,11 @@ def _queue_columns() -> tuple[Any, ...]:
     breached = exists().where(
         *_OWN_CLOCK,
         or_(
-            _CLOCKS.c.status == "breached",
-            and_(_CLOCKS.c.status == "running", _CLOCKS.c.due_at <= bindparam("flags_now")),
+            _CLOCKS.c.status == sql_constant("breached"),
+            and_(
+                _CLOCKS.c.status == sql_constant("running"),
+                _CLOCKS.c.due_at <= bindparam("flags_now"),
+            ),
         ),
     )
     return (

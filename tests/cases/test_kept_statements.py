@@ -20,7 +20,7 @@ from core.audit.services import verify
 from core.cases import controllers, flows
 from core.cases.models import Case, CaseClock, CaseCounter, CaseEvent
 from core.db import Database, tenant_rows, utcnow
-from core.db_driver import constant_in, kept_rows
+from core.db_driver import constant_in, kept_rows, sql_constant
 from tests.cases.conftest import Acting, complaint
 from tests.factories import TenantWorld
 
@@ -195,6 +195,27 @@ def test_another_tenant_gets_none_of_the_rows(
 
     assert set(registered) <= in_request(database, lambda: rows_of(world))
     assert not set(registered) & in_request(database, lambda: rows_of(other))
+
+
+def test_the_queues_constants_are_in_its_sql_not_its_parameters() -> None:
+    """PostgreSQL plans a kept statement once for all its parameters: a state sent as ``$9``
+    has no statistics, and the work queue's generic plan then ran its unit filter once per
+    case (docs/benchmarks.md, eleventh round). The open-state list and the clock statuses of
+    the flags are written into the SQL; the parameters are the request's own values."""
+    from sqlalchemy.dialects import postgresql
+
+    compiled = _queue_statement().compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+    sql = compiled.string
+    assert "NOT IN ('closed', 'withdrawn')" in sql
+    assert "IN ('running', 'paused', 'window')" in sql
+    assert "= 'breached'" in sql and "= 'running'" in sql
+    assert set(compiled.params) == {"flags_now"}
+
+
+@pytest.mark.parametrize("value", ["it's", "a b", "x;--", "", "закрыт"])
+def test_only_plain_constants_are_written_into_sql(value: str) -> None:
+    with pytest.raises(ValueError, match="not a plain SQL constant"):
+        sql_constant(value)
 
 
 def test_a_statement_with_a_list_parameter_runs_through_sqlalchemy(
