@@ -3,11 +3,15 @@
 A :class:`WriteBatch` collects INSERTs (several rows each, optionally with ``ON CONFLICT ..
 DO UPDATE``) and UPDATEs of one transaction, then sends them:
 
-- on PostgreSQL as **one** statement, a chain of data-modifying CTEs, one per row
-  (``WITH w0_0 AS (INSERT ..), w0_1 AS (INSERT ..), w1_0 AS (UPDATE ..) SELECT 1``; SQLAlchemy
-  does not cache a multi-row ``VALUES``). Every value is a bind parameter, and the statement
-  object is kept per shape (the same parts, tables, columns and row counts), so SQLAlchemy's
-  compiled cache is hit from the second time on;
+- on PostgreSQL as **one** statement, a chain of data-modifying CTEs. Sent to asyncpg itself
+  (:func:`~core.db_driver.kept_rows`, which compiles a kept statement once), one CTE per part,
+  its rows in one multi-row ``VALUES`` (``WITH w0_0 AS (INSERT .. VALUES (..), (..)), w1_0 AS
+  (UPDATE ..) SELECT 1``: PostgreSQL sets up one insert per table, not per row). Through
+  SQLAlchemy's execution (psycopg: the command-line tools and workers), one CTE per row
+  (``w0_0``, ``w0_1``, ..): SQLAlchemy does not cache a multi-row ``VALUES``, and a statement
+  compiled at every execution would cost more than it saves. Every value is a bind
+  parameter, and the statement object is kept per shape (the same parts, tables, columns and
+  row counts), so it is compiled once;
 - elsewhere (SQLite) one statement per part, in the order they were added, with the same
   statements :func:`execute_insert` runs for a single write.
 
@@ -33,7 +37,7 @@ from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import replacement_traverse
 
-from core.db_driver import kept_rows
+from core.db_driver import asyncpg_of, kept_rows
 
 OnConflict = Callable[[Any], Any]
 """Adds an ``ON CONFLICT`` clause to a dialect's ``INSERT`` (PostgreSQL's or SQLite's
@@ -137,7 +141,8 @@ class WriteBatch:
         if parts:
             connection = self.session.connection()
             if one_statement(connection, len(parts)):
-                stmt, names = _combined(tuple(p.shape for p in parts))
+                shape = tuple(p.shape for p in parts)
+                stmt, names = _combined(shape, multi_row=asyncpg_of(connection) is not None)
                 params: dict[str, Any] = {}
                 for part, part_names in zip(parts, names, strict=True):
                     for row, row_names in zip(part.params, part_names, strict=True):
@@ -172,27 +177,30 @@ _Names = tuple[tuple[tuple[str, ...], ...], ...]
 """Per part, per row, the names of its parameters (in the order of the row's columns)."""
 
 _COMBINED: dict[tuple[Any, ...], tuple[Any, _Names]] = {}
-"""The one statement of each batch shape seen, with its parameter names (see :func:`_combined`)."""
+"""The one statement of each batch shape seen (and form: ``multi_row``), with its parameter
+names (see :func:`_combined`)."""
 _MAX_SHAPES = 256
 
 
-def _combined(shape: tuple[Any, ...]) -> tuple[Any, _Names]:
-    """``WITH w0_0 AS (..), w0_1 AS (..), w1_0 AS (..) .. SELECT 1`` for the parts of ``shape``
-    (a single-row statement per row: SQLAlchemy does not cache multi-row ``VALUES``), their
-    values bind parameters named by part, row and column, and those names; kept per shape (so
-    the statement's cache key and compiled form are computed once)."""
-    found = _COMBINED.get(shape)
+def _combined(shape: tuple[Any, ...], *, multi_row: bool) -> tuple[Any, _Names]:
+    """``WITH w0_0 AS (..), w1_0 AS (..) .. SELECT 1`` for the parts of ``shape``: with
+    ``multi_row`` each part's rows in one ``VALUES`` (for :func:`kept_rows` on asyncpg), else a
+    single-row statement per row (``w0_0``, ``w0_1``: SQLAlchemy caches those, not a multi-row
+    ``VALUES``); their values bind parameters named by part, row and column, and those names.
+    Kept per shape (so the statement is compiled once)."""
+    key = (shape, multi_row)
+    found = _COMBINED.get(key)
     if found is not None:
         return found
     ctes = [
         stmt.cte(f"w{i}_{j}")
         for i, part in enumerate(shape)
-        for j, stmt in enumerate(_part_statements(i, part))
+        for j, stmt in enumerate(_part_statements(i, part, multi_row))
     ]
     names = tuple(_part_names(i, part) for i, part in enumerate(shape))
     if len(_COMBINED) >= _MAX_SHAPES:  # shapes are few; never grow without bound
         _COMBINED.clear()
-    found = _COMBINED[shape] = (select(literal_column("1").label("written")).add_cte(*ctes), names)
+    found = _COMBINED[key] = (select(literal_column("1").label("written")).add_cte(*ctes), names)
     return found
 
 
@@ -203,19 +211,19 @@ def _part_names(i: int, shape: Any) -> tuple[tuple[str, ...], ...]:
     return (tuple(_name(i, 0, key) for key in shape[2]),)
 
 
-def _part_statements(i: int, shape: Any) -> list[Any]:
-    """The statements of part ``i`` inside the combined one (one per row), their parameters
-    renamed."""
+def _part_statements(i: int, shape: Any, multi_row: bool) -> list[Any]:
+    """The statements of part ``i`` inside the combined one (one, or with several rows and
+    without ``multi_row`` one per row), their parameters renamed."""
     if shape[0] == "insert":
         _, table, keys, count, on_conflict = shape
-        statements = []
-        for j in range(count):
-            values = {key: bindparam(_name(i, j, key), type_=table.c[key].type) for key in keys}
-            if on_conflict is None:
-                statements.append(insert(table).values(values))
-            else:
-                statements.append(on_conflict(postgresql.insert(table).values(values)))
-        return statements
+        rows = [
+            {key: bindparam(_name(i, j, key), type_=table.c[key].type) for key in keys}
+            for j in range(count)
+        ]
+        groups: list[Any] = [rows] if multi_row and count > 1 else rows
+        if on_conflict is None:
+            return [insert(table).values(values) for values in groups]
+        return [on_conflict(postgresql.insert(table).values(values)) for values in groups]
     statement: Update = shape[1]
     opts: dict[str, Any] = {}
 

@@ -12,7 +12,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import Integer, String, bindparam, cast, event, insert, literal_column, select
+from sqlalchemy import (
+    Integer,
+    String,
+    Uuid,
+    bindparam,
+    cast,
+    event,
+    insert,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
@@ -147,6 +158,20 @@ def test_a_registration_sends_its_statements_to_the_driver(
         return
     assert [sql.split(" ")[0] for sql, _ in seen] == ["SELECT", "WITH", "WITH"]  # counter + head
     assert all(context is None for _, context in seen)
+    # on the driver, the writes are one data-modifying CTE per table, several rows in one
+    # VALUES (two clocks, their two reminders, two outbox rows): PostgreSQL sets up one insert
+    # per table, not per row
+    writes = seen[2][0]
+    assert "w0_1 AS" not in writes and "w1_1 AS" not in writes
+    for table in ("case_clocks", "clock_reminders", "outbox"):
+        assert writes.count(f"INSERT INTO {table} ") == 1, table
+    with database.tenant_transaction(world.id) as s:
+        clocks = select(CaseClock.clock).where(CaseClock.case_id == case_id)
+        assert len(list(s.scalars(clocks))) == 2
+        count = text("SELECT count(*) FROM clock_reminders WHERE case_id = :case")
+        assert s.scalar(count.bindparams(bindparam("case", type_=Uuid())), {"case": case_id}) == 2
+        outbox = text("SELECT count(*) FROM outbox WHERE payload->>'case_id' = :case")
+        assert s.scalar(outbox, {"case": str(case_id)}) == 2
 
 
 def test_a_registration_that_keeps_nothing_in_the_session_writes_the_same(
