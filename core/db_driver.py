@@ -50,13 +50,12 @@ class _Plan:
     """The bind parameters in the order of ``$1, $2, ..``."""
     values: Mapping[str, Any]
     """Each parameter's value in the statement (used where the caller gives none)."""
-    processors: tuple[Callable[[Any], Any] | None, ...]
-    """Per parameter, its type's bind processor (None: the value goes as it is)."""
     pick: Callable[[Mapping[str, Any]], Sequence[Any]]
     """The parameters' values in ``names`` order from a mapping that has all of them (a
     ``KeyError`` when one is missing): :func:`_picker`."""
     processing: tuple[tuple[int, Callable[[Any], Any]], ...]
-    """(position, bind processor) of the parameters that have one: most have none."""
+    """(position, bind processor) of the parameters whose type has one (most have none: their
+    value goes as it is)."""
     row: Callable[[Sequence[Any]], Any]
     """Makes a row (a named tuple of the result's columns)."""
     converters: tuple[tuple[int, Callable[[Any], Any]], ...]
@@ -227,12 +226,11 @@ def _plan(connection: Connection, statement: Executable) -> Any:
         process = column[3]._cached_result_processor(dialect, None)
         if process is not None:
             converters.append((at, process))
-    processors = tuple(bind_processors.get(name) for name in names)
+    processors = (bind_processors.get(name) for name in names)
     return _Plan(
         sql=compiled.string,
         names=names,
         values={name: binds[name].effective_value for name in names},
-        processors=processors,
         pick=_picker(names),
         processing=tuple((at, p) for at, p in enumerate(processors) if p is not None),
         row=cast(Any, namedtuple("Row", keys))._make,

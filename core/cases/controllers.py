@@ -30,7 +30,7 @@ from litestar.params import (
     QueryParameter,
 )
 from litestar.response import Stream
-from sqlalchemy import Select, Table, and_, bindparam, exists, or_, select
+from sqlalchemy import Exists, Select, Table, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from core.api.handlers import uses_database
@@ -777,14 +777,7 @@ def _apply_filters(
     if f.get("due_after"):
         stmt = stmt.where(Case.next_due_at >= as_time("due_after"))
     if f.get("breached") is not None:
-        late = exists().where(
-            CaseClock.case_id == Case.id,
-            CaseClock.tenant_id == Case.tenant_id,
-            or_(
-                CaseClock.status == sql_constant("breached"),
-                and_(CaseClock.status == sql_constant("running"), CaseClock.due_at <= now),
-            ),
-        )
+        late = _breached(now)
         stmt = stmt.where(late if f["breached"] else ~late)
     if f.get("provisional") is not None:
         stmt = stmt.where(_PROVISIONAL if f["provisional"] else ~_PROVISIONAL)
@@ -803,6 +796,19 @@ _PROVISIONAL = exists().where(
 constant list without an expanding parameter, so a kept queue statement keeps its plan)."""
 
 
+def _breached(due_by: Any) -> Exists:
+    """A case has a breached clock, or a running one due by ``due_by`` (a time, or the
+    ``flags_now`` parameter): it counts before the sweep marks it (the queue's flag and its
+    ``breached`` filter)."""
+    return exists().where(
+        *_OWN_CLOCK,
+        or_(
+            _CLOCKS.c.status == sql_constant("breached"),
+            and_(_CLOCKS.c.status == sql_constant("running"), _CLOCKS.c.due_at <= due_by),
+        ),
+    )
+
+
 def _queue_columns() -> tuple[Any, ...]:
     """What a queue row renders (:meth:`CaseOut.of`, :func:`disclose_cases`): the columns, the
     sealed record, and per case whether an open clock is provisional and whether a clock is
@@ -817,20 +823,10 @@ def _queue_columns() -> tuple[Any, ...]:
             "reporter_anonymous",
         )
     ]
-    breached = exists().where(
-        *_OWN_CLOCK,
-        or_(
-            _CLOCKS.c.status == sql_constant("breached"),
-            and_(
-                _CLOCKS.c.status == sql_constant("running"),
-                _CLOCKS.c.due_at <= bindparam("flags_now"),
-            ),
-        ),
-    )
     return (
         *columns,
         _PROVISIONAL.label("flag_provisional"),
-        breached.label("flag_breached"),
+        _breached(bindparam("flags_now")).label("flag_breached"),
     )
 
 

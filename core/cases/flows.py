@@ -393,8 +393,6 @@ def _json(value: Any) -> Any:
     kind = type(value)
     if kind is str or value is None:
         return value
-    if kind is uuid.UUID:
-        return str(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dt.datetime | dt.date):
